@@ -1,0 +1,2 @@
+"""sekiops: operate Sekiban multi-projection snapshots."""
+__version__ = "0.1.0"

@@ -1,0 +1,96 @@
+"""Small stream helpers shared by stores and pipelines: counting, hashing, bounded reading."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import BinaryIO, Callable
+
+CHUNK = 1024 * 1024
+
+
+def copy_hashing(src: BinaryIO, dst: BinaryIO | None, chunk: int = CHUNK) -> tuple[int, str]:
+    """Copy ``src`` to ``dst`` (or nowhere) in chunks; return (bytes, sha256 hex)."""
+    h = hashlib.sha256()
+    n = 0
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    readinto = getattr(src, "readinto", None)
+    while True:
+        if readinto is not None:
+            got = readinto(view)
+            if not got:
+                break
+            data = view[:got]
+        else:
+            data = src.read(chunk)
+            if not data:
+                break
+            got = len(data)
+        h.update(data)
+        if dst is not None:
+            dst.write(data)
+        n += got
+    return n, h.hexdigest()
+
+
+class CountingWriter(io.RawIOBase):
+    """A write-only stream that counts (and optionally hashes) what passes to ``target``."""
+
+    def __init__(self, target: BinaryIO | None = None, hash_it: bool = False):
+        self.target = target
+        self.count = 0
+        self._h = hashlib.sha256() if hash_it else None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        n = len(data)
+        self.count += n
+        if self._h is not None:
+            self._h.update(data)
+        if self.target is not None:
+            self.target.write(data)
+        return n
+
+    @property
+    def sha256(self) -> str | None:
+        return self._h.hexdigest() if self._h else None
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable stream over a function that yields successive byte chunks (b'' at the end)."""
+
+    def __init__(self, next_chunk: Callable[[], bytes], on_close: Callable[[], None] | None = None):
+        self._next = next_chunk
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._on_close = on_close
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self._pos >= len(self._buf):
+            if self._eof:
+                return 0
+            self._buf = self._next()
+            self._pos = 0
+            if not self._buf:
+                self._eof = True
+                return 0
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed and self._on_close is not None:
+            self._on_close()
+        super().close()
+
+
+def buffered(raw: io.RawIOBase, size: int = CHUNK) -> BinaryIO:
+    return io.BufferedReader(raw, buffer_size=size)
