@@ -94,3 +94,39 @@ class ChunkReader(io.RawIOBase):
 
 def buffered(raw: io.RawIOBase, size: int = CHUNK) -> BinaryIO:
     return io.BufferedReader(raw, buffer_size=size)
+
+
+class HashingReader(io.RawIOBase):
+    """Wraps a readable stream, counting and hashing every byte read through it."""
+
+    def __init__(self, src: BinaryIO):
+        self._src = src
+        self._h = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._src.read(len(b))
+        n = len(data)
+        if n:
+            b[:n] = data
+            self._h.update(data)
+            self.count += n
+        return n
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def sha256(self) -> str:
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        if not self.closed:
+            close = getattr(self._src, "close", None)
+            if close is not None:
+                close()
+        super().close()

@@ -1,0 +1,652 @@
+"""Azure Blob Storage blob store (``azblob://``), with bounded memory for any blob size.
+
+URLs:
+
+* ``azblob://CONTAINER``: account and credential from ``$AZURE_STORAGE_CONNECTION_STRING``
+  (shared key, SAS, ``UseDevelopmentStorage=true`` or an Azurite endpoint);
+* ``azblob://ACCOUNT.blob.core.windows.net/CONTAINER``: Entra ID through azure-identity's
+  ``DefaultAzureCredential``; when ``$AZURE_STORAGE_CONNECTION_STRING`` names the same account
+  its key (or SAS) is used instead. A SAS may also be given as the URL's query string.
+
+Options (URL query or keyword arguments of :meth:`AzureBlobStore.from_url`): ``block_size``
+(bytes, ``k``/``m`` suffixes allowed; default 4 MiB), ``concurrency`` (upload workers, default 2),
+``api_version`` (default ``$SEKIOPS_AZURE_API_VERSION``, else the SDK's newest).
+
+Writes are content addressed (``{name}/{sha256}.bin``). The bytes go up as blocks of
+``block_size`` (``Put Block``) followed by one ``Put Block List`` with content type
+``application/octet-stream``; the bytes are hashed as they are read and the block list is only
+committed when they match the caller's hash/size, so a failed or refused write leaves no blob
+under the final key (Azure garbage-collects uncommitted blocks). At most
+``concurrency + 1`` blocks are in memory at once. Reads stream ``max_chunk_get_size`` ranges.
+
+Secrets (account key, SAS, connection string) never reach ``location``, ``repr``, exception
+messages or our log records: errors are described by HTTP status and Azure error code only,
+and SDK exceptions are not chained (their text can hold request URLs with a SAS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import secrets
+import tempfile
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, Iterator
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
+
+from ..errors import (
+    BlobNotFoundError,
+    IntegrityError,
+    SekiopsError,
+    StoreError,
+    StoreUnavailableError,
+    UnsafeKeyError,
+    UsageError,
+)
+from ..format.constants import PROVIDER_AZURE
+from ..format.keys import check_key, content_key
+from ..streams import copy_hashing
+from .base import BlobInfo, BlobWrite
+
+log = logging.getLogger(__name__)
+
+CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+API_VERSION_ENV = "SEKIOPS_AZURE_API_VERSION"
+
+MiB = 1024 * 1024
+DEFAULT_BLOCK_SIZE = 4 * MiB
+DEFAULT_CONCURRENCY = 2
+#: Download: size of the first GET and of every following ranged GET.
+DEFAULT_GET_SIZE = 4 * MiB
+#: Azure limits: blocks per blob, and size of one block.
+MAX_BLOCKS = 50_000
+MAX_BLOCK_SIZE = 4000 * MiB
+#: Reserved top-level folder (never written by this store; kept out of keys for parity with
+#: the local store, whose private incoming folder has the same name).
+INCOMING = ".sekiops-incoming"
+CONTENT_TYPE = "application/octet-stream"
+#: Bounded retries: a dead endpoint fails in well under 30 s (4 tries, ~1+3+5 s of backoff,
+#: 5 s connect timeout each).
+RETRY_TOTAL = 3
+CONNECTION_TIMEOUT = 5
+READ_TIMEOUT = 60
+
+_CONTAINER_RE = re.compile(r"^(\$root|\$web|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
+_ACCOUNT_RE = re.compile(r"^[a-z0-9]{3,24}$")
+
+
+class AzureBlobStore:
+    """A :class:`~sekiops.blob.base.BlobStore` over one Azure Blob Storage container."""
+
+    provider = PROVIDER_AZURE
+
+    def __init__(self, service: BlobServiceClient, container: str, *,
+                 block_size: int = DEFAULT_BLOCK_SIZE, concurrency: int = DEFAULT_CONCURRENCY,
+                 credential_kind: str = "unknown", provider: str | None = None):
+        if block_size < 1 or block_size > MAX_BLOCK_SIZE:
+            raise UsageError(f"azure block size must be 1..{MAX_BLOCK_SIZE} bytes, not {block_size}")
+        if concurrency < 1 or concurrency > 64:
+            raise UsageError(f"azure upload concurrency must be 1..64, not {concurrency}")
+        self._service = service
+        self.container = container
+        self.account = service.account_name or "unknown-account"
+        self.location = f"azblob://{self.account}/{container}"
+        self._container = service.get_container_client(container)
+        self.block_size = int(block_size)
+        self.concurrency = int(concurrency)
+        #: ``connection-string``, ``shared-key``, ``sas`` or ``entra-id``: how we authenticate.
+        self.credential_kind = credential_kind
+        self._container_ready = False
+        self._lock = threading.Lock()
+        if provider:
+            self.provider = provider
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> "AzureBlobStore":
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "azblob":
+            raise UsageError(f"not an azblob:// URL: {_redact_url(url)!r}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        sas = None
+        if "sig" in query:
+            # The whole query is a SAS token; our own options cannot be mixed into it.
+            sas = parts.query
+            query = {}
+        for k, v in query.items():
+            options.setdefault(k, v)
+        block_size = _parse_size(options.pop("block_size", DEFAULT_BLOCK_SIZE), "block_size")
+        concurrency = _parse_int(options.pop("concurrency", DEFAULT_CONCURRENCY), "concurrency")
+        api_version = options.pop("api_version", None) or os.environ.get(API_VERSION_ENV, "").strip() or None
+        retries = _parse_int(options.pop("retries", RETRY_TOTAL), "retries")
+        credential = options.pop("credential", None)
+        provider = options.pop("provider", None)
+        if options:
+            raise UsageError(f"unknown azblob option(s): {', '.join(sorted(options))}")
+
+        host = parts.hostname or ""
+        path = unquote(parts.path).strip("/")
+        conn = os.environ.get(CONNECTION_STRING_ENV, "").strip()
+        kw = _client_kwargs(api_version, retries)
+
+        if "." not in (parts.netloc or ""):
+            # azblob://CONTAINER: everything about the account comes from the connection string.
+            container = unquote(parts.netloc)
+            if path:
+                raise UsageError(
+                    f"azblob URL {_redact_url(url)!r}: use azblob://CONTAINER (account from "
+                    f"${CONNECTION_STRING_ENV}) or azblob://ACCOUNT.blob.core.windows.net/CONTAINER")
+            _check_container(container)
+            if not conn:
+                raise UsageError(
+                    f"azblob://{container} needs ${CONNECTION_STRING_ENV} (or use "
+                    f"azblob://ACCOUNT.blob.core.windows.net/{container} with Entra ID)")
+            try:
+                service = BlobServiceClient.from_connection_string(conn, **kw)
+            except ValueError as exc:
+                raise UsageError(f"${CONNECTION_STRING_ENV} is not a usable storage connection "
+                                 f"string ({_safe_value_error(exc)})") from None
+            kind = "connection-string"
+            return cls(service, container, block_size=block_size, concurrency=concurrency,
+                       credential_kind=kind, provider=provider)
+
+        # azblob://ACCOUNT.blob.core.windows.net/CONTAINER
+        container = path
+        if "/" in container:
+            raise UsageError(f"azblob URL {_redact_url(url)!r} names more than a container")
+        _check_container(container)
+        account = host.split(".", 1)[0].lower()
+        if not _ACCOUNT_RE.match(account):
+            raise UsageError(f"azblob URL {_redact_url(url)!r}: {account!r} is not a storage account name")
+        account_url = f"https://{parts.netloc}"
+        kind = "entra-id"
+        if credential is not None:
+            kind = "explicit"
+        elif sas:
+            credential, kind = sas, "sas"
+        else:
+            fields = _parse_connection_string(conn) if conn else {}
+            if fields.get("accountname", "").lower() == account and fields.get("accountkey"):
+                credential = {"account_name": fields["accountname"], "account_key": fields["accountkey"]}
+                kind = "shared-key"
+            elif fields.get("accountname", "").lower() == account and fields.get("sharedaccesssignature"):
+                credential, kind = fields["sharedaccesssignature"], "sas"
+            else:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+        try:
+            service = BlobServiceClient(account_url, credential=credential, **kw)
+        except ValueError as exc:
+            raise UsageError(f"azblob URL {_redact_url(url)!r}: {_safe_value_error(exc)}") from None
+        return cls(service, container, block_size=block_size, concurrency=concurrency,
+                   credential_kind=kind, provider=provider)
+
+    @property
+    def credential(self) -> Any:
+        """The SDK credential object in use (never printed: may hold a key)."""
+        return self._service.credential
+
+    # --- keys --------------------------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        if key.split("/", 1)[0] == INCOMING:
+            raise UnsafeKeyError(f"blob key {key!r} names the store's private incoming folder")
+        return key
+
+    # --- protocol ----------------------------------------------------------------------------
+
+    def write(self, stream: BinaryIO, name: str, *, sha256: str | None = None,
+              size: int | None = None) -> BlobWrite:
+        self._key(f"{name}/x")
+        if sha256 is not None:
+            sha256 = sha256.lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+                raise IntegrityError(f"{self.location}: sha256 hint for {name!r} is not 64 hex digits")
+        spool = None
+        try:
+            if sha256 is None:
+                start = _seek_start(stream)
+                if start is None:
+                    # Not seekable: spool to a private temp file (0600, already unlinked) while
+                    # hashing, then upload from the spool.
+                    spool = tempfile.TemporaryFile(prefix="sekiops-azure-")
+                    n, digest = copy_hashing(stream, spool)
+                    spool.seek(0)
+                    stream, start = spool, 0
+                else:
+                    n, digest = copy_hashing(stream, None)
+                    stream.seek(start)
+                if size is not None and size != n:
+                    raise IntegrityError(
+                        f"{self.location}: stream for {name!r} has {n} bytes, the caller declared {size}")
+                expect_sha, expect_size = digest, n
+            else:
+                expect_sha, expect_size = sha256, size
+            key = content_key(name, expect_sha)
+            return self._write_key(stream, key, expect_sha, expect_size, hashed=sha256 is None)
+        finally:
+            if spool is not None:
+                spool.close()
+
+    def _write_key(self, stream: BinaryIO, key: str, expect_sha: str, expect_size: int | None,
+                   hashed: bool) -> BlobWrite:
+        blob = self._container.get_blob_client(key)
+        existing = self._head(blob, key, for_write=True)
+        if existing is not None and (expect_size is None or existing.size == expect_size):
+            if hashed:
+                # We hashed these bytes ourselves: the key proves the content is already there.
+                log.debug("%s: %s already stored (%d bytes)", self.location, key, existing.size)
+                return BlobWrite(key, existing.size, expect_sha)
+            # The caller's hint names an existing blob: make sure the stream really is those bytes.
+            n, digest = copy_hashing(stream, None)
+            self._check(key, expect_sha, expect_size, digest, n)
+            if n == existing.size:
+                return BlobWrite(key, n, digest)
+            raise IntegrityError(f"{self.location}: {key!r} exists with {existing.size} bytes "
+                                 f"but the stream has {n} bytes with the same sha256")
+        n, digest = self._upload_blocks(blob, stream, key, expect_sha, expect_size)
+        return BlobWrite(key, n, digest)
+
+    def _check(self, key: str, expect_sha: str, expect_size: int | None, digest: str, n: int) -> None:
+        if digest != expect_sha or (expect_size is not None and n != expect_size):
+            raise IntegrityError(
+                f"{self.location}: bytes for {key!r} differ from the declared hash/size "
+                f"(got {n} bytes, sha256 {digest[:12]}...; nothing was committed)")
+
+    def _upload_blocks(self, blob, stream: BinaryIO, key: str, expect_sha: str,
+                       expect_size: int | None) -> tuple[int, str]:
+        block_size = self.block_size
+        if expect_size is not None and expect_size > block_size * MAX_BLOCKS:
+            block_size = -(-expect_size // MAX_BLOCKS)
+            block_size = -(-block_size // MiB) * MiB
+            if block_size > MAX_BLOCK_SIZE:
+                raise StoreError(f"{self.location}: {expect_size} bytes is more than one blob holds")
+        # Block ids must all have the same length within a blob (uncommitted ones of an earlier
+        # or concurrent upload included): 16 hex digits of upload id + 6 digits of index.
+        upload_id = secrets.token_hex(8)
+        h = hashlib.sha256()
+        n = 0
+        ids: list[str] = []
+        pending: deque = deque()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                  thread_name_prefix="sekiops-azure-put") if self.concurrency > 1 else None
+        try:
+            while True:
+                # Bounded memory: wait until a worker is free before reading the next block.
+                while pending and (len(pending) >= self.concurrency or pending[0].done()):
+                    pending.popleft().result()
+                data = _read_block(stream, block_size)
+                if not data:
+                    break
+                h.update(data)
+                n += len(data)
+                if len(ids) >= MAX_BLOCKS:
+                    raise StoreError(f"{self.location}: {key!r} needs more than {MAX_BLOCKS} blocks "
+                                     f"of {block_size} bytes; raise block_size")
+                block_id = f"{upload_id}{len(ids):06d}"
+                ids.append(block_id)
+                if pool is None:
+                    self._stage(blob, key, block_id, data)
+                else:
+                    pending.append(pool.submit(self._stage, blob, key, block_id, data))
+                del data
+            while pending:
+                pending.popleft().result()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        digest = h.hexdigest()
+        # Mismatch: never commit; the staged blocks stay uncommitted and Azure drops them.
+        self._check(key, expect_sha, expect_size, digest, n)
+        try:
+            blob.commit_block_list(ids, content_settings=ContentSettings(content_type=CONTENT_TYPE))
+        except HttpResponseError as exc:
+            if _code(exc) in ("InvalidBlockList", "InvalidBlobOrBlock"):
+                # A concurrent writer of the same bytes committed first (which drops other
+                # writers' uncommitted blocks): fine when the blob is now there, same size.
+                info = self._head(blob, key)
+                if info is not None and info.size == n:
+                    return n, digest
+            raise self._error(exc, "commit", key) from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise self._error(exc, "commit", key) from None
+        log.debug("%s: wrote %s (%d bytes, %d blocks)", self.location, key, n, len(ids))
+        return n, digest
+
+    def _stage(self, blob, key: str, block_id: str, data: bytes) -> None:
+        for attempt in (1, 2):
+            try:
+                blob.stage_block(block_id, data, length=len(data))
+                return
+            except ResourceNotFoundError as exc:
+                if attempt == 1 and _code(exc) == "ContainerNotFound":
+                    self._create_container(key)
+                    continue
+                raise self._error(exc, "upload", key) from None
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+                raise self._error(exc, "upload", key) from None
+
+    def _create_container(self, key: str) -> None:
+        with self._lock:
+            if self._container_ready:
+                return
+            try:
+                self._container.create_container()
+                log.debug("%s: created container", self.location)
+            except ResourceExistsError:
+                pass
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+                raise self._error(exc, "create container for", key) from None
+            self._container_ready = True
+
+    def _head(self, blob, key: str, for_write: bool = False) -> BlobInfo | None:
+        try:
+            p = blob.get_blob_properties()
+        except ResourceNotFoundError as exc:
+            if for_write and _code(exc) == "ContainerNotFound":
+                self._create_container(key)
+            return None
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+            raise self._error(exc, "stat", key) from None
+        return BlobInfo(key, int(p.size), p.last_modified)
+
+    def open_read(self, key: str) -> BinaryIO:
+        self._key(key)
+        blob = self._container.get_blob_client(key)
+        try:
+            downloader = blob.download_blob(max_concurrency=1)
+        except ResourceNotFoundError:
+            raise BlobNotFoundError(f"blob {key!r} not found in {self.location}") from None
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+            raise self._error(exc, "read", key) from None
+        chunks = iter(downloader.chunks())
+
+        def next_chunk() -> bytes:
+            try:
+                return next(chunks, b"")
+            except ResourceNotFoundError:
+                raise BlobNotFoundError(f"blob {key!r} disappeared from {self.location} while "
+                                        f"being read") from None
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+                raise self._error(exc, "read", key) from None
+
+        return io.BufferedReader(_ChunkStream(next_chunk, downloader.size), buffer_size=1 * MiB)
+
+    def stat(self, key: str) -> BlobInfo | None:
+        self._key(key)
+        return self._head(self._container.get_blob_client(key), key)
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def delete(self, key: str) -> bool:
+        self._key(key)
+        try:
+            self._container.delete_blob(key)
+            return True
+        except ResourceNotFoundError:
+            return False
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+            if _code(exc) == "SnapshotsPresent":
+                raise StoreError(f"{self.location}: blob {key!r} has snapshots; not deleted "
+                                 f"(remove the snapshots first)") from None
+            raise self._error(exc, "delete", key) from None
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        pages = self._container.list_blobs(name_starts_with=prefix or None).by_page()
+        while True:
+            try:
+                page = next(pages, None)
+                if page is None:
+                    return
+                items = list(page)
+            except ResourceNotFoundError:
+                return  # no container: nothing stored yet
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+                raise self._error(exc, "list", prefix or "(all)") from None
+            for b in items:
+                if b.name.split("/", 1)[0] == INCOMING:
+                    continue
+                yield BlobInfo(b.name, int(b.size or 0), b.last_modified)
+
+    def close(self) -> None:
+        try:
+            self._service.close()
+        except Exception:  # closing must never fail a caller
+            pass
+
+    def __enter__(self) -> "AzureBlobStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AzureBlobStore({self.location!r})"
+
+    # --- errors ------------------------------------------------------------------------------
+
+    def _error(self, exc: Exception, op: str, key: str) -> SekiopsError:
+        """A SekiopsError for an SDK failure: status and error code only, never the SDK's text."""
+        where = f"{self.location} ({op} {key!r})"
+        if isinstance(exc, ServiceRequestError):
+            return StoreUnavailableError(f"{where}: cannot reach the blob endpoint ({_cause(exc)})")
+        if isinstance(exc, ServiceResponseError):
+            return StoreUnavailableError(f"{where}: connection failed while waiting for the answer "
+                                         f"({_cause(exc)})")
+        status = getattr(exc, "status_code", None)
+        code = _code(exc)
+        tag = f"HTTP {status}" + (f" {code}" if code else "") if status else (code or type(exc).__name__)
+        if isinstance(exc, ClientAuthenticationError) and status is None:
+            # Raised by azure-identity before any request: no usable credential.
+            return StoreError(f"{where}: authentication failed: no usable Azure credential "
+                              f"({self.credential_kind}; {type(exc).__name__})")
+        if status == 401 or code in ("AuthenticationFailed", "InvalidAuthenticationInfo"):
+            return StoreError(f"{where}: authentication failed ({tag})")
+        if status == 403:
+            return StoreError(f"{where}: permission denied ({tag})")
+        if status is not None and (status >= 500 or status in (408, 429)):
+            return StoreUnavailableError(f"{where}: the service is unavailable or throttling ({tag})")
+        return StoreError(f"{where}: refused ({tag})")
+
+
+class _ChunkStream(io.RawIOBase):
+    """Raw readable stream over successive downloaded chunks (``b""`` at the end)."""
+
+    def __init__(self, next_chunk, size: int):
+        self._next = next_chunk
+        self._chunk = memoryview(b"")
+        self._eof = False
+        #: Blob size announced by the service.
+        self.size = size
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        while not self._chunk:
+            if self._eof:
+                return False
+            data = self._next()
+            if not data:
+                self._eof = True
+                self._chunk = memoryview(b"")
+                return False
+            self._chunk = memoryview(data)
+        return True
+
+    def readinto(self, b) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed blob stream")
+        if not self._fill():
+            return 0
+        n = min(len(b), len(self._chunk))
+        b[:n] = self._chunk[:n]
+        self._chunk = self._chunk[n:]
+        return n
+
+    def readall(self) -> bytes:
+        parts = []
+        while self._fill():
+            parts.append(bytes(self._chunk))
+            self._chunk = memoryview(b"")
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._chunk = memoryview(b"")
+        super().close()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _client_kwargs(api_version: str | None, retries: int = RETRY_TOTAL) -> dict[str, Any]:
+    kw: dict[str, Any] = dict(
+        max_single_get_size=DEFAULT_GET_SIZE,
+        max_chunk_get_size=DEFAULT_GET_SIZE,
+        retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retries,
+                                      random_jitter_range=1),
+        connection_timeout=CONNECTION_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+    )
+    if api_version:
+        kw["api_version"] = api_version
+    return kw
+
+
+def _seek_start(stream: BinaryIO) -> int | None:
+    """The stream's position when it can be read twice, else None."""
+    try:
+        if not stream.seekable():
+            return None
+        return stream.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _read_block(stream: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes, short only at the end of the stream."""
+    data = stream.read(size)
+    if not data or len(data) >= size:
+        return data or b""
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = stream.read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _code(exc: Exception) -> str | None:
+    code = getattr(exc, "error_code", None)
+    if code is None:
+        resp = getattr(exc, "response", None)
+        headers = getattr(resp, "headers", None)
+        if headers is not None:
+            code = headers.get("x-ms-error-code")
+    return str(getattr(code, "value", code)) if code else None
+
+
+def _cause(exc: BaseException) -> str:
+    """A short, secret-free description of why a connection failed."""
+    import socket
+
+    seen = set()
+    cur: BaseException | None = exc
+    chain = []
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__ or getattr(cur, "inner_exception", None)
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, (socket.timeout, TimeoutError)):
+            return "timed out"
+        if isinstance(e, socket.gaierror):
+            return "host name not found"
+        if isinstance(e, ConnectionResetError):
+            return "connection reset"
+    names = [type(e).__name__ for e in chain]
+    low = " ".join(str(e) for e in chain).lower()
+    for needle, what in (("connection refused", "connection refused"), ("timed out", "timed out"),
+                         ("name or service not known", "host name not found"),
+                         ("temporary failure in name resolution", "host name not found"),
+                         ("nodename nor servname", "host name not found"),
+                         ("certificate", "TLS certificate problem"),
+                         ("connection reset", "connection reset"),
+                         ("connection aborted", "connection aborted")):
+        if needle in low:
+            return what
+    return names[-1] if names else "unknown error"
+
+
+def _parse_connection_string(conn: str) -> dict[str, str]:
+    out = {}
+    for part in conn.split(";"):
+        k, sep, v = part.partition("=")
+        if sep:
+            out[k.strip().lower()] = v.strip()
+    return out
+
+
+def _check_container(name: str) -> None:
+    if not name:
+        raise UsageError("azblob URL names no container")
+    if not _CONTAINER_RE.match(name):
+        raise UsageError(f"{name!r} is not a valid Azure container name "
+                         "(3-63 lower-case letters, digits and single hyphens)")
+
+
+def _parse_size(value: Any, what: str) -> int:
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)(?:i?[bB])?\s*", str(value))
+    if not m:
+        raise UsageError(f"azblob option {what}={value!r} is not a size")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": MiB}[m.group(2).lower()]
+
+
+def _parse_int(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"azblob option {what}={value!r} is not an integer") from None
+
+
+def _redact_url(url: str) -> str:
+    from ..urls import redact
+
+    return redact(url.split("?", 1)[0]) + ("?***" if "?" in url else "")
+
+
+def _safe_value_error(exc: ValueError) -> str:
+    from ..urls import redact
+
+    text = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return text[:200]

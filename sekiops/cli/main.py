@@ -1,0 +1,113 @@
+"""The ``sekiops`` command: argument parsing, store opening and the error contract.
+
+Exit 0 on success, 2 with one ``error:`` line for any expected failure (SekiopsError, bad usage,
+unreadable files), 1 with a traceback for bugs. Command modules register their subcommands;
+heavy imports happen inside the command functions so ``sekiops --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMAND_MODULES = [
+    "sekiops.cli.snapshot",
+    "sekiops.cli.inventory",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (the contract), no usage dump
+        raise _UsageExit(f"{message} (see '{self.prog} --help')")
+
+
+class _UsageExit(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(prog="sekiops", description=(
+        "Operate Sekiban multi-projection snapshots: streaming persist and restore, inventories, "
+        "audits, guarded migrations, memory metrics. Stores are URLs (see --help of each command); "
+        "SEKIOPS_STATE_URL / SEKIOPS_BLOB_URL fill in when --state / --blob are absent."))
+    parser.add_argument("--version", action="version", version=f"sekiops {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import SekiopsError
+    from ..urls import redact
+
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.verbose:
+            import logging
+
+            logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        return int(args.func(args) or 0)
+    except _UsageExit as exc:
+        _error(redact(str(exc)))
+        return 2
+    except SekiopsError as exc:
+        _error(redact(str(exc)))
+        return 2
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 2
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except OSError as exc:  # files named on the command line: missing, unreadable, disk full
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        _error(redact(f"{exc.strerror or exc}{where}"))
+        return 2
+
+
+def _error(message: str) -> None:
+    message = " ".join(message.split())  # exactly one line
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
+# --- helpers for command modules ---------------------------------------------------------------
+
+
+def add_store_args(p: argparse.ArgumentParser, blob: bool = True) -> None:
+    p.add_argument("--state", metavar="URL", help="state store URL: sqlite:///path.db, postgresql://..., "
+                   "cosmos+https://host/DB/CONTAINER, memory:// (default: $SEKIOPS_STATE_URL)")
+    if blob:
+        p.add_argument("--blob", metavar="URL", help="blob store URL: file:///dir or a path, azblob://CONTAINER, "
+                       "memory:// (default: $SEKIOPS_BLOB_URL; none = nothing is offloaded)")
+    p.add_argument("--service-id", default="default", help="Sekiban ServiceId scoping every read and write "
+                   "(default: %(default)s)")
+
+
+def open_stores(args, blob: bool = True, create: bool = True):
+    """Open the state (and blob) store; read-only commands pass create=False so nothing appears."""
+    from ..blob import open_blob_store
+    from ..state import open_state_store
+
+    state = open_state_store(args.state, service_id=args.service_id, create=create)
+    return state, (open_blob_store(getattr(args, "blob", None)) if blob else None)
+
+
+def print_json(obj, stream=None) -> None:
+    import json
+
+    stream = stream or sys.stdout
+    json.dump(obj, stream, indent=2, default=str)
+    stream.write("\n")
+    stream.flush()

@@ -1,0 +1,304 @@
+"""Restore a snapshot to its projector state bytes, streaming, for all four storage combinations.
+
+row inline | offloaded (record level)  x  envelope inline | offloaded (payload level).
+The inline payload is Base64-decoded chunk by chunk into a private temp file while the envelope
+is parsed; the payload (inline or blob) is then gunzipped into the output. Output goes to a
+partial file renamed into place only when every check has passed, so a failed restore leaves
+no output. Sekiban's own restore holds the whole payload and object graph; this never does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import shutil
+from typing import BinaryIO
+
+from ..blob.base import BlobStore
+from ..errors import (BlobNotFoundError, ConcurrencyConflictError, CorruptSnapshotError,
+                      IntegrityError, NotFoundError, TombstonedError, UsageError, VersionMismatchError)
+from ..format import keys
+from ..format.envelope import Envelope, read_envelope
+from ..format.payload import open_payload
+from ..format.record import SnapshotRow
+from ..state.base import StateStore
+from ..streams import CHUNK, CountingWriter, HashingReader
+from .memory import MemoryProbe
+from .spool import Spool, now_ms
+
+log = logging.getLogger("sekiops.restore")
+
+DEFAULT_MAX_OUTPUT = 64 * 1024**3
+
+
+@dataclasses.dataclass
+class RestoreOptions:
+    verify: bool = False
+    include_tombstoned: bool = False
+    #: cap on decompressed bytes when the envelope declares no original size (gzip-bomb guard)
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT
+    measure_heap: bool = False
+
+
+@dataclasses.dataclass
+class RestoreResult:
+    service_id: str
+    projector_name: str
+    projector_version: str
+    events_processed: int
+    envelope_version: int
+    envelope_location: str
+    envelope_key: str | None
+    envelope_bytes: int
+    envelope_format: str
+    envelope_casing: str
+    payload_location: str
+    payload_key: str | None
+    payload_source: str
+    compressed_size_bytes: int
+    original_size_bytes: int
+    payload_gzip: bool
+    verified: list
+    warnings: list
+    read_ms: float
+    decode_ms: float
+    total_ms: float
+    tempfile_bytes: int
+    download_bytes: int
+    peak_rss_bytes: int
+    start_rss_bytes: int
+    peak_heap_bytes: int | None
+    output: str | None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def find_row(state: StateStore, projector_name: str, projector_version: str | None,
+             include_tombstoned: bool = False) -> SnapshotRow:
+    """The row to restore: the asked version, else the newest active one by EventsProcessed."""
+    if projector_version:
+        row = state.get(projector_name, projector_version)
+        if row is None:
+            raise NotFoundError(f"{state.location}: no snapshot for {state.service_id}/{projector_name}/{projector_version}")
+    else:
+        row = state.latest_active(projector_name)
+        if row is None:
+            raise NotFoundError(f"{state.location}: no active snapshot for {state.service_id}/{projector_name}")
+    if row.is_tombstoned and not include_tombstoned:
+        raise TombstonedError(f"{state.location}: {row.where} is tombstoned (Sekiban never restores it); "
+                              "pass --include-tombstoned to read it anyway")
+    return row
+
+
+def restore(state: StateStore, blob: BlobStore | None, out: str | BinaryIO, *, projector_name: str,
+            projector_version: str | None = None, options: RestoreOptions | None = None,
+            spool: Spool | None = None) -> RestoreResult:
+    """Write the snapshot's projector state (payload bytes, gunzipped when gzip) to ``out``.
+
+    ``out`` is a path (written atomically) or a binary stream (filled only after every check
+    passed, from a private temp file).
+    """
+    opts = options or RestoreOptions()
+    spool = spool or Spool()
+    with MemoryProbe(heap=opts.measure_heap) as probe:
+        start = now_ms()
+        for attempt in range(3):
+            row = find_row(state, projector_name, projector_version, opts.include_tombstoned)
+            job = _Restore(state, blob, row, opts, spool)
+            try:
+                job.run(out)
+                break
+            except ConcurrencyConflictError:
+                if attempt == 2:
+                    raise
+                log.info("%s changed while reading; reading the new row", row.where)
+        job.total_ms = now_ms() - start
+    return job.result(probe, out)
+
+
+class _Restore:
+    def __init__(self, state, blob, row: SnapshotRow, opts: RestoreOptions, spool: Spool):
+        self.state, self.blob, self.row, self.opts, self.spool = state, blob, row, opts, spool
+        self.where = f"{state.location} {row.where}"
+        self.verified: list[str] = []
+        self.warnings: list[str] = []
+        self.read_ms = self.decode_ms = self.total_ms = 0.0
+        self.tempfile_bytes = self.download_bytes = 0
+        self.env: Envelope | None = None
+        self.envelope_bytes = 0
+        self.compressed = 0
+        self.output_bytes = 0
+        self.gzip = False
+
+    # --- sources -----------------------------------------------------------------------------
+
+    def _need_blob(self, what: str) -> BlobStore:
+        if self.blob is None:
+            raise UsageError(f"{self.where}: {what} is in blob storage; pass --blob URL (or set SEKIOPS_BLOB_URL)")
+        return self.blob
+
+    def _open_blob(self, key: str, what: str) -> BinaryIO:
+        keys.check_key_scope(key, self.row.projector_name)
+        blob = self._need_blob(what)
+        try:
+            return blob.open_read(key)
+        except BlobNotFoundError as exc:
+            raise BlobNotFoundError(f"{self.where}: {what} blob {key!r} is missing from {blob.location}") from exc
+
+    def _open_envelope(self) -> tuple[BinaryIO, str]:
+        row = self.row
+        if row.is_offloaded:
+            if not row.offload_key:
+                raise CorruptSnapshotError(f"{self.where}: row is offloaded but has no OffloadKey")
+            return self._open_blob(row.offload_key, "envelope"), f"{self.where} envelope blob {row.offload_key!r}"
+        return self.state.open_state_stream(row), f"{self.where} StateData"
+
+    # --- run ---------------------------------------------------------------------------------
+
+    def run(self, out: str | BinaryIO) -> None:
+        t = now_ms()
+        payload_file = self.spool.create(self.row.projector_name + "-payload")
+        try:
+            raw, where = self._open_envelope()
+            reader = HashingReader(raw)
+            sink = CountingWriter(payload_file.file, hash_it=True)
+            try:
+                env = read_envelope(reader, where, payload_sink=sink,
+                                    max_envelope=self.opts.max_output_bytes)
+                reader.drain()
+            finally:
+                reader.close()
+            self.env = env
+            self.envelope_bytes = reader.count
+            self.tempfile_bytes += sink.count
+            self._check_envelope(env, reader)
+            self.read_ms = now_ms() - t
+            t = now_ms()
+            if env.is_offloaded:
+                src = HashingReader(self._open_blob(env.offload_key, "payload"))
+                payload_where = f"{self.where} payload blob {env.offload_key!r}"
+            else:
+                src = HashingReader(payload_file.rewind())
+                payload_where = f"{self.where} inline payload"
+            try:
+                self._decode_to(out, src, payload_where)
+            finally:
+                src.close()
+            self.decode_ms = now_ms() - t
+        finally:
+            payload_file.close()
+
+    def _check_envelope(self, env: Envelope, reader: HashingReader) -> None:
+        row, meta = self.row, env.meta
+        if row.is_offloaded:
+            self.download_bytes += reader.count
+            expected = keys.content_hash(row.offload_key)
+            if expected is not None and self.opts.verify:
+                if expected != reader.sha256:
+                    raise IntegrityError(f"{self.where}: envelope blob {row.offload_key!r} hashes to "
+                                         f"{reader.sha256}, not the sha256 its key promises")
+                self.verified.append("envelope-sha256")
+        elif row.state_length is not None and row.state_length != reader.count:
+            raise IntegrityError(f"{self.where}: read {reader.count} StateData bytes, row declares {row.state_length}")
+        if meta.projector_name and meta.projector_name != row.projector_name:
+            raise VersionMismatchError(f"{self.where}: envelope is for projector {meta.projector_name!r}, "
+                                       f"row is for {row.projector_name!r}")
+        if meta.projector_version and meta.projector_version != row.projector_version:
+            raise VersionMismatchError(
+                f"{self.where}: envelope projectorVersion {meta.projector_version!r} differs from the row's "
+                f"{row.projector_version!r}; Sekiban would refuse to restore it")
+        if not meta.projector_version:
+            self.warnings.append("envelope has no projectorVersion")
+        if meta.version != row.events_processed:
+            self.warnings.append(f"row EventsProcessed {row.events_processed} != envelope version {meta.version}")
+
+    def _decode_to(self, out, src: HashingReader, where: str) -> None:
+        env = self.env
+        declared = env.meta.original_size_bytes
+        limit = declared if declared > 0 else self.opts.max_output_bytes
+        if isinstance(out, str):
+            self._decode_to_path(out, src, where, limit)
+        else:
+            tmp = self.spool.create(self.row.projector_name + "-output")
+            try:
+                self._decode_into(tmp.file, src, where, limit)
+                shutil.copyfileobj(tmp.rewind(), out, CHUNK)
+                out.flush()
+            finally:
+                tmp.close()
+
+    def _decode_to_path(self, path: str, src, where: str, limit: int) -> None:
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise UsageError(f"output directory {directory!r} does not exist")
+        partial = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb", buffering=CHUNK) as f:
+                self._decode_into(f, src, where, limit)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(partial, 0o666 & ~umask)
+            os.replace(partial, path)
+        except BaseException:
+            try:
+                os.unlink(partial)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _decode_into(self, f: BinaryIO, src: HashingReader, where: str, limit: int) -> None:
+        stream, self.gzip = open_payload(src, where, limit=limit)
+        n = 0
+        while True:
+            chunk = stream.read(CHUNK)
+            if not chunk:
+                break
+            f.write(chunk)
+            n += len(chunk)
+        self.output_bytes = n
+        self.compressed = src.count
+        self._check_payload(src)
+
+    def _check_payload(self, src: HashingReader) -> None:
+        env, meta, verify = self.env, self.env.meta, self.opts.verify
+        if env.is_offloaded:
+            self.download_bytes += src.count
+            if env.payload_length is not None and env.payload_length != src.count:
+                raise IntegrityError(f"{self.where}: payload blob {env.offload_key!r} has {src.count} bytes, "
+                                     f"envelope declares payloadLength {env.payload_length}")
+            expected = keys.content_hash(env.offload_key)
+            if verify and expected is not None:
+                if expected != src.sha256:
+                    raise IntegrityError(f"{self.where}: payload blob {env.offload_key!r} hashes to {src.sha256}, "
+                                         "not the sha256 its key promises")
+                self.verified.append("payload-sha256")
+        if verify:
+            if meta.compressed_size_bytes and meta.compressed_size_bytes != src.count:
+                raise IntegrityError(f"{self.where}: payload has {src.count} stored bytes, envelope declares "
+                                     f"compressedSizeBytes {meta.compressed_size_bytes}")
+            if meta.original_size_bytes and meta.original_size_bytes != self.output_bytes:
+                raise IntegrityError(f"{self.where}: payload decodes to {self.output_bytes} bytes, envelope "
+                                     f"declares originalSizeBytes {meta.original_size_bytes}")
+            self.verified.append("declared-lengths")
+
+    def result(self, probe: MemoryProbe, out) -> RestoreResult:
+        env, row = self.env, self.row
+        return RestoreResult(
+            service_id=row.service_id, projector_name=row.projector_name, projector_version=row.projector_version,
+            events_processed=row.events_processed, envelope_version=env.meta.version,
+            envelope_location="blob" if row.is_offloaded else "inline", envelope_key=row.offload_key,
+            envelope_bytes=self.envelope_bytes, envelope_format="v9" if env.gzipped else "v10",
+            envelope_casing=env.casing, payload_location="blob" if env.is_offloaded else "inline",
+            payload_key=env.offload_key, payload_source=env.payload_source,
+            compressed_size_bytes=self.compressed, original_size_bytes=self.output_bytes,
+            payload_gzip=self.gzip, verified=self.verified, warnings=self.warnings,
+            read_ms=round(self.read_ms, 1), decode_ms=round(self.decode_ms, 1), total_ms=round(self.total_ms, 1),
+            tempfile_bytes=self.tempfile_bytes, download_bytes=self.download_bytes,
+            peak_rss_bytes=probe.peak_rss, start_rss_bytes=probe.start_rss, peak_heap_bytes=probe.peak_heap,
+            output=out if isinstance(out, str) else None)
