@@ -10,7 +10,9 @@ URLs:
 
 Options (URL query or keyword arguments of :meth:`AzureBlobStore.from_url`): ``block_size``
 (bytes, ``k``/``m`` suffixes allowed; default 4 MiB), ``concurrency`` (upload workers, default 2),
-``api_version`` (default ``$SEKIOPS_AZURE_API_VERSION``, else the SDK's newest).
+``api_version`` (default ``$SEKIOPS_AZURE_API_VERSION``, else the SDK's newest; Azurite 3.35
+knows up to ``2025-11-05`` and refuses newer ones unless started with ``--skipApiVersionCheck``), ``retries`` (default 3, short
+exponential backoff, so a dead endpoint fails within ~10-30 s).
 
 Writes are content addressed (``{name}/{sha256}.bin``). The bytes go up as blocks of
 ``block_size`` (``Put Block``) followed by one ``Put Block List`` with content type
@@ -26,6 +28,7 @@ and SDK exceptions are not chained (their text can hold request URLs with a SAS)
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -53,6 +56,7 @@ from ..errors import (
     BlobNotFoundError,
     IntegrityError,
     SekiopsError,
+    SpoolError,
     StoreError,
     StoreUnavailableError,
     UnsafeKeyError,
@@ -80,11 +84,15 @@ MAX_BLOCK_SIZE = 4000 * MiB
 #: the local store, whose private incoming folder has the same name).
 INCOMING = ".sekiops-incoming"
 CONTENT_TYPE = "application/octet-stream"
-#: Bounded retries: a dead endpoint fails in well under 30 s (4 tries, ~1+3+5 s of backoff,
-#: 5 s connect timeout each).
+#: Bounded retries (the SDK's defaults wait 15 s, 18 s, 24 s...): with 3 retries a refusing
+#: endpoint fails after ~11 s of backoff, a silent one after 4 connect timeouts more (~27 s).
+#: A server that accepts and then hangs is given READ_TIMEOUT per try.
 RETRY_TOTAL = 3
-CONNECTION_TIMEOUT = 5
-READ_TIMEOUT = 60
+RETRY_INITIAL_BACKOFF = 1.0
+RETRY_INCREMENT_BASE = 1.6
+RETRY_JITTER = 0.5
+CONNECTION_TIMEOUT = 4
+READ_TIMEOUT = 30
 
 _CONTAINER_RE = re.compile(r"^(\$root|\$web|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
 _ACCOUNT_RE = re.compile(r"^[a-z0-9]{3,24}$")
@@ -135,6 +143,8 @@ class AzureBlobStore:
         concurrency = _parse_int(options.pop("concurrency", DEFAULT_CONCURRENCY), "concurrency")
         api_version = options.pop("api_version", None) or os.environ.get(API_VERSION_ENV, "").strip() or None
         retries = _parse_int(options.pop("retries", RETRY_TOTAL), "retries")
+        if not 0 <= retries <= 10:
+            raise UsageError(f"azblob option retries={retries} must be 0..10")
         credential = options.pop("credential", None)
         provider = options.pop("provider", None)
         if options:
@@ -227,9 +237,7 @@ class AzureBlobStore:
                 if start is None:
                     # Not seekable: spool to a private temp file (0600, already unlinked) while
                     # hashing, then upload from the spool.
-                    spool = tempfile.TemporaryFile(prefix="sekiops-azure-")
-                    n, digest = copy_hashing(stream, spool)
-                    spool.seek(0)
+                    spool, n, digest = self._spool(stream, name)
                     stream, start = spool, 0
                 else:
                     n, digest = copy_hashing(stream, None)
@@ -246,6 +254,23 @@ class AzureBlobStore:
             if spool is not None:
                 spool.close()
 
+    def _spool(self, stream: BinaryIO, name: str):
+        spool = tempfile.TemporaryFile(prefix="sekiops-azure-")
+        try:
+            n, digest = copy_hashing(stream, spool)
+            spool.flush()
+            spool.seek(0)
+        except OSError as exc:
+            spool.close()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise SpoolError(f"{self.location}: no room in {tempfile.gettempdir()!r} to spool the "
+                                 f"non-seekable stream for {name!r} ({exc.strerror})") from None
+            raise
+        except BaseException:
+            spool.close()
+            raise
+        return spool, n, digest
+
     def _write_key(self, stream: BinaryIO, key: str, expect_sha: str, expect_size: int | None,
                    hashed: bool) -> BlobWrite:
         blob = self._container.get_blob_client(key)
@@ -256,12 +281,18 @@ class AzureBlobStore:
                 log.debug("%s: %s already stored (%d bytes)", self.location, key, existing.size)
                 return BlobWrite(key, existing.size, expect_sha)
             # The caller's hint names an existing blob: make sure the stream really is those bytes.
+            start = _seek_start(stream)
             n, digest = copy_hashing(stream, None)
             self._check(key, expect_sha, expect_size, digest, n)
             if n == existing.size:
                 return BlobWrite(key, n, digest)
-            raise IntegrityError(f"{self.location}: {key!r} exists with {existing.size} bytes "
-                                 f"but the stream has {n} bytes with the same sha256")
+            # The stored blob's size contradicts its own key: it is damaged. Rewrite it.
+            if start is None:
+                raise IntegrityError(
+                    f"{self.location}: stored {key!r} has {existing.size} bytes, not the {n} its "
+                    f"hash names (damaged); write it again with a size hint or a seekable stream")
+            stream.seek(start)
+            expect_size = n
         n, digest = self._upload_blocks(blob, stream, key, expect_sha, expect_size)
         return BlobWrite(key, n, digest)
 
@@ -298,6 +329,8 @@ class AzureBlobStore:
                     break
                 h.update(data)
                 n += len(data)
+                if expect_size is not None and n > expect_size:
+                    self._check(key, expect_sha, expect_size, h.hexdigest(), n)
                 if len(ids) >= MAX_BLOCKS:
                     raise StoreError(f"{self.location}: {key!r} needs more than {MAX_BLOCKS} blocks "
                                      f"of {block_size} bytes; raise block_size")
@@ -328,6 +361,7 @@ class AzureBlobStore:
                 # writers' uncommitted blocks): fine when the blob is now there, same size.
                 info = self._head(blob, key)
                 if info is not None and info.size == n:
+                    log.debug("%s: %s was committed by a concurrent writer", self.location, key)
                     return n, digest
             raise self._error(exc, "commit", key) from None
         except (ServiceRequestError, ServiceResponseError) as exc:
@@ -365,6 +399,7 @@ class AzureBlobStore:
         try:
             p = blob.get_blob_properties()
         except ResourceNotFoundError as exc:
+            self._real_404(exc, "stat", key)
             if for_write and _code(exc) == "ContainerNotFound":
                 self._create_container(key)
             return None
@@ -377,7 +412,8 @@ class AzureBlobStore:
         blob = self._container.get_blob_client(key)
         try:
             downloader = blob.download_blob(max_concurrency=1)
-        except ResourceNotFoundError:
+        except ResourceNotFoundError as exc:
+            self._real_404(exc, "read", key)
             raise BlobNotFoundError(f"blob {key!r} not found in {self.location}") from None
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
             raise self._error(exc, "read", key) from None
@@ -386,7 +422,8 @@ class AzureBlobStore:
         def next_chunk() -> bytes:
             try:
                 return next(chunks, b"")
-            except ResourceNotFoundError:
+            except ResourceNotFoundError as exc:
+                self._real_404(exc, "read", key)
                 raise BlobNotFoundError(f"blob {key!r} disappeared from {self.location} while "
                                         f"being read") from None
             except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
@@ -406,7 +443,8 @@ class AzureBlobStore:
         try:
             self._container.delete_blob(key)
             return True
-        except ResourceNotFoundError:
+        except ResourceNotFoundError as exc:
+            self._real_404(exc, "delete", key)
             return False
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
             if _code(exc) == "SnapshotsPresent":
@@ -422,7 +460,8 @@ class AzureBlobStore:
                 if page is None:
                     return
                 items = list(page)
-            except ResourceNotFoundError:
+            except ResourceNotFoundError as exc:
+                self._real_404(exc, "list", prefix or "(all)")
                 return  # no container: nothing stored yet
             except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
                 raise self._error(exc, "list", prefix or "(all)") from None
@@ -432,10 +471,12 @@ class AzureBlobStore:
                 yield BlobInfo(b.name, int(b.size or 0), b.last_modified)
 
     def close(self) -> None:
-        try:
-            self._service.close()
-        except Exception:  # closing must never fail a caller
-            pass
+        for obj in (self._service, self._service.credential if self.credential_kind == "entra-id" else None):
+            try:
+                if obj is not None and hasattr(obj, "close"):
+                    obj.close()
+            except Exception:  # closing must never fail a caller
+                pass
 
     def __enter__(self) -> "AzureBlobStore":
         return self
@@ -447,6 +488,17 @@ class AzureBlobStore:
         return f"AzureBlobStore({self.location!r})"
 
     # --- errors ------------------------------------------------------------------------------
+
+    def _real_404(self, exc: Exception, op: str, key: str) -> None:
+        """Refuse a 404 that did not come from Azure Storage (wrong endpoint, proxy page).
+
+        Otherwise a misconfigured endpoint would make every blob look missing, which audits
+        would report as lost data.
+        """
+        headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+        if not any(h in headers for h in ("x-ms-request-id", "x-ms-error-code")):
+            raise StoreError(f"{self.location} ({op} {key!r}): the endpoint answered HTTP 404 "
+                             f"without Azure Storage headers; is the blob endpoint right?") from None
 
     def _error(self, exc: Exception, op: str, key: str) -> SekiopsError:
         """A SekiopsError for an SDK failure: status and error code only, never the SDK's text."""
@@ -462,11 +514,18 @@ class AzureBlobStore:
         if isinstance(exc, ClientAuthenticationError) and status is None:
             # Raised by azure-identity before any request: no usable credential.
             return StoreError(f"{where}: authentication failed: no usable Azure credential "
-                              f"({self.credential_kind}; {type(exc).__name__})")
-        if status == 401 or code in ("AuthenticationFailed", "InvalidAuthenticationInfo"):
+                              f"({self.credential_kind}; {type(exc).__name__}): sign in (az login, "
+                              f"managed identity, AZURE_CLIENT_ID/...) or set ${CONNECTION_STRING_ENV}")
+        reason = str(getattr(getattr(exc, "response", None), "reason", "") or "").lower()
+        if (status == 401 or code in ("AuthenticationFailed", "InvalidAuthenticationInfo")
+                or (status == 403 and "failed to authenticate" in reason)):
+            # (Azurite answers a bad signature with AuthorizationFailure and this reason phrase.)
             return StoreError(f"{where}: authentication failed ({tag})")
         if status == 403:
             return StoreError(f"{where}: permission denied ({tag})")
+        if status == 412 and op == "read":
+            # The blob was rewritten (new ETag) between two ranged GETs: a retry reads it whole.
+            return StoreUnavailableError(f"{where}: the blob changed while being read ({tag})")
         if status is not None and (status >= 500 or status in (408, 429)):
             return StoreUnavailableError(f"{where}: the service is unavailable or throttling ({tag})")
         return StoreError(f"{where}: refused ({tag})")
@@ -526,8 +585,9 @@ def _client_kwargs(api_version: str | None, retries: int = RETRY_TOTAL) -> dict[
     kw: dict[str, Any] = dict(
         max_single_get_size=DEFAULT_GET_SIZE,
         max_chunk_get_size=DEFAULT_GET_SIZE,
-        retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retries,
-                                      random_jitter_range=1),
+        retry_policy=ExponentialRetry(initial_backoff=RETRY_INITIAL_BACKOFF,
+                                      increment_base=RETRY_INCREMENT_BASE, retry_total=retries,
+                                      random_jitter_range=RETRY_JITTER),
         connection_timeout=CONNECTION_TIMEOUT,
         read_timeout=READ_TIMEOUT,
     )

@@ -38,13 +38,19 @@ only as far as the page needs; if even that is refused it scans the rest of the 
 unordered and sorts client-side. The fallback is remembered per store.
 
 Throttling and transient failures: the SDK's own throttle retries and regional failover are
-switched off and sekiops retries itself: HTTP 429 and 503 (and, for reads only, 408 and response
-time-outs) up to ``retry_attempts`` (5) attempts within ``retry_max_wait`` (30 s) of waiting,
+switched off and sekiops retries itself: HTTP 429 and 503 (and, for reads only, 408, 500, 502,
+504 and lost connections/time-outs) up to ``retry_attempts`` (5) attempts within ``retry_max_wait`` (30 s) of waiting,
 waiting the server's ``x-ms-retry-after-ms`` when given, else exponential backoff from 100 ms,
 plus up to 20 % jitter; then StoreUnavailableError. A write that timed out is not retried (it may
 have been applied): StoreUnavailableError says so. 413 is ItemTooLargeError; an unreachable
 endpoint is StoreUnavailableError naming the redacted location; any other HTTP error is
 StoreError. The key never appears in ``repr``, ``location``, messages or logs.
+
+Memory: a write checks the item size before reading the state stream (ItemTooLargeError, nothing
+sent), builds the Base64 text from multiple-of-3 slices and asks for ``Prefer: return=minimal``
+(the new ``_etag`` comes from the response header), so a 2 MB item costs about three times its size
+at peak (our text, the SDK's JSON text and its encoded body). A read is a point read of the whole
+document (the SDK parses it at once); the stream then decodes the Base64 slice by slice.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from datetime import datetime
 from typing import Any, BinaryIO, Callable
 from urllib.parse import unquote, urlsplit
 
-from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, ItemTooLargeError, SekiopsError,
+from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, ItemTooLargeError,
                       StoreError, StoreUnavailableError, TombstonedError, UsageError)
 from ..format.constants import COSMOS_ITEM_LIMIT, LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, RECORD_THRESHOLD_COSMOS
 from ..format.record import SnapshotRow, format_dotnet_timestamp, parse_timestamp, utcnow
@@ -204,7 +210,7 @@ class CosmosStateStore:
         self.location = location
         self.retry_attempts = max(1, int(retry_attempts))
         self.retry_max_wait = float(retry_max_wait)
-        self._secret = key or None  # only to scrub it from messages; never shown
+        self._secret = _Secret(key)  # only to scrub it from messages; its repr hides it
         self._order_mode = "composite"  # -> "name" -> "scan" when the server refuses an ORDER BY
         self._order_lock = threading.Lock()
         self._client = None
@@ -215,6 +221,11 @@ class CosmosStateStore:
         except ImportError as exc:  # pragma: no cover - dependency missing
             raise UsageError(f"Cosmos DB support needs azure-cosmos ({exc})") from None
         if key:
+            try:
+                base64.b64decode(key, validate=True)
+            except (binascii.Error, ValueError):
+                raise UsageError(f"{self.location}: the Cosmos DB key ({KEY_ENV}) is not a Base64 account "
+                                 f"key ({len(key)} characters; value not shown)") from None
             auth: Any = key
         elif credential is not None:
             auth = credential
@@ -270,8 +281,7 @@ class CosmosStateStore:
 
     def _scrub(self, text: Any) -> str:
         text = redact(str(text))
-        if self._secret:
-            text = text.replace(self._secret, "***")
+        text = self._secret.scrub(text)
         text = " ".join(text.split())
         return text if len(text) <= 300 else text[:297] + "..."
 
@@ -333,8 +343,10 @@ class CosmosStateStore:
                                                 f"have been applied: re-read before retrying") from None
                 reason = "timed out"
             except ServiceRequestError as exc:
+                hint = ("; for an emulator's self-signed certificate add ?verify=false"
+                        if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "")
                 raise StoreUnavailableError(
-                    f"{self.location}: cannot reach Cosmos DB ({self._scrub(exc)})") from None
+                    f"{self.location}: cannot reach Cosmos DB ({self._scrub(exc)}){hint}") from None
             except ServiceResponseError as exc:
                 if not idempotent:
                     raise StoreUnavailableError(
@@ -345,8 +357,6 @@ class CosmosStateStore:
             except ClientAuthenticationError as exc:
                 raise StoreError(f"{self.location}: {what}: cannot sign in to Cosmos DB "
                                  f"({self._scrub(exc)}); set {KEY_ENV} or an Entra ID identity") from None
-            except SekiopsError:
-                raise
             except AzureError as exc:
                 raise StoreError(f"{self.location}: {what}: {type(exc).__name__}: {self._scrub(exc)}") from None
             delay = retry_after if retry_after is not None else min(0.1 * 2 ** (attempt - 1), 5.0)
@@ -663,8 +673,7 @@ class CosmosStateStore:
                 return sorted(self._query(sql, self._params(**extra)), key=key)[:limit]
             except CosmosHttpResponseError as exc:
                 text = str(getattr(exc, "message", "") or exc).lower()
-                if exc.status_code == 400 and mode != "scan" and ("order by" in text or "composite" in text
-                                                                  or "index" in text):
+                if exc.status_code == 400 and mode != "scan" and ("order by" in text or "composite" in text):
                     with self._order_lock:
                         if self._order_mode == mode:
                             self._order_mode = "name" if mode == "composite" else "scan"
@@ -733,12 +742,21 @@ class CosmosStateStore:
         if inline:
             doc["stateData"] = self._encode(state, state_length, row.where)
         what = f"{'replace' if expected is not None else 'create'} {row.where}"
+        # return=minimal: the service need not echo the ~2 MB document back; the new _etag comes
+        # in the response headers, everything else is what we sent.
+        answer: dict = {}
+
+        def hook(headers, body):
+            answer["etag"] = (headers or {}).get("etag")
+            answer["body"] = body
+
         try:
             if expected is None:
-                stored = self._run(what, lambda: self._container.create_item(doc), idempotent=False)
+                self._run(what, lambda: self._container.create_item(doc, no_response=True, response_hook=hook),
+                          idempotent=False)
             else:
-                stored = self._run(what, lambda: self._container.replace_item(
-                    row.projector_version, doc, etag=expected.token,
+                self._run(what, lambda: self._container.replace_item(
+                    row.projector_version, doc, etag=expected.token, no_response=True, response_hook=hook,
                     match_condition=MatchConditions.IfNotModified), idempotent=False)
         except CosmosHttpResponseError as exc:
             if exc.status_code == 409 and expected is None:
@@ -753,10 +771,14 @@ class CosmosStateStore:
             if exc.status_code == 404:
                 raise ConcurrencyConflictError(f"{self.location}: {row.where} disappeared since it was read") from None
             raise StoreError(f"{self.location}: {what}: HTTP {exc.status_code}: {self._http_message(exc)}") from None
-        del doc
-        if not isinstance(stored, dict) or not stored.get("_etag"):
-            return self.get(row.projector_name, row.projector_version)  # no_response_on_write
-        return self._row(stored, state_length if inline else None)
+        doc["stateData"] = None
+        body = answer.get("body")
+        etag = (body.get("_etag") if isinstance(body, dict) else None) or answer.get("etag")
+        answer.clear()
+        if not etag:
+            return self.get(row.projector_name, row.projector_version)
+        doc["_etag"] = etag.strip() if isinstance(etag, str) else etag
+        return self._row(doc, state_length if inline else None)
 
     def _encode(self, state: BinaryIO, state_length: int, where: str) -> str:
         """Base64 of exactly ``state_length`` bytes of ``state``, read in multiple-of-3 slices."""
@@ -773,7 +795,8 @@ class CosmosStateStore:
             cut = len(chunk) - len(chunk) % 3 if left > 0 else len(chunk)
             if cut < len(chunk):
                 carry = bytes(chunk[cut:])
-            parts.append(base64.b64encode(chunk[:cut]).decode("ascii"))
+            parts.append(binascii.b2a_base64(memoryview(chunk)[:cut], newline=False).decode("ascii"))
+            del chunk
         return "".join(parts)
 
     def tombstone(self, expected: SnapshotRow) -> SnapshotRow:
@@ -832,6 +855,23 @@ class CosmosStateStore:
 
     def __repr__(self) -> str:
         return f"CosmosStateStore({self.location!r}, service_id={self.service_id!r})"
+
+
+class _Secret:
+    """Holds the account key for scrubbing messages; shows as ``***`` everywhere."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None):
+        self._value = value or None
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._value, "***") if self._value else text
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
 
 
 class _Base64Reader(io.RawIOBase):

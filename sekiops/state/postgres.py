@@ -60,8 +60,10 @@ INDEX_UPDATED = "IX_MultiProjectionStates_UpdatedAt"
 CHECK = "CK_MultiProjectionStates_OffloadConsistency"
 UPLOAD_TABLE = "sekiops_state_upload"
 
-#: Bytes per write chunk and per read slice.
+#: Bytes per read slice and per append (fallback write); values up to this size go in one query.
 CHUNK = 4 * 1024 * 1024
+#: Bytes per COPY write: no per-piece statement, so small pieces cost nothing and save memory.
+COPY_PIECE = 1024 * 1024
 #: The largest value a bytea can hold (1 GiB - 1, minus the 4-byte varlena header).
 BYTEA_MAX = 0x3FFFFFFF - 4
 
@@ -171,10 +173,11 @@ class PostgresStateStore:
         if chunk_size < 1:
             raise UsageError("chunk_size must be positive")
         self.chunk_size = int(chunk_size)
+        self._secrets = self._secrets_of(url)
+        self.location = self._scrub(self.location)
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
-            self._secrets = self._secrets_of(url)
             raise UsageError(f"{self.location}: not a usable libpq URL ({self._scrub(self._message(exc))})") from None
         self._secrets = self._secrets_of(url, params.get("password"))
         self.location = self._scrub(self.location)
@@ -369,6 +372,9 @@ class PostgresStateStore:
         if cols["StateData"] != "bytea":
             raise StoreError(f"{self.location}: {nsp}.{TABLE}.StateData is {cols['StateData']}, not bytea")
         self.schema_name = nsp
+        # Older tables may use "timestamp without time zone": those hold UTC wall-clock values, so
+        # write naive UTC (an aware value would be shifted by the session's TimeZone).
+        self._naive_ts = cols["UpdatedAt"].startswith("timestamp without")
         self._control = [c for c in CONTROL_COLUMNS if c in cols]
         self._t = sql.Identifier(nsp, TABLE)
         self._select = sql.SQL("SELECT {}, octet_length({}) FROM {}").format(
@@ -400,6 +406,10 @@ class PostgresStateStore:
             return str(revision)
         # A pre-Revision Sekiban table: UpdatedAt is the only thing that moves on every write.
         return "u:" + (updated_at.isoformat() if updated_at else "")
+
+    def _ts(self, value: datetime) -> datetime:
+        value = _utc(value)
+        return value.replace(tzinfo=None) if self._naive_ts else value
 
     def _key(self, name: str, version: str) -> tuple[str, str, str]:
         return (self.service_id, name, version)
@@ -449,7 +459,7 @@ class PostgresStateStore:
         return sql.SQL(", ").join(cols)
 
     def _check_stream_row(self, rec, row: SnapshotRow) -> int:
-        """Validate the (token..., IsOffloaded, StateData IS NULL, length) record; return the length."""
+        """Check a (token columns..., StateData IS NULL, length, data) record; return the length."""
         if rec is None:
             raise ConcurrencyConflictError(f"{self.location}: {row.where} disappeared since it was read")
         has_rev = "Revision" in self._control
@@ -493,7 +503,7 @@ class PostgresStateStore:
             raise
         raw = _SliceReader(self, conn, key, length, row.where)
         self._streams.add(raw)
-        return io.BufferedReader(raw, buffer_size=self.chunk_size)
+        return io.BufferedReader(raw, buffer_size=min(self.chunk_size, COPY_PIECE))
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -555,7 +565,7 @@ class PostgresStateStore:
             if expected.updated_at is None:
                 raise UsageError(f"{expected.where}: expected row has no UpdatedAt to compare")
             q += sql.SQL(' AND "UpdatedAt" = %s')
-            args.append(_utc(expected.updated_at))
+            args.append(self._ts(expected.updated_at))
         if "Lifecycle" in self._control:
             q += sql.SQL(' AND "Lifecycle" = %s')
             args.append(LIFECYCLE_ACTIVE)
@@ -570,16 +580,17 @@ class PostgresStateStore:
             "OffloadProvider": row.offload_provider, "OriginalSizeBytes": int(row.original_size_bytes),
             "CompressedSizeBytes": int(row.compressed_size_bytes),
             "SafeWindowThreshold": row.safe_window_threshold,
-            "CreatedAt": created, "UpdatedAt": updated,
+            "CreatedAt": self._ts(created), "UpdatedAt": self._ts(updated),
             "BuildSource": row.build_source, "BuildHost": row.build_host,
             "Generation": int(row.generation), "Lifecycle": int(row.lifecycle),
         }
         return {k: v for k, v in values.items() if k in META_COLUMNS or k in self._control}
 
-    def _chunks(self, state: BinaryIO, length: int, where: str):
+    def _chunks(self, state: BinaryIO, length: int, where: str, size: int | None = None):
         left = length
+        size = size or self.chunk_size
         while left:
-            chunk = state.read(min(self.chunk_size, left))
+            chunk = state.read(min(size, left))
             if not chunk:
                 raise CorruptSnapshotError(
                     f"{self.location}: StateData stream for {where} ended {left} bytes early")
@@ -663,7 +674,7 @@ class PostgresStateStore:
                 # Binary COPY: signature, then one tuple of one field (int16 count, int32 length,
                 # raw bytes), then the trailer. The bytes go in chunks; libpq does not buffer them all.
                 copy.write(_COPY_SIGNATURE + struct.pack("!hi", 1, state_length))
-                for chunk in self._chunks(state, state_length, where):
+                for chunk in self._chunks(state, state_length, where, min(self.chunk_size, COPY_PIECE)):
                     copy.write(chunk)
                 copy.write(_COPY_TRAILER)
         return True
@@ -681,7 +692,7 @@ class PostgresStateStore:
         q = sql.SQL("UPDATE {} SET ").format(self._t) + sets + where + self._returning
 
         def go(conn):
-            rec = conn.execute(q, [LIFECYCLE_TOMBSTONED, utcnow()] + where_args).fetchone()
+            rec = conn.execute(q, [LIFECYCLE_TOMBSTONED, self._ts(utcnow())] + where_args).fetchone()
             return self._row(rec) if rec else None
 
         stored = self._run(go, "cannot tombstone", expected.where)

@@ -98,6 +98,8 @@ class SqliteStateStore:
         conn = self._conn()
         try:
             if not self._table_exists(conn):
+                if not create:
+                    raise StoreError(f"{self.location}: no table {TABLE} (not a Sekiban SQLite store?)")
                 conn.executescript(DDL)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.location}: not a usable SQLite database ({exc})") from None

@@ -7,11 +7,13 @@ same underlying database or container.
 
 from __future__ import annotations
 
-import os
 import uuid
 
 STATE_KINDS = ["memory", "sqlite", "postgres", "cosmos"]
 BLOB_KINDS = ["memory", "local", "azure"]
+#: pytest marks for kinds that need a server (so `-m "not cosmos"` deselects them)
+SERVER_MARK = {"postgres": "postgres", "cosmos": "cosmos", "azure": "azurite", "memory": "memory_store",
+               "sqlite": "sqlite_store", "local": "local_store"}
 
 
 def state_opener(kind: str, request, tmp_path):
@@ -26,16 +28,22 @@ def state_opener(kind: str, request, tmp_path):
         server = request.getfixturevalue("postgres_server")
         url = server.url  # a fresh schema/table is not needed: rows are isolated by service id
     elif kind == "cosmos":
-        server = request.getfixturevalue("cosmos_server")
-        os.environ["COSMOS_KEY"] = server.key
+        server = request.getfixturevalue("cosmos_env")  # sets COSMOS_KEY for this test only
         host = server.endpoint.split("://", 1)[1]
         url = f"cosmos+https://{host}/db{name}/multiProjectionStates?verify=false"
     else:
         raise AssertionError(kind)
 
+    opened = []
+    request.addfinalizer(lambda: [s.close() for s in opened])
+
     def open_(service_id: str = "default", **options):
-        # Services are suffixed so each test is isolated even in a shared server database.
-        return open_state_store(url, service_id=service_id, **options)
+        # Tests isolate themselves by service id (a shared server database holds many).
+        store = open_state_store(url, service_id=service_id, **options)
+        opened.append(store)
+        return store
+
+    open_.kind = kind
 
     return open_
 
@@ -49,8 +57,7 @@ def blob_opener(kind: str, request, tmp_path):
     elif kind == "local":
         url = f"file://{tmp_path}/{name}"
     elif kind == "azure":
-        server = request.getfixturevalue("azurite")
-        os.environ["AZURE_STORAGE_CONNECTION_STRING"] = server.connection_string
+        request.getfixturevalue("azure_storage_env")  # sets the connection string for this test only
         url = f"azblob://{name}"
     else:
         raise AssertionError(kind)

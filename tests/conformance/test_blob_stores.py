@@ -10,10 +10,11 @@ import pytest
 
 from sekiops.errors import BlobNotFoundError, IntegrityError, UnsafeKeyError
 
-from .stores import BLOB_KINDS, blob_opener
+from .stores import BLOB_KINDS, SERVER_MARK, blob_opener
 
 
-@pytest.fixture(params=BLOB_KINDS)
+@pytest.fixture(params=[pytest.param(k, marks=getattr(pytest.mark, SERVER_MARK.get(k, k)))
+                        for k in BLOB_KINDS])
 def store(request, tmp_path):
     s = blob_opener(request.param, request, tmp_path)()
     yield s

@@ -11,10 +11,11 @@ import pytest
 from sekiops.errors import ConcurrencyConflictError, SekiopsError, TombstonedError
 from sekiops.format.record import SnapshotRow
 
-from .stores import STATE_KINDS, state_opener
+from .stores import SERVER_MARK, STATE_KINDS, state_opener
 
 
-@pytest.fixture(params=STATE_KINDS)
+@pytest.fixture(params=[pytest.param(k, marks=getattr(pytest.mark, SERVER_MARK.get(k, k)))
+                        for k in STATE_KINDS])
 def opener(request, tmp_path):
     return state_opener(request.param, request, tmp_path)
 
@@ -71,7 +72,7 @@ def test_offloaded_row_has_no_state(opener):
 
 
 def store_kind(opener) -> str:
-    return opener().kind
+    return opener.kind
 
 
 def test_large_inline_state_streams(opener):
