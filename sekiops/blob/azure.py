@@ -528,6 +528,10 @@ class AzureBlobStore:
             return StoreUnavailableError(f"{where}: the blob changed while being read ({tag})")
         if status is not None and (status >= 500 or status in (408, 429)):
             return StoreUnavailableError(f"{where}: the service is unavailable or throttling ({tag})")
+        if code == "InvalidHeaderValue":
+            # Typically x-ms-version: emulators lag behind the SDK's newest API version.
+            return StoreError(f"{where}: refused ({tag}); if the service does not know API version "
+                              f"{self._service.api_version}, set ${API_VERSION_ENV} (e.g. 2025-11-05)")
         return StoreError(f"{where}: refused ({tag})")
 
 

@@ -9,6 +9,7 @@ no output. Sekiban's own restore holds the whole payload and object graph; this 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -119,6 +120,37 @@ def restore(state: StateStore, blob: BlobStore | None, out: str | BinaryIO, *, p
     return job.result(probe, out)
 
 
+@contextlib.contextmanager
+def open_payload_stream(state: StateStore, blob: BlobStore | None, row: SnapshotRow,
+                        options: RestoreOptions | None = None, spool: Spool | None = None):
+    """Open a snapshot's projector state as a readable stream (for walkers such as anatomy).
+
+    Yields ``(stream, info)``: the decoded payload JSON bytes, and a dict describing where the
+    envelope and payload came from. Checks run as in :func:`restore`, except the ones that
+    need the whole payload (hashes, lengths), which are up to the caller.
+    """
+    opts = options or RestoreOptions()
+    job = _Restore(state, blob, row, opts, spool or Spool())
+    payload_file = job.spool.create(row.projector_name + "-payload")
+    src = None
+    try:
+        src, where = job.open_source(payload_file)
+        stream, job.gzip = open_payload(src, where, limit=job.output_limit())
+        env = job.env
+        yield stream, {"envelope_location": "blob" if row.is_offloaded else "inline",
+                       "envelope_key": row.offload_key, "envelope_bytes": job.envelope_bytes,
+                       "envelope_format": "v9" if env.gzipped else "v10",
+                       "payload_location": "blob" if env.is_offloaded else "inline",
+                       "payload_key": env.offload_key, "payload_source": env.payload_source,
+                       "payload_gzip": job.gzip, "declared_original_size": env.meta.original_size_bytes,
+                       "declared_compressed_size": env.meta.compressed_size_bytes,
+                       "envelope_version": env.meta.version, "warnings": job.warnings}
+    finally:
+        if src is not None:
+            src.close()
+        payload_file.close()
+
+
 class _Restore:
     def __init__(self, state, blob, row: SnapshotRow, opts: RestoreOptions, spool: Spool):
         self.state, self.blob, self.row, self.opts, self.spool = state, blob, row, opts, spool
@@ -159,37 +191,46 @@ class _Restore:
     # --- run ---------------------------------------------------------------------------------
 
     def run(self, out: str | BinaryIO) -> None:
-        t = now_ms()
         payload_file = self.spool.create(self.row.projector_name + "-payload")
         try:
-            raw, where = self._open_envelope()
-            reader = HashingReader(raw)
-            sink = CountingWriter(payload_file.file, hash_it=True)
-            try:
-                env = read_envelope(reader, where, payload_sink=sink,
-                                    max_envelope=self.opts.max_output_bytes)
-                reader.drain()
-            finally:
-                reader.close()
-            self.env = env
-            self.envelope_bytes = reader.count
-            self.tempfile_bytes += sink.count
-            self._check_envelope(env, reader)
-            self.read_ms = now_ms() - t
+            src, where = self.open_source(payload_file)
             t = now_ms()
-            if env.is_offloaded:
-                src = HashingReader(self._open_blob(env.offload_key, "payload"))
-                payload_where = f"{self.where} payload blob {env.offload_key!r}"
-            else:
-                src = HashingReader(payload_file.rewind())
-                payload_where = f"{self.where} inline payload"
             try:
-                self._decode_to(out, src, payload_where)
+                self._decode_to(out, src, where)
             finally:
                 src.close()
             self.decode_ms = now_ms() - t
         finally:
             payload_file.close()
+
+    def open_source(self, payload_file) -> tuple[HashingReader, str]:
+        """Read and check the envelope; return the stored payload bytes as a hashing stream.
+
+        An inline payload is Base64-decoded into ``payload_file`` on the way; an offloaded one
+        is opened from the blob store.
+        """
+        t = now_ms()
+        raw, where = self._open_envelope()
+        reader = HashingReader(raw)
+        sink = CountingWriter(payload_file.file, hash_it=True)
+        try:
+            env = read_envelope(reader, where, payload_sink=sink, max_envelope=self.opts.max_output_bytes)
+            reader.drain()
+        finally:
+            reader.close()
+        self.env = env
+        self.envelope_bytes = reader.count
+        self.tempfile_bytes += sink.count
+        self._check_envelope(env, reader)
+        self.read_ms = now_ms() - t
+        if env.is_offloaded:
+            return (HashingReader(self._open_blob(env.offload_key, "payload")),
+                    f"{self.where} payload blob {env.offload_key!r}")
+        return HashingReader(payload_file.rewind()), f"{self.where} inline payload"
+
+    def output_limit(self) -> int:
+        declared = self.env.meta.original_size_bytes
+        return declared if declared > 0 else self.opts.max_output_bytes
 
     def _check_envelope(self, env: Envelope, reader: HashingReader) -> None:
         row, meta = self.row, env.meta
@@ -216,9 +257,7 @@ class _Restore:
             self.warnings.append(f"row EventsProcessed {row.events_processed} != envelope version {meta.version}")
 
     def _decode_to(self, out, src: HashingReader, where: str) -> None:
-        env = self.env
-        declared = env.meta.original_size_bytes
-        limit = declared if declared > 0 else self.opts.max_output_bytes
+        limit = self.output_limit()
         if isinstance(out, str):
             self._decode_to_path(out, src, where, limit)
         else:
