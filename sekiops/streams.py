@@ -92,8 +92,43 @@ class ChunkReader(io.RawIOBase):
         super().close()
 
 
-def buffered(raw: io.RawIOBase, size: int = CHUNK) -> BinaryIO:
-    return io.BufferedReader(raw, buffer_size=size)
+def read_full(src: BinaryIO, n: int) -> bytes:
+    """Read exactly ``n`` bytes unless the stream ends first (sockets and pipes return less)."""
+    data = src.read(n)
+    if not data or len(data) == n:
+        return data or b""
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = src.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class FullReader(io.RawIOBase):
+    """Adapts any ``read(n)`` object for io.BufferedReader, filling each request when it can."""
+
+    def __init__(self, src):
+        self._src = src
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = read_full(self._src, len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def buffered(src, size: int = CHUNK) -> io.BufferedReader:
+    """A BufferedReader over ``src`` whose ``peek(n)`` sees n bytes whenever the stream has them."""
+    if isinstance(src, io.BufferedReader):
+        return src
+    return io.BufferedReader(FullReader(src), size)
 
 
 class HashingReader(io.RawIOBase):

@@ -50,9 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        if args.verbose:
-            import logging
+        import logging
 
+        # SDK loggers (azure, urllib3) would print multi-line warnings before our one error line.
+        logging.getLogger("azure").setLevel(logging.ERROR)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+        if args.verbose:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
         return int(args.func(args) or 0)
     except _UsageExit as exc:

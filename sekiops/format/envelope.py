@@ -12,12 +12,14 @@ import binascii
 import dataclasses
 import io
 import json
+import math
 import re
 from typing import BinaryIO
 
 from ..errors import CorruptSnapshotError
 from .constants import GZIP_MAGIC
 from .jsonstream import BudgetExceeded, JsonStreamReader, StringSink
+from ..streams import buffered, read_full
 from .payload import GzipDecodingReader
 
 B64_CHUNK = 3 * 256 * 1024  # raw bytes per Base64 write: a multiple of 3, so no padding mid-string
@@ -85,13 +87,17 @@ class Envelope:
 class _Base64Sink:
     """Decodes streamed Base64 text in 4-character groups into ``out``."""
 
-    def __init__(self, out: BinaryIO | None, where: str):
+    def __init__(self, out: BinaryIO | None, where: str, before_first=None):
         self._out = out
+        self._before_first = before_first
         self._rest = b""
         self._where = where
         self.decoded = 0
+        self._padded = False
 
     def write(self, text: bytes) -> None:
+        if self._padded and text:
+            raise CorruptSnapshotError(f"{self._where}: payloadBase64 has data after its '=' padding")
         data = self._rest + text
         usable = len(data) - len(data) % 4
         self._rest = data[usable:]
@@ -103,7 +109,10 @@ class _Base64Sink:
             raw = binascii.a2b_base64(text, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
             raise CorruptSnapshotError(f"{self._where}: payloadBase64 is not valid Base64 ({exc})") from None
+        if raw and not self.decoded and self._before_first is not None:
+            self._before_first()
         self.decoded += len(raw)
+        self._padded = text.endswith(b"=")
         if self._out is not None:
             self._out.write(raw)
 
@@ -120,7 +129,7 @@ def read_envelope(stream: BinaryIO, where: str, payload_sink: BinaryIO | None = 
     ``max_bytes`` bounds a head-only read (inventories): the result is ``partial`` when the
     budget ends inside the inline payload. ``max_envelope`` caps a v9 envelope's gunzipped size.
     """
-    src = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(_RawAdapter(stream), 1 << 20)
+    src = buffered(stream)
     head = src.peek(2)[:2]
     gzipped = head == GZIP_MAGIC
     if not head:
@@ -131,16 +140,21 @@ def read_envelope(stream: BinaryIO, where: str, payload_sink: BinaryIO | None = 
     sinks: dict[str, object] = {}
 
     def stream_at(path):
-        if len(path) == 2 and path[0] == "inlinestate" and path[1] in ("payloadbase64", "payloadjson"):
-            if path[1] == "payloadbase64":
-                b64 = _Base64Sink(payload_sink, where)
-                sinks["base64"] = b64
-                return StringSink(b64.write, fast_escapes=True)
-            target = payload_sink.write if payload_sink is not None else (lambda b: None)
-            sink = StringSink(target)
-            sinks["json"] = sink
-            return sink
-        return None
+        # Sekiban's rule: a non-empty payloadBase64 wins over payloadJson, whatever their order.
+        if len(path) != 2 or path[0] != "inlinestate" or path[1] not in ("payloadbase64", "payloadjson"):
+            return None
+        if path[1] == "payloadbase64":
+            b64 = _Base64Sink(payload_sink, where, before_first=lambda: _drop_json(sinks, payload_sink, where))
+            sinks["base64"] = b64
+            return StringSink(b64.write, fast_escapes=True)
+        b64 = sinks.get("base64")
+        if payload_sink is None or (b64 is not None and b64.decoded):
+            sink = StringSink(lambda data: None)
+        else:
+            sinks["json_start"] = payload_sink.tell() if _seekable(payload_sink) else None
+            sink = StringSink(payload_sink.write)
+        sinks["json"] = sink
+        return sink
 
     reader = JsonStreamReader(src, where, stream_at=stream_at, max_bytes=max_bytes)
     try:
@@ -153,6 +167,28 @@ def read_envelope(stream: BinaryIO, where: str, payload_sink: BinaryIO | None = 
     env.gzipped = gzipped
     env.envelope_length = reader.position
     return env
+
+
+def _seekable(f) -> bool:
+    try:
+        return f.seekable()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _drop_json(sinks: dict, payload_sink, where: str) -> None:
+    """payloadJson was streamed before a non-empty payloadBase64: Base64 wins, so drop the JSON."""
+    js = sinks.get("json")
+    if js is None or not js.length:
+        return
+    start = sinks.get("json_start")
+    if start is None:
+        raise CorruptSnapshotError(f"{where}: inlineState has both payloadJson and payloadBase64 "
+                                   "and the JSON text cannot be discarded from this sink")
+    payload_sink.flush()
+    payload_sink.seek(start)
+    payload_sink.truncate()
+    js.length = 0
 
 
 def _partial_head(reader: JsonStreamReader, where: str, gzipped: bool) -> Envelope:
@@ -173,7 +209,9 @@ def _typed(value, typ, field: str, where: str):
     if value is None:
         return None
     if typ is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**63:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
             raise CorruptSnapshotError(f"{where}: envelope field {field!r} must be an integer, got {value!r}"[:300])
         if value < 0 or value > 2**63 - 1:
             raise CorruptSnapshotError(f"{where}: envelope field {field!r} is out of range: {value}")
@@ -238,8 +276,6 @@ def _interpret(doc: dict, sinks: dict, where: str) -> Envelope:
             raise CorruptSnapshotError(f"{where}: inlineState.{name} must be a string or null")
     if b64 is not None and b64_value is not None:
         b64.finish()
-        if js is not None and js_value is not None and js.length and b64.decoded:
-            raise CorruptSnapshotError(f"{where}: inlineState has both payloadBase64 and payloadJson")
         if b64.decoded or js is None or not js.length:
             return Envelope(False, meta, payload_source="base64" if b64.decoded else "empty",
                             inline_length=b64.decoded, casing=casing)
@@ -247,19 +283,6 @@ def _interpret(doc: dict, sinks: dict, where: str) -> Envelope:
         return Envelope(False, meta, payload_source="json" if js.length else "empty",
                         inline_length=js.length, casing=casing)
     return Envelope(False, meta, payload_source="empty", casing=casing)
-
-
-class _RawAdapter(io.RawIOBase):
-    def __init__(self, f):
-        self._f = f
-
-    def readable(self):
-        return True
-
-    def readinto(self, b):
-        data = self._f.read(len(b))
-        b[:len(data)] = data
-        return len(data)
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -319,12 +342,10 @@ def write_inline_envelope(out: BinaryIO, meta: EnvelopeMeta, payload: BinaryIO, 
     w(b'{"isOffloaded":false,"inlineState":{"payloadJson":null,"payloadBase64":"')
     left = payload_length
     while left:
-        chunk = payload.read(min(B64_CHUNK, left))
-        if not chunk:
-            raise CorruptSnapshotError(f"payload ended {left} bytes early while writing the envelope")
+        chunk = read_full(payload, min(B64_CHUNK, left))
+        if len(chunk) < min(B64_CHUNK, left):
+            raise CorruptSnapshotError(f"payload ended {left - len(chunk)} bytes early while writing the envelope")
         left -= len(chunk)
-        if len(chunk) % 3 and left:
-            raise AssertionError("short read inside Base64 chunking")  # pragma: no cover
         w(binascii.b2a_base64(chunk, newline=False).replace(b"+", b"\\u002B"))
     w(("\"," + _meta_json(meta) + f',"originalSizeBytes":{int(meta.original_size_bytes)},'
        f'"compressedSizeBytes":{int(meta.compressed_size_bytes)}}},"offloadedState":null}}').encode("ascii"))

@@ -19,8 +19,10 @@ MAX_SMALL_STRING = 1024 * 1024
 MAX_DEPTH = 32
 
 _WS = b" \t\r\n"
+_WS_RUN = re.compile(rb"[ \t\r\n]*")
 _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _ESCAPE = re.compile(rb"\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|(.))", re.S)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile(rb"[\x00-\x1f]")
 _TRAILING_HIGH = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}$")
 _SIMPLE = {b'"': b'"', b"\\": b"\\", b"/": b"/", b"b": b"\b", b"f": b"\f", b"n": b"\n",
@@ -106,12 +108,12 @@ class JsonStreamReader:
 
     def _peek(self) -> int:
         while True:
-            buf, pos = self._buf, self._pos
-            n = len(buf)
-            while pos < n and buf[pos] in _WS:
-                pos += 1
-            self._pos = pos
-            if pos < n:
+            buf = self._buf
+            pos = self._pos
+            if pos < len(buf) and buf[pos] in _WS:
+                pos = _WS_RUN.match(buf, pos).end()
+                self._pos = pos
+            if pos < len(buf):
                 return buf[pos]
             if not self._fill():
                 self._fail("unexpected end of data")
@@ -125,11 +127,12 @@ class JsonStreamReader:
 
     def parse_document(self):
         value = self._value((), 0)
-        try:
-            self._peek()
-        except CorruptSnapshotError:
-            return value  # only whitespace follows
-        self._fail("unexpected data after the JSON document")
+        while True:  # only whitespace may follow; errors of the source (truncated gzip) propagate
+            self._pos = _WS_RUN.match(self._buf, self._pos).end()
+            if self._pos < len(self._buf):
+                self._fail("unexpected data after the JSON document")
+            if not self._fill():
+                return value
 
     def _value(self, path: tuple, depth: int):
         c = self._peek()
@@ -249,9 +252,12 @@ class JsonStreamReader:
                 self._fail("control character in a string")
             return raw.decode("ascii")
         try:
-            return json.loads(b'"' + raw + b'"')
+            text = json.loads(b'"' + raw.decode("utf-8").encode("utf-8") + b'"')
         except (ValueError, UnicodeDecodeError) as exc:
             self._fail(f"bad string ({exc})")
+        if _SURROGATE.search(text):
+            self._fail("lone UTF-16 surrogate in a string")
+        return text
 
     def _stream_string(self, sink: StringSink) -> None:
         """Stream the string at the cursor (after its opening quote) into ``sink``.

@@ -68,13 +68,20 @@ def check_key(key: str) -> str:
 def check_key_scope(key: str, projector_name: str) -> str:
     """A key read from a row or envelope must live under that projector's own name.
 
-    Sekiban's keys always start with ``{ProjectorName}/`` (or ``{prefix}/{ProjectorName}/`` for
-    old GUID keys), so a key elsewhere points at another projector's (or service's) bytes.
+    Content-addressed keys start with ``{ProjectorName}/``; old GUID keys were
+    ``{prefix/}{ProjectorName}/{guid}.bin`` (payload) or ``.../{ProjectorName}/{Version}/{guid}.bin``
+    (record), so the name is second or third from the end. A key elsewhere points at another
+    projector's (or service's) bytes.
     """
     check_key(key)
     parts = key.split("/")
-    if projector_name not in parts[:-1]:
-        raise UnsafeKeyError(
-            f"blob key {key[:120]!r} does not belong to projector {projector_name!r}"
-        )
+    style = key_style(key)
+    if style == "content":
+        ok = key.startswith(projector_name + "/")
+    elif style == "guid":
+        ok = projector_name in parts[-3:-1]
+    else:
+        ok = projector_name in parts[:-1]
+    if not ok:
+        raise UnsafeKeyError(f"blob key {key[:120]!r} does not belong to projector {projector_name!r}")
     return key

@@ -15,6 +15,7 @@ import zlib
 from typing import BinaryIO
 
 from ..errors import CorruptSnapshotError, UsageError
+from ..streams import buffered
 from .constants import GZIP_MAGIC
 
 CHUNK = 1024 * 1024
@@ -152,6 +153,8 @@ class GzipDecodingReader(io.RawIOBase):
 
     def readinto(self, b) -> int:
         want = len(b)
+        if want == 0:
+            return 0
         while True:
             if self._d.unconsumed_tail:
                 data = self._d.unconsumed_tail
@@ -162,9 +165,11 @@ class GzipDecodingReader(io.RawIOBase):
                     self.input_size += len(rest)
                 if not rest:
                     return 0
-                if rest[:1] == b"\x00":  # padding after the last member (as gzip(1) allows)
-                    if rest.strip(b"\x00") or self._src.read(1):
-                        self._fail("trailing garbage after the gzip data")
+                if rest[:1] == b"\x00":  # zero padding after the last member (as gzip(1) allows)
+                    while rest:
+                        if rest.strip(b"\x00"):
+                            self._fail("trailing garbage after the gzip data")
+                        rest = self._src.read(self._chunk)
                     return 0
                 self._d = self._backend.decompressobj()
                 data = rest
@@ -197,27 +202,13 @@ def open_payload(src: BinaryIO, where: str, limit: int | None = None,
     Gzip is detected by its magic bytes; anything else is passed through unchanged (raw JSON,
     or a custom serializer's opaque bytes).
     """
-    buffered = src if isinstance(src, io.BufferedReader) else io.BufferedReader(_Raw(src), CHUNK)
-    head = buffered.peek(2)[:2]
+    src = buffered(src)
+    head = src.peek(2)[:2]
     if is_gzip(head):
-        return io.BufferedReader(GzipDecodingReader(buffered, where, limit, backend), CHUNK), True
+        return io.BufferedReader(GzipDecodingReader(src, where, limit, backend), CHUNK), True
     if limit is not None:
-        return io.BufferedReader(_Limited(buffered, limit, where), CHUNK), False
-    return buffered, False
-
-
-class _Raw(io.RawIOBase):
-    def __init__(self, f):
-        self._f = f
-
-    def readable(self):
-        return True
-
-    def readinto(self, b):
-        data = self._f.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
+        return io.BufferedReader(_Limited(src, limit, where), CHUNK), False
+    return src, False
 
 
 class _Limited(io.RawIOBase):

@@ -14,7 +14,7 @@ SERVICE_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
 
 def check_service_id(service_id: str) -> str:
     """Sekiban's rule: lower-case letters, digits and '-', 1 to 64 characters."""
-    if not isinstance(service_id, str) or not SERVICE_ID_RE.match(service_id):
+    if not isinstance(service_id, str) or not SERVICE_ID_RE.fullmatch(service_id):
         raise UsageError(f"invalid service id {service_id!r}: must match ^[a-z0-9-]{{1,64}}$")
     return service_id
 
@@ -98,7 +98,7 @@ _DOTNET_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
 def format_dotnet_timestamp(value: datetime) -> str:
     """``2026-02-25T10:00:00.0000000Z``: the .NET round-trip ("O") form, UTC, 7 fraction digits."""
     value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}0Z"
+    return f"{value.year:04d}-" + value.strftime("%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}0Z"
 
 
 def parse_timestamp(text: str | None) -> datetime | None:
@@ -130,4 +130,7 @@ def sortable_unique_id_time(value: str) -> datetime | None:
         return None
     from datetime import timedelta
 
-    return _DOTNET_EPOCH + timedelta(microseconds=int(value[:19]) // 10)
+    try:
+        return _DOTNET_EPOCH + timedelta(microseconds=int(value[:19]) // 10)
+    except OverflowError:
+        return None
