@@ -30,6 +30,7 @@ from ..format.payload import PayloadEncoder, gzip_backend
 from ..format.record import SnapshotRow, check_projector, utcnow
 from ..state.base import StateStore
 from ..streams import CountingWriter
+from . import failpoints
 from .memory import MemoryProbe
 from .spool import Spool, now_ms, spool_write_error
 
@@ -168,7 +169,7 @@ class _Job:
             t = now_ms()
             enc = PayloadEncoder(payload.file, self.backend, compress=self.opts.compress)
             try:
-                write_body(enc)
+                write_body(_FailAfterFirstWrite(enc) if failpoints.active() else enc)
                 stats = enc.finish()
                 payload.file.flush()
             except OSError as exc:
@@ -176,6 +177,7 @@ class _Job:
             self.build_ms += now_ms() - t
             self._payload_stats(stats)
             self.tempfile_bytes += stats.compressed_size
+            failpoints.hit("after_spool")
             if self.blob is not None and stats.compressed_size > self.opts.payload_threshold:
                 self.payload_key = self._upload(payload.rewind(), self.meta.projector_name,
                                                 stats.sha256, stats.compressed_size)
@@ -243,9 +245,12 @@ class _Job:
 
     def _upload(self, stream: BinaryIO, name: str, sha256: str, size: int) -> str:
         t = now_ms()
+        if failpoints.active():
+            stream = failpoints.FailingReader(stream, "mid_upload", size)
         written = self.blob.write(stream, name, sha256=sha256, size=size)
         self.upload_ms += now_ms() - t
         self.upload_bytes += written.size
+        failpoints.hit("after_upload")
         return written.key
 
     def _envelope_ready(self, stream: BinaryIO, length: int, sha256: str) -> None:
@@ -266,7 +271,10 @@ class _Job:
 
     def write_row(self, current: SnapshotRow | None) -> SnapshotRow:
         try:
-            return self._write_row(current)
+            failpoints.hit("row_write")
+            stored = self._write_row(current)
+            failpoints.hit("after_row")
+            return stored
         finally:
             self.close_spool()
 
@@ -323,6 +331,21 @@ class _Job:
             offload_ratio=round(self.upload_bytes / total, 6) if total else 0.0,
             peak_rss_bytes=probe.peak_rss, start_rss_bytes=probe.start_rss, peak_heap_bytes=probe.peak_heap,
             row_attempts=self.attempts, gzip_backend=self.backend.name)
+
+
+class _FailAfterFirstWrite:
+    """Body stream wrapper for the ``body`` fail point: fires after the first write."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def write(self, data) -> int:
+        n = self._target.write(data)
+        failpoints.hit("body")
+        return n
+
+    def writable(self) -> bool:
+        return True
 
 
 def _sha(data: bytes) -> str:
