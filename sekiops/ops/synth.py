@@ -60,7 +60,8 @@ def write_state(out: BinaryIO, target_bytes: int, seed: int = 42) -> int:
     count = 0
     rnd = 0
     block_items = 500
-    while written + 80 < target_bytes:
+    full = False
+    while not full:
         prefix = b"%04x" % (rnd % 65536)
         for start in range(0, len(pool), block_items):
             block = b",".join(pool[start:start + block_items]).replace(MARK, prefix)
@@ -68,18 +69,16 @@ def write_state(out: BinaryIO, target_bytes: int, seed: int = 42) -> int:
                 block = b"," + block
             budget = target_bytes - 80 - written
             if len(block) > budget:
-                cut = block.rfind(b',{"customerId"', 0, budget)
-                if cut <= 0:
-                    break
-                block = block[:cut]
-            out.write(block)
-            written += len(block)
-            count += block.count(b'{"customerId"')
-            if written + 80 >= target_bytes:
+                cut = block.rfind(b',{"customerId"', 0, budget) if budget > 0 else -1
+                block = block[:cut] if cut > 0 else b""
+                full = True
+            if block:
+                out.write(block)
+                written += len(block)
+                count += block.count(b'{"customerId"')
+            if full:
                 break
         rnd += 1
-        if rnd > 1 and count == 0:
-            break
     tail = (tail_tpl % count).encode()
     out.write(tail)
     return written + len(tail)

@@ -1,0 +1,133 @@
+"""A demo Sekiban deployment on the embedded default, with everything an SRE meets in production.
+
+SQLite rows + a local blob directory: a large projection (payload offloaded), small inline ones,
+a record-level offloaded envelope (SQLite extension mode, as the URL says), a v9 gzip envelope,
+a legacy ``payloadJson`` envelope, an old GUID-keyed blob, a tombstone, an older version beside
+the newest, and an orphan blob older than the audit's grace window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import json
+import os
+import time
+import uuid
+from typing import Callable
+
+from ..blob.local import LocalBlobStore
+from ..format.constants import PAYLOAD_TYPE
+from ..format.envelope import EnvelopeMeta, dotnet_json_string, inline_envelope_bytes
+from ..format.record import SnapshotRow, sortable_unique_id, utcnow
+from ..pipeline.persist import PersistOptions, persist
+from ..state import open_state_store
+from .synth import write_state
+
+#: the demo's SQLite runs in sekiops' record-offload extension mode so both offload levels show
+RECORD_THRESHOLD = 1_000_000
+
+
+@dataclasses.dataclass
+class DemoDeployment:
+    directory: str
+    state_url: str
+    blob_url: str
+    big_state_path: str
+    big_projector: str
+    rows: int
+    orphan_key: str
+
+
+def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
+                          progress: Callable[[str], None] = lambda msg: None) -> DemoDeployment:
+    """Create (or recreate) the demo deployment in ``directory``; return its URLs."""
+    os.makedirs(directory, exist_ok=True)
+    db = os.path.join(os.path.abspath(directory), "sekiban.db")
+    for path in (db, db + "-journal"):
+        if os.path.exists(path):
+            os.unlink(path)
+    blob_dir = os.path.join(os.path.abspath(directory), "blobs")
+    state_url = f"sqlite:///{db}?record_threshold={RECORD_THRESHOLD}"
+    state = open_state_store(state_url)
+    blob = LocalBlobStore(blob_dir)
+    now = utcnow()
+    lsuid = sortable_unique_id(now)
+
+    def put(name: str, version: str, events: int, body: bytes | str | None = None,
+            path: str | None = None, **opts) -> None:
+        def write_body(out):
+            if path:
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        out.write(chunk)
+            else:
+                out.write(body if isinstance(body, bytes) else body.encode())
+        persist(state, blob, write_body, projector_name=name, projector_version=version,
+                events_processed=events, last_sortable_unique_id=lsuid,
+                payload_type_name=f"Demo.{name}Payload", options=PersistOptions(**opts))
+
+    big_path = os.path.join(directory, "big-state.json")
+    progress(f"generating a {big_bytes / 1e6:.0f} MB projector state")
+    with open(big_path, "wb") as f:
+        write_state(f, big_bytes)
+    progress("persisting the large projection (streaming)")
+    put("CustomerDirectory", "v3", 1_250_000, path=big_path)
+
+    progress("persisting small and medium projections")
+    for i, name in enumerate(["OrderSummary", "InventoryLevels", "UserSessions", "PriceBook"]):
+        buf = io.BytesIO()
+        write_state(buf, 20_000 * (i + 1) ** 3, seed=i)
+        put(name, "v1", 10_000 * (i + 1), buf.getvalue())
+    medium = io.BytesIO()
+    write_state(medium, 6_000_000, seed=7)  # ~1.3 MB compressed: inline payload, envelope > 1 MB
+    put("AuditTrail", "v2", 480_000, medium.getvalue())
+    put("AuditTrail", "v1", 300_000, medium.getvalue()[:3_000_000].rsplit(b',{"customerId"', 1)[0] + b"]}")
+
+    progress("adding a v9 gzip envelope, a payloadJson envelope, a GUID-keyed blob and a tombstone")
+    _legacy_rows(state, blob, lsuid)
+    put("RetiredReport", "v1", 5_000, '{"report":"retired"}')
+    state.tombstone(state.get("RetiredReport", "v1"))
+
+    orphan = blob.write(io.BytesIO(os.urandom(4096)), "CustomerDirectory")
+    old = time.time() - 3 * 86_400
+    os.utime(os.path.join(blob_dir, *orphan.key.split("/")), (old, old))
+    rows = len(state.list_page(limit=1000))
+    state.close()
+    return DemoDeployment(directory, state_url, blob_dir, big_path, "CustomerDirectory", rows, orphan.key)
+
+
+def _legacy_rows(state, blob: LocalBlobStore, lsuid: str) -> None:
+    """Rows as older Sekiban versions wrote them, built by hand (not by sekiops' writer)."""
+    def row(name, version, events, envelope_len, **kw):
+        return SnapshotRow(service_id=state.service_id, projector_name=name, projector_version=version,
+                           payload_type=PAYLOAD_TYPE, last_sortable_unique_id=lsuid, events_processed=events,
+                           original_size_bytes=envelope_len, compressed_size_bytes=envelope_len,
+                           safe_window_threshold=lsuid, build_source="GRAIN", build_host="silo-0", **kw)
+
+    payload = gzip.compress(json.dumps({"tenants": [{"id": i, "plan": "pro"} for i in range(2000)]}).encode())
+    meta = EnvelopeMeta("TenantPlans", "v1", lsuid, str(uuid.uuid4()), 2_000, payload_type_name="Demo.Tenants",
+                        original_size_bytes=len(gzip.decompress(payload)), compressed_size_bytes=len(payload))
+    v9 = gzip.compress(inline_envelope_bytes(meta, payload))
+    state.write(row("TenantPlans", "v1", 2_000, len(v9)), io.BytesIO(v9), len(v9), None)
+
+    text = json.dumps({"flags": {"beta": True, "region": "japaneast"}})
+    env = ('{"isOffloaded":false,"inlineState":{"payloadJson":' + dotnet_json_string(text) +
+           ',"payloadBase64":null,"multiProjectionPayloadType":"Demo.Flags","projectorName":"FeatureFlags",'
+           f'"projectorVersion":"v1","lastSortableUniqueId":"{lsuid}","lastEventId":"{uuid.uuid4()}",'
+           '"version":42,"isCatchedUp":true,"isSafeState":true,"originalSizeBytes":0,"compressedSizeBytes":0},'
+           '"offloadedState":null}').encode()
+    state.write(row("FeatureFlags", "v1", 42, len(env)), io.BytesIO(env), len(env), None)
+
+    big = gzip.compress(os.urandom(1_700_000))  # incompressible: over the payload threshold
+    key = f"legacy-prefix/Telemetry/{uuid.uuid4().hex}.bin"
+    blob.put_raw(key, big)
+    meta = EnvelopeMeta("Telemetry", "v1", lsuid, str(uuid.uuid4()), 9_000, payload_type_name="Demo.Telemetry",
+                        original_size_bytes=1_700_000, compressed_size_bytes=len(big))
+    env = ('{"isOffloaded":true,"inlineState":null,"offloadedState":{"offloadKey":' + dotnet_json_string(key) +
+           ',"storageProvider":"AzureBlobStorage","multiProjectionPayloadType":"Demo.Telemetry",'
+           f'"projectorName":"Telemetry","projectorVersion":"v1","lastSortableUniqueId":"{lsuid}",'
+           f'"lastEventId":"{meta.last_event_id}","version":9000,"isCatchedUp":true,"isSafeState":true,'
+           f'"payloadLength":{len(big)},"originalSizeBytes":1700000,"compressedSizeBytes":{len(big)}}}}}').encode()
+    state.write(row("Telemetry", "v1", 9_000, len(env)), io.BytesIO(env), len(env), None)
