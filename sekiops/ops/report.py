@@ -1,0 +1,66 @@
+"""Run notebooks headless (papermill) and export them as HTML without code cells (nbconvert).
+
+The notebooks stay thin: they call the library; this module only executes and renders them,
+for ``sekiops report incident`` and ``sekiops demo``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import SekiopsError, UsageError
+
+
+def notebooks_dir() -> Path:
+    """``$SEKIOPS_NOTEBOOKS``, else the ``notebooks/`` folder of this checkout."""
+    env = os.environ.get("SEKIOPS_NOTEBOOKS")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "notebooks"
+    if not path.is_dir():
+        raise UsageError(f"notebooks folder {str(path)!r} not found; set SEKIOPS_NOTEBOOKS")
+    return path
+
+
+def notebook(name: str) -> Path:
+    path = notebooks_dir() / name
+    if not path.is_file():
+        raise UsageError(f"notebook {str(path)!r} not found")
+    return path
+
+
+def run_notebook(name: str, parameters: dict, out_ipynb: str, kernel: str = "python3",
+                 cwd: str | None = None, timeout: int = 1800) -> str:
+    """Execute a notebook with papermill; a failing cell raises SekiopsError naming the notebook."""
+    import papermill
+
+    try:
+        papermill.execute_notebook(str(notebook(name)), out_ipynb, parameters=parameters, kernel_name=kernel,
+                                   cwd=cwd, progress_bar=False, log_output=False, execution_timeout=timeout)
+    except papermill.PapermillExecutionError as exc:
+        raise SekiopsError(f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: "
+                           f"{str(exc.evalue)[:300]} (executed copy: {out_ipynb})") from None
+    return out_ipynb
+
+
+def export_html(ipynb_path: str, html_path: str, include_code: bool = False) -> str:
+    """Render an executed notebook to a standalone HTML file (code cells hidden by default)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter()
+    exporter.exclude_input = not include_code
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nbformat.read(ipynb_path, as_version=4))
+    with open(html_path, "w", encoding="utf-8") as f:
+        f.write(body)
+    return html_path
+
+
+def render(name: str, parameters: dict, out_dir: str, stem: str | None = None,
+           include_code: bool = False) -> tuple[str, str]:
+    """Run ``name`` with ``parameters`` and write ``{stem}.ipynb`` and ``{stem}.html`` in ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    stem = stem or Path(name).stem
+    ipynb = run_notebook(name, parameters, os.path.join(out_dir, stem + ".ipynb"), cwd=out_dir)
+    return ipynb, export_html(ipynb, os.path.join(out_dir, stem + ".html"), include_code)
