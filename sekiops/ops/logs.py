@@ -44,6 +44,7 @@ import collections
 import csv
 import dataclasses
 import datetime as _dt
+import functools
 import gzip
 import io
 import json
@@ -126,9 +127,10 @@ def snake_case(name: str) -> str:
 _HOLE = re.compile(r"\{\{|\}\}|\{([@$]?)([^{}:,]+?)(?:,[^{}:]*)?(?::[^{}]*)?\}")
 
 
-def template_names(template: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)
+def template_names(template: str) -> tuple[str, ...]:
     """Placeholder names of a Microsoft.Extensions.Logging message template, in order."""
-    return [m.group(2).strip() for m in _HOLE.finditer(template) if m.group(2)]
+    return tuple(m.group(2).strip() for m in _HOLE.finditer(template) if m.group(2))
 
 
 def render_template(template: str, values: dict | list | tuple) -> str:
@@ -175,11 +177,15 @@ class _Template:
             pos = m.end()
         parts.append(re.escape(template[pos:]))
         body = "".join(parts).rstrip()
+        first = _HOLE.search(template)
+        self.head = (template[:first.start()] if first else template).strip()  # cheap pre-check
         self.names = names
         self.exact = re.compile(r"^\s*" + body + r"\s*$", re.S)
         self.inner = re.compile(r"(?<![A-Za-z])" + body + r"\s*$", re.S)  # message with a prefix
 
     def match(self, message: str) -> dict | None:
+        if self.head and self.head.replace("{{", "{").replace("}}", "}") not in message:
+            return None
         m = self.exact.match(message) or self.inner.search(message)
         if m is None:
             return None
@@ -301,6 +307,7 @@ def parse_time(v) -> _dt.datetime | None:
 # --- reading exports --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)
 def _norm(key) -> str:
     """Column name for matching: ``timestamp [UTC]`` -> ``timestamp``, ``Log_s`` -> ``logs``."""
     k = re.sub(r"\s*\[[^\]]*\]\s*$", "", str(key))
@@ -648,7 +655,7 @@ class _LogParser:
             eid = _event_id(_pick(dims, dindex, ["eventid", "eventname"]))
         template = _pick(dims, dindex, _TEMPLATE_COLS) or _pick(row, index, _TEMPLATE_COLS)
         if not message and not dims:
-            self.skip("no message or customDimensions")
+            self.skip(notes[0] if notes else "no message or customDimensions")
             return None
         if message and eid is None:
             m = _CONSOLE_HEADER.match(message)
@@ -683,6 +690,13 @@ class _LogParser:
             if m:
                 eid, kind = 1025, "catch_up_batch_summary"
         if eid is None:
+            self.skip(notes[0] if notes else "not a Sekiban snapshot event")
+            return None
+        # event ids are per category, not global: 1003 from another library is not Sekiban's
+        category = _pick(dims, dindex, ["categoryname", "category", "sourcecontext"]) or \
+            _pick(row, index, ["categoryname", "category", "sourcecontext"])
+        if (category and "sekiban" not in str(category).lower() and matched is None and kind is None
+                and not (template is not None and " ".join(str(template).split()) in _BY_TEXT)):
             self.skip("not a Sekiban snapshot event")
             return None
         if eid not in EVENTS:
@@ -863,11 +877,12 @@ def _metric_kind(name: str) -> str | None:
 
 
 def _unit_scale(name: str) -> float:
-    tokens = re.findall(r"[a-z]+", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", str(name)).lower())
-    for t in reversed(tokens):
-        if t in _UNIT and t not in ("b",):
-            return _UNIT[t]
-    return 1.0
+    """Bytes per unit named in a column: ``Memory (MiB)``, ``WorkingSetMB``, ``memory_gb`` ..."""
+    text = str(name)
+    m = re.search(r"(?:^|[^a-z])(kib|mib|gib|kb|mb|gb)(?:[^a-z]|$)", text.lower())
+    if m is None:
+        m = re.search(r"(KiB|MiB|GiB|KB|kB|MB|GB)$", text.strip())
+    return _UNIT[m.group(1).lower()] if m else 1.0
 
 
 def _number(v) -> float | None:

@@ -19,6 +19,7 @@ import time
 import uuid
 from typing import BinaryIO, Callable
 
+from .. import metrics
 from ..blob.base import BlobStore
 from ..errors import (GuardRefusedError, ItemTooLargeError, StoreUnavailableError, TombstonedError,
                       UsageError)
@@ -86,6 +87,7 @@ class PersistResult:
     peak_heap_bytes: int | None
     row_attempts: int
     gzip_backend: str
+    backend: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -119,7 +121,9 @@ def persist(state: StateStore, blob: BlobStore | None, write_body: Callable[[Bin
             job.run_legacy(write_body)
         stored = job.write_row(current)
         job.total_ms = now_ms() - start
-    return job.result(stored, probe)
+    result = job.result(stored, probe)
+    metrics.record_persist(result)
+    return result
 
 
 class _Job:
@@ -330,7 +334,8 @@ class _Job:
             tempfile_bytes=self.tempfile_bytes, upload_bytes=self.upload_bytes,
             offload_ratio=round(self.upload_bytes / total, 6) if total else 0.0,
             peak_rss_bytes=probe.peak_rss, start_rss_bytes=probe.start_rss, peak_heap_bytes=probe.peak_heap,
-            row_attempts=self.attempts, gzip_backend=self.backend.name)
+            row_attempts=self.attempts, gzip_backend=self.backend.name,
+            backend=f"{self.state.kind}+{self.blob.provider if self.blob is not None else 'none'}")
 
 
 class _FailAfterFirstWrite:

@@ -17,6 +17,7 @@ import secrets
 import shutil
 from typing import BinaryIO
 
+from .. import metrics
 from ..blob.base import BlobStore
 from ..errors import (BlobNotFoundError, ConcurrencyConflictError, CorruptSnapshotError,
                       IntegrityError, NotFoundError, TombstonedError, UsageError, VersionMismatchError)
@@ -72,6 +73,8 @@ class RestoreResult:
     start_rss_bytes: int
     peak_heap_bytes: int | None
     output: str | None
+    backend: str = ""
+    mode: str = "streaming"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,7 +120,9 @@ def restore(state: StateStore, blob: BlobStore | None, out: str | BinaryIO, *, p
                     raise
                 log.info("%s changed while reading; reading the new row", row.where)
         job.total_ms = now_ms() - start
-    return job.result(probe, out)
+    result = job.result(probe, out)
+    metrics.record_restore(result)
+    return result
 
 
 @contextlib.contextmanager
@@ -339,4 +344,5 @@ class _Restore:
             read_ms=round(self.read_ms, 1), decode_ms=round(self.decode_ms, 1), total_ms=round(self.total_ms, 1),
             tempfile_bytes=self.tempfile_bytes, download_bytes=self.download_bytes,
             peak_rss_bytes=probe.peak_rss, start_rss_bytes=probe.start_rss, peak_heap_bytes=probe.peak_heap,
-            output=out if isinstance(out, str) else None)
+            output=out if isinstance(out, str) else None,
+            backend=f"{self.state.kind}+{self.blob.provider if self.blob is not None else 'none'}")

@@ -5,9 +5,9 @@ Sekiban's design asked for ``projection_snapshot_tempfile_bytes``, ``projection_
 upload times; Sekiban logs them but never exports them (format reference, section 7). sekiops exports
 them for its own persists and restores:
 
-    from sekiops.ops.metrics import record_persist, record_restore, collected_metrics
+    from sekiops.metrics import record_persist, record_restore, collected_metrics
     result = sekiops.persist_stream(state, blob, f, ...)
-    record_persist(result, backend=state.kind)
+    # the pipeline calls record_persist / record_restore itself after every persist and restore
     collected_metrics()            # pandas DataFrame, one row per measurement
 
 Instruments (all histograms, plus two counters), attributes ``projector``, ``mode``, ``backend``:
@@ -46,12 +46,15 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
 from typing import Any, Sequence
+
+log = logging.getLogger("sekiops.metrics")
 
 METER_NAME = "sekiops"
 
@@ -81,7 +84,7 @@ RESTORE_INSTRUMENTS = [
 PERSIST_COUNTER = "projection_snapshot_persist_count"
 RESTORE_COUNTER = "projection_snapshot_restore_count"
 
-COLUMNS = ["time", "op", "projector", "version", "mode", "backend", "metric", "value", "unit"]
+COLUMNS = ["seq", "time", "op", "projector", "version", "mode", "backend", "metric", "value", "unit"]
 _OTEL_ENV = ("OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
 
 
@@ -108,6 +111,7 @@ class MetricsRecorder:
         self._instruments: dict[str, Any] | None = None
         self._rows: collections.deque = collections.deque(maxlen=keep)
         self._lock = threading.Lock()
+        self._seq = 0
 
     # --- OpenTelemetry -----------------------------------------------------------------------
 
@@ -134,13 +138,13 @@ class MetricsRecorder:
 
     def record_persist(self, result, *, backend: str | None = None, attributes: dict | None = None) -> list[dict]:
         """Record one :class:`~sekiops.pipeline.persist.PersistResult` (or any object with its fields)."""
-        mode = getattr(result, "mode", None) or "streaming"
+        mode = _field(result, "mode") or "streaming"
         return self._record("persist", result, mode, backend, attributes, PERSIST_INSTRUMENTS, PERSIST_COUNTER)
 
     def record_restore(self, result, *, backend: str | None = None, mode: str | None = None,
                        attributes: dict | None = None) -> list[dict]:
         """Record one :class:`~sekiops.pipeline.restore.RestoreResult`; sekiops restores always stream."""
-        mode = mode or getattr(result, "mode", None) or "streaming"
+        mode = mode or _field(result, "mode") or "streaming"
         return self._record("restore", result, mode, backend, attributes, RESTORE_INSTRUMENTS, RESTORE_COUNTER)
 
     def _record(self, op, result, mode, backend, attributes, table, counter) -> list[dict]:
@@ -151,20 +155,26 @@ class MetricsRecorder:
         if attributes:
             attrs.update({str(k): v for k, v in attributes.items() if v is not None})
         now = _dt.datetime.now(_dt.timezone.utc)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
         rows = []
         for name, unit, _desc, field in table:
             value = _field(result, field)
             if value is None:
                 continue
-            rows.append({"time": now, "op": op, "projector": projector, "version": version, "mode": str(mode),
+            rows.append({"seq": seq, "time": now, "op": op, "projector": projector, "version": version, "mode": str(mode),
                          "backend": str(backend), "metric": name, "value": float(value), "unit": unit})
         with self._lock:
             self._rows.extend(rows)
         if self._exporting():
-            inst = self._meter_instruments()
-            for row in rows:
-                inst[row["metric"]].record(row["value"], attributes=attrs)
-            inst[counter].add(1, attributes=attrs)
+            try:
+                inst = self._meter_instruments()
+                for row in rows:
+                    inst[row["metric"]].record(row["value"], attributes=attrs)
+                inst[counter].add(1, attributes=attrs)
+            except Exception as exc:  # noqa: BLE001 - metrics must never fail a persist or a restore
+                log.warning("OpenTelemetry export of %s metrics failed: %s", op, exc)
         return rows
 
     # --- in-process record -------------------------------------------------------------------
@@ -176,8 +186,8 @@ class MetricsRecorder:
     def collected(self, wide: bool = False):
         """The recorded measurements as a DataFrame.
 
-        Long (default): one row per measurement, columns ``time, op, projector, version, mode,
-        backend, metric, value, unit``. ``wide=True``: one row per operation, a column per metric.
+        Long (default): one row per measurement, columns ``seq`` (operation number), ``time, op,
+        projector, version, mode, backend, metric, value, unit``. ``wide=True``: one row per operation, a column per metric.
         """
         import pandas as pd
 
@@ -185,8 +195,8 @@ class MetricsRecorder:
         if not wide:
             return frame
         if frame.empty:
-            return pd.DataFrame(columns=["time", "op", "projector", "version", "mode", "backend"])
-        keys = ["time", "op", "projector", "version", "mode", "backend"]
+            return pd.DataFrame(columns=["seq", "time", "op", "projector", "version", "mode", "backend"])
+        keys = ["seq", "time", "op", "projector", "version", "mode", "backend"]
         frame = frame.assign(version=frame["version"].fillna(""))
         out = frame.pivot_table(index=keys, columns="metric", values="value", aggfunc="last", sort=False)
         out.columns.name = None
@@ -367,7 +377,7 @@ def sample_command(argv: Sequence[str], interval: float = 0.02, children: bool =
     The DataFrame has ``t_s`` and ``rss_bytes`` (and ``label``). ``peak_bytes`` is the larger of the
     largest sample and the kernel's high-water mark for the child (``ru_maxrss`` from ``wait4``), so
     a spike between two samples is not missed. Output goes where ``popen_kwargs`` say (inherited by
-    default). A command that cannot start raises the OSError; ``timeout`` kills it and raises
+    default; give a file, not ``subprocess.PIPE``: nothing reads a pipe while the command runs). A command that cannot start raises the OSError; ``timeout`` kills it and raises
     ``subprocess.TimeoutExpired``.
     """
     import pandas as pd  # noqa: F401 - fail early, before the command runs, when pandas is missing

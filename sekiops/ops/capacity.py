@@ -1,0 +1,407 @@
+"""Capacity model: which projections would run a container out of memory, legacy vs streaming.
+
+For each snapshot row of an inventory, predict the peak memory of a persist and of a restore
+under the legacy (whole snapshot in memory, Sekiban's ``byte[]`` path) and the streaming path,
+against a container memory limit::
+
+    peak(op, mode) = app_baseline + a[op, mode] + b[op, mode] * payload_original_bytes
+
+``app_baseline`` is what the process holds anyway (runtime, caches, the live object graphs of the
+projections: a parameter, default 1.5 GiB). ``a`` and ``b`` are least-squares fits of measured
+overheads (peak RSS minus RSS before the operation) against the uncompressed state size, one line
+per op x mode, from a benchmark frame with columns ``op`` (persist|restore), ``mode``
+(legacy|streaming), ``size_bytes``, ``overhead_bytes`` -- e.g. from :func:`measure_costs`.
+
+Without a benchmark the built-in :data:`DEFAULT_BENCH` is used: the overheads sekiops itself
+measured (:func:`measure_costs`, SQLite state store + local blob store, payloads offloaded as
+Sekiban offloads them above 1,560,576 compressed bytes; CPython 3.11, isal gzip, Linux x86-64). The
+legacy restore there is the byte[] path as Sekiban runs it (whole envelope, whole payload, whole
+state JSON in memory), emulated by :func:`legacy_restore`. .NET's own costs differ (UTF-16 strings,
+MemoryStream doubling); measure your runtime and pass it as ``bench_df`` when the margin matters.
+
+The state size is the row's ``payloadOriginalBytes`` when the inventory has it. Otherwise it is
+estimated, and ``sizeSource`` says how: from ``payloadCompressedBytes`` x 4.5 (a typical gzip ratio
+for projection JSON), or from the envelope size (``compressedSizeBytes``, which Sekiban sets to
+the envelope length) x 3/4 (Base64) x 4.5. An envelope under 4 KiB may just point at an offloaded
+payload, so its size is unknown: those rows get no prediction and the verdict ``unknown size``.
+
+Scenarios in the table: ``legacy`` (legacy persist and restore), ``streaming`` (sekiops streaming
+persist and restore) and ``mixed`` (streaming persist, legacy restore: Sekiban's grain today,
+whose restore still materialises the whole payload, format reference section 7).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Sequence
+
+from ..errors import SekiopsError, UsageError
+
+GiB = 2**30
+DEFAULT_MEMORY_LIMIT = 4 * GiB
+DEFAULT_APP_BASELINE = int(1.5 * GiB)
+TYPICAL_GZIP_RATIO = 4.5
+SMALL_ENVELOPE = 4096
+ENVELOPE_OVERHEAD = 1024  # envelope JSON besides the Base64 payload (metadata fields)
+OPS = ("persist", "restore")
+MODES = ("legacy", "streaming")
+
+#: Overheads measured by :func:`measure_costs` (see the module docstring for the setup). Rows:
+#: (op, mode, size_bytes = uncompressed state JSON, overhead_bytes = peak RSS - RSS before).
+#: Measured 2026-11-30 with ``measure_costs(sizes=(32, 96, 192, 384 MiB))`` on a 2-vCPU Linux x86-64
+#: container (CPython 3.11.7, isal gzip, SQLite + local blob store). The fitted slopes: persist
+#: legacy ~1.45 x state size, restore legacy ~2.45 x, both streaming paths flat (~4 MB / ~10 MB).
+DEFAULT_BENCH_ROWS: list[tuple[str, str, int, int]] = [
+    ("persist", "streaming", 33553838, 4165632),
+    ("persist", "legacy", 33553838, 50343936),
+    ("restore", "streaming", 33553838, 9646080),
+    ("restore", "legacy", 33553838, 83116032),
+    ("persist", "streaming", 100663163, 4165632),
+    ("persist", "legacy", 100663163, 147832832),
+    ("restore", "streaming", 100663163, 10285056),
+    ("restore", "legacy", 100663163, 247758848),
+    ("persist", "streaming", 201325383, 3293184),
+    ("persist", "legacy", 201325383, 292798464),
+    ("restore", "streaming", 201325383, 10059776),
+    ("restore", "legacy", 201325383, 494174208),
+    ("persist", "streaming", 402653073, 3350528),
+    ("persist", "legacy", 402653073, 584695808),
+    ("restore", "streaming", 402653073, 10293248),
+    ("restore", "legacy", 402653073, 987131904),
+]
+
+#: Scenario name -> (persist mode, restore mode).
+SCENARIOS = {"legacy": ("legacy", "legacy"), "streaming": ("streaming", "streaming"),
+             "mixed": ("streaming", "legacy")}
+
+
+def default_bench():
+    """The built-in benchmark frame (measured; see :data:`DEFAULT_BENCH_ROWS`)."""
+    import pandas as pd
+
+    return pd.DataFrame(DEFAULT_BENCH_ROWS, columns=["op", "mode", "size_bytes", "overhead_bytes"])
+
+
+# --- fitting ----------------------------------------------------------------------------------
+
+
+def fit_costs(bench_df) -> dict[tuple[str, str], tuple[float, float]]:
+    """Least-squares ``overhead = a + b * size`` per (op, mode): ``{(op, mode): (a, b)}``.
+
+    Lines are kept physical: a negative slope is fitted as a constant (the mean), a negative
+    intercept as a line through the origin. One size only: a line through the origin.
+    """
+    import numpy as np
+
+    frame = _bench_frame(bench_df)
+    fits: dict[tuple[str, str], tuple[float, float]] = {}
+    for (op, mode), g in frame.groupby(["op", "mode"], sort=False):
+        x = g["size_bytes"].to_numpy(dtype=float)
+        y = g["overhead_bytes"].to_numpy(dtype=float)
+        if len(np.unique(x)) < 2:
+            b = float((x * y).sum() / (x * x).sum()) if (x * x).sum() > 0 else 0.0
+            a = 0.0 if b > 0 else float(y.mean())
+            b = max(b, 0.0)
+        else:
+            A = np.vstack([np.ones_like(x), x]).T
+            (a, b), *_ = np.linalg.lstsq(A, y, rcond=None)
+            a, b = float(a), float(b)
+            if b < 0:
+                a, b = float(y.mean()), 0.0
+            elif a < 0:
+                a, b = 0.0, float((x * y).sum() / (x * x).sum())
+        fits[(str(op), str(mode))] = (max(a, 0.0), b)
+    return fits
+
+
+def _bench_frame(bench_df):
+    import pandas as pd
+
+    if bench_df is None:
+        return default_bench()
+    frame = pd.DataFrame(bench_df).copy()
+    cols = {c.lower(): c for c in frame.columns}
+    if "overhead_bytes" not in cols and {"peak_rss_bytes", "start_rss_bytes"} <= set(cols):
+        frame["overhead_bytes"] = frame[cols["peak_rss_bytes"]] - frame[cols["start_rss_bytes"]]
+        cols["overhead_bytes"] = "overhead_bytes"
+    missing = [c for c in ("op", "mode", "size_bytes", "overhead_bytes") if c not in cols]
+    if missing:
+        raise UsageError(f"benchmark frame lacks column(s) {', '.join(missing)}; expected op, mode, size_bytes, "
+                         "overhead_bytes")
+    frame = frame.rename(columns={cols[c]: c for c in ("op", "mode", "size_bytes", "overhead_bytes")})
+    if "ok" in cols:  # sekiops.ops.bench frames: failed runs have no meaningful overhead
+        frame = frame[frame[cols["ok"]].fillna(False).astype(bool)]
+    frame["op"] = frame["op"].astype(str).str.strip().str.lower()
+    frame["mode"] = frame["mode"].astype(str).str.strip().str.lower()
+    frame["size_bytes"] = pd.to_numeric(frame["size_bytes"], errors="coerce")
+    frame["overhead_bytes"] = pd.to_numeric(frame["overhead_bytes"], errors="coerce")
+    frame = frame.dropna(subset=["size_bytes", "overhead_bytes"])
+    frame = frame[frame["op"].isin(OPS) & frame["mode"].isin(MODES)]
+    if frame.empty:
+        raise UsageError("benchmark frame has no usable rows (op persist|restore, mode legacy|streaming, numbers)")
+    return frame
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def _size_of(row: dict) -> tuple[float | None, str]:
+    def num(name):
+        v = row.get(name)
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            return None
+        return None if math.isnan(v) else v
+
+    original = num("payloadOriginalBytes")
+    if original is not None and original > 0:
+        return original, "payloadOriginalBytes"
+    compressed = num("payloadCompressedBytes")
+    if compressed is not None and compressed > 0:
+        return compressed * TYPICAL_GZIP_RATIO, f"estimated: payloadCompressedBytes x {TYPICAL_GZIP_RATIO}"
+    envelope = num("compressedSizeBytes")
+    if envelope is None or envelope <= 0:
+        envelope = num("storedBytes")
+    if envelope is None or envelope <= 0:
+        return None, "unknown: no size columns"
+    offloaded = row.get("payloadOffloaded")
+    if envelope < SMALL_ENVELOPE and offloaded is not False and str(offloaded).lower() != "false":
+        return None, "unknown: envelope < 4 KiB may point at an offloaded payload; give payloadOriginalBytes"
+    payload = max(envelope - ENVELOPE_OVERHEAD, 0) * 3 / 4
+    return payload * TYPICAL_GZIP_RATIO, f"estimated: envelope x 3/4 x {TYPICAL_GZIP_RATIO}"
+
+
+def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMORY_LIMIT,
+                   app_baseline: int = DEFAULT_APP_BASELINE, include_tombstoned: bool = False):
+    """Predicted peak memory per snapshot row, legacy vs streaming, against ``memory_limit``.
+
+    ``inventory_df``: rows as ``sekiops inventory --format json`` gives them (``projectorName``,
+    ``projectorVersion``, ``compressedSizeBytes`` ..., optionally ``payloadOriginalBytes``).
+    ``bench_df``: measured overheads (columns ``op, mode, size_bytes, overhead_bytes``); None =
+    :data:`DEFAULT_BENCH_ROWS`. Tombstoned rows (never restored by Sekiban) are left out unless asked.
+
+    Columns: the row's identity, ``payloadOriginalBytes`` (used) and ``sizeSource``, then
+    ``{persist,restore}{Legacy,Streaming}PeakBytes``, per scenario (``legacy``, ``streaming``,
+    ``mixed``) ``<scenario>PeakBytes``, ``<scenario>OOM`` and ``<scenario>HeadroomBytes``
+    (limit - peak; negative = OOM), ``streamingSavesBytes`` (legacy peak - streaming peak) and a
+    ``verdict``. Sorted by legacy peak, largest first. ``frame.attrs`` holds the parameters, the
+    fitted lines and ``maxFittingBytes``: the largest state each scenario fits.
+    """
+    import pandas as pd
+
+    if memory_limit <= 0:
+        raise UsageError("memory limit must be positive")
+    if app_baseline < 0:
+        raise UsageError("app baseline must not be negative")
+    fits = fit_costs(bench_df) if bench_df is not None else fit_costs(default_bench())
+    notes = []
+    if bench_df is not None:
+        defaults = fit_costs(default_bench())
+        for key in [(o, m) for o in OPS for m in MODES]:
+            if key not in fits:
+                fits[key] = defaults[key]
+                notes.append(f"{key[0]}/{key[1]}: not in the benchmark frame, built-in measured default used")
+    inv = pd.DataFrame(inventory_df)
+    records = inv.to_dict("records")
+    out = []
+    for row in records:
+        lifecycle = str(row.get("lifecycle", "active") or "active").lower()
+        if lifecycle in ("tombstoned", "1") and not include_tombstoned:
+            continue
+        size, source = _size_of(row)
+        rec = {"serviceId": row.get("serviceId"), "projectorName": row.get("projectorName"),
+               "projectorVersion": row.get("projectorVersion"), "lifecycle": lifecycle,
+               "payloadOriginalBytes": size, "sizeSource": source}
+        peaks = {}
+        for op in OPS:
+            for mode in MODES:
+                a, b = fits[(op, mode)]
+                peak = None if size is None else app_baseline + a + b * size
+                peaks[(op, mode)] = peak
+                rec[f"{op}{mode.capitalize()}PeakBytes"] = peak
+        for name, (pmode, rmode) in SCENARIOS.items():
+            p, r = peaks[("persist", pmode)], peaks[("restore", rmode)]
+            peak = None if p is None else max(p, r)
+            rec[f"{name}PeakBytes"] = peak
+            rec[f"{name}OOM"] = None if peak is None else bool(peak > memory_limit)
+            rec[f"{name}HeadroomBytes"] = None if peak is None else memory_limit - peak
+        lp, sp = rec["legacyPeakBytes"], rec["streamingPeakBytes"]
+        rec["streamingSavesBytes"] = None if lp is None else lp - sp
+        rec["verdict"] = _verdict(rec)
+        out.append(rec)
+    frame = pd.DataFrame.from_records(out, columns=_COLUMNS)
+    for c in _COLUMNS:
+        if c.endswith("Bytes"):
+            frame[c] = pd.to_numeric(frame[c], errors="coerce").round().astype("Int64")
+        elif c.endswith("OOM"):
+            frame[c] = frame[c].astype("boolean")
+    if len(frame):
+        frame = frame.sort_values("legacyPeakBytes", ascending=False, na_position="last", kind="stable")
+        frame = frame.reset_index(drop=True)
+    frame.attrs.update({
+        "memoryLimitBytes": int(memory_limit), "appBaselineBytes": int(app_baseline),
+        "fits": {f"{o}/{m}": {"a": a, "b": b} for (o, m), (a, b) in fits.items()},
+        "benchSource": "given" if bench_df is not None else "built-in measured default (DEFAULT_BENCH_ROWS)",
+        "maxFittingBytes": max_fitting_sizes(fits, memory_limit, app_baseline),
+        "notes": notes,
+    })
+    return frame
+
+
+_COLUMNS = ["serviceId", "projectorName", "projectorVersion", "lifecycle", "payloadOriginalBytes", "sizeSource",
+            "persistLegacyPeakBytes", "persistStreamingPeakBytes", "restoreLegacyPeakBytes",
+            "restoreStreamingPeakBytes",
+            "legacyPeakBytes", "legacyOOM", "legacyHeadroomBytes",
+            "streamingPeakBytes", "streamingOOM", "streamingHeadroomBytes",
+            "mixedPeakBytes", "mixedOOM", "mixedHeadroomBytes",
+            "streamingSavesBytes", "verdict"]
+
+
+def _verdict(rec: dict) -> str:
+    if rec["legacyOOM"] is None:
+        return "unknown size"
+    legacy, streaming, mixed = rec["legacyOOM"], rec["streamingOOM"], rec["mixedOOM"]
+    if not legacy:
+        return "fits"
+    if streaming:
+        return "OOM under legacy and streaming"
+    if mixed:
+        return "OOM under legacy; streaming persist alone still OOMs on restore; fits fully streaming"
+    return "OOM under legacy; fits streaming"
+
+
+def max_fitting_sizes(fits: dict, memory_limit: int = DEFAULT_MEMORY_LIMIT,
+                      app_baseline: int = DEFAULT_APP_BASELINE) -> dict[str, float | None]:
+    """The largest state (uncompressed bytes) each scenario keeps under the limit (inf: no size limit)."""
+    out: dict[str, float | None] = {}
+    room = memory_limit - app_baseline
+    for name, (pmode, rmode) in SCENARIOS.items():
+        sizes = []
+        for op, mode in (("persist", pmode), ("restore", rmode)):
+            a, b = fits[(op, mode)]
+            if room - a < 0:
+                sizes.append(0.0)
+            elif b <= 0:
+                sizes.append(math.inf)
+            else:
+                sizes.append((room - a) / b)
+        out[name] = min(sizes)
+    return out
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+def legacy_restore(state, blob, projector_name: str, projector_version: str | None = None) -> int:
+    """Restore the way Sekiban's byte[] path does -- whole envelope, payload and state JSON in memory.
+
+    For benchmarks only (sekiops's own restore streams). Returns the state JSON byte count.
+    """
+    import base64
+    import gzip
+
+    from ..format.constants import GZIP_MAGIC
+    from ..pipeline.restore import find_row
+
+    row = find_row(state, projector_name, projector_version)
+    if row.is_offloaded:
+        with blob.open_read(row.offload_key) as f:
+            env_bytes = f.read()
+    else:
+        f = state.open_state_stream(row)
+        try:
+            env_bytes = f.read()
+        finally:
+            f.close()
+    if env_bytes[:2] == GZIP_MAGIC:
+        env_bytes = gzip.decompress(env_bytes)
+    doc = json.loads(env_bytes)
+    inline = doc.get("inlineState") or doc.get("InlineState")
+    offloaded = doc.get("offloadedState") or doc.get("OffloadedState")
+    if inline and (inline.get("payloadBase64") or inline.get("PayloadBase64")):
+        payload = base64.b64decode(inline.get("payloadBase64") or inline.get("PayloadBase64"))
+    elif offloaded:
+        with blob.open_read(offloaded.get("offloadKey") or offloaded.get("OffloadKey")) as f:
+            payload = f.read()
+    else:
+        payload = b""
+    state_json = gzip.decompress(payload) if payload[:2] == GZIP_MAGIC else payload
+    n = len(state_json)
+    del doc, payload, env_bytes, state_json
+    return n
+
+
+def _bench_child(argv: list[str]) -> None:
+    """One measurement in a fresh process: prints a JSON object (see measure_costs)."""
+    op, mode, db, blobdir, state_file = argv
+    from ..blob import open_blob_store
+    from ..pipeline.memory import MemoryProbe
+    from ..state import open_state_store
+
+    state = open_state_store(f"sqlite:///{db}")
+    blob = open_blob_store(blobdir)
+    try:
+        if op == "persist":
+            from ..pipeline.persist import PersistOptions, persist_stream
+
+            with open(state_file, "rb") as f:
+                r = persist_stream(state, blob, f, projector_name="CapacityBench", projector_version=mode,
+                                   events_processed=1, last_sortable_unique_id="0" * 30,
+                                   options=PersistOptions(mode=mode, allow_regress=True))
+            out = {"size_bytes": r.original_size_bytes, "peak": r.peak_rss_bytes, "start": r.start_rss_bytes}
+        elif mode == "streaming":
+            from ..pipeline.restore import restore
+
+            r = restore(state, blob, os.devnull, projector_name="CapacityBench", projector_version="streaming")
+            out = {"size_bytes": r.original_size_bytes, "peak": r.peak_rss_bytes, "start": r.start_rss_bytes}
+        else:
+            with MemoryProbe() as probe:
+                n = legacy_restore(state, blob, "CapacityBench", "streaming")
+            out = {"size_bytes": n, "peak": probe.peak_rss, "start": probe.start_rss}
+    finally:
+        state.close()
+    out["overhead_bytes"] = out["peak"] - out["start"]
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+def measure_costs(sizes: Sequence[int] = (32 * 2**20, 96 * 2**20, 192 * 2**20), workdir: str | None = None,
+                  python: str = sys.executable, timeout: float = 600):
+    """Measure persist/restore overheads, legacy and streaming, one fresh process per point.
+
+    Synthetic projector states of each size (:mod:`sekiops.ops.synth`) go through a SQLite state
+    store and a local blob store in ``workdir`` (a temp dir by default, removed afterwards).
+    Returns a benchmark frame for :func:`capacity_table`: ``op, mode, size_bytes, overhead_bytes,
+    peak_rss_bytes, start_rss_bytes``.
+    """
+    import pandas as pd
+
+    from .synth import write_state
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sekiops-capacity-", dir=workdir) as tmp:
+        for size in sizes:
+            db = os.path.join(tmp, f"bench-{size}.db")
+            blobdir = os.path.join(tmp, f"blobs-{size}")
+            state_file = os.path.join(tmp, f"state-{size}.json")
+            with open(state_file, "wb") as f:
+                write_state(f, int(size))
+            for op, mode in (("persist", "streaming"), ("persist", "legacy"), ("restore", "streaming"),
+                             ("restore", "legacy")):
+                code = ("import sys; from sekiops.ops.capacity import _bench_child; _bench_child(sys.argv[1:])")
+                proc = subprocess.run([python, "-c", code, op, mode, db, blobdir, state_file],
+                                      capture_output=True, text=True, timeout=timeout)
+                if proc.returncode != 0:
+                    raise SekiopsError(f"benchmark {op}/{mode} at {size} bytes failed: "
+                                       f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+                got = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows.append({"op": op, "mode": mode, "size_bytes": got["size_bytes"],
+                             "overhead_bytes": got["overhead_bytes"], "peak_rss_bytes": got["peak"],
+                             "start_rss_bytes": got["start"]})
+            os.unlink(state_file)
+    return pd.DataFrame(rows)
