@@ -156,6 +156,16 @@ def open_payload_stream(state: StateStore, blob: BlobStore | None, row: Snapshot
         payload_file.close()
 
 
+def _is_special(path: str) -> bool:
+    """An existing path that is not a regular file (a device or FIFO): write into it, never replace it."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 class _Restore:
     def __init__(self, state, blob, row: SnapshotRow, opts: RestoreOptions, spool: Spool):
         self.state, self.blob, self.row, self.opts, self.spool = state, blob, row, opts, spool
@@ -263,7 +273,10 @@ class _Restore:
 
     def _decode_to(self, out, src: HashingReader, where: str) -> None:
         limit = self.output_limit()
-        if isinstance(out, str):
+        if isinstance(out, str) and _is_special(out):
+            with open(out, "wb") as stream:  # /dev/null, a FIFO: never renamed over
+                self._decode_to(stream, src, where)
+        elif isinstance(out, str):
             self._decode_to_path(out, src, where, limit)
         else:
             tmp = self.spool.create(self.row.projector_name + "-output")

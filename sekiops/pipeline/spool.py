@@ -42,6 +42,7 @@ class SpoolFile:
         self.spool = spool
         self.path = path
         self.file = os.fdopen(fd, "w+b", buffering=1024 * 1024)
+        self._deleted = False
 
     def __enter__(self) -> "SpoolFile":
         return self
@@ -60,8 +61,10 @@ class SpoolFile:
         return self.file
 
     def close(self) -> None:
-        if self.file.closed:
+        """Delete the file (once), whether or not a wrapper already closed its descriptor."""
+        if self._deleted:
             return
+        self._deleted = True
         try:
             os.unlink(self.path)
         except FileNotFoundError:

@@ -19,7 +19,8 @@ class MemoryStateStore:
     kind = "memory"
 
     def __init__(self, name: str = "default", service_id: str = "default",
-                 record_offload_threshold: int | None = None, inline_limit: int | None = None):
+                 record_offload_threshold: int | None = None, inline_limit: int | None = None,
+                 create: bool = True):
         with _LOCK:
             self._rows: dict[tuple[str, str, str], tuple[SnapshotRow, bytes | None]] = _DATA.setdefault(name, {})
         self._lock = threading.Lock()
