@@ -65,5 +65,9 @@ class SpoolError(SekiopsError):
     """The temp-file spool refused work: too many files, too many bytes, not enough disk, unsafe dir."""
 
 
+class OutputError(SekiopsError):
+    """The output file could not be written (disk full, permission denied, missing directory)."""
+
+
 class GuardRefusedError(SekiopsError):
     """An operational guard refused to go on (regressing EventsProcessed, strict mode, missing --execute)."""

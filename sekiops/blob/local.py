@@ -7,6 +7,7 @@ opened file is checked (through /proc/self/fd) to really lie under the root.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -36,6 +37,28 @@ class LocalBlobStore:
         self.location = f"file://{self.root}"
         if provider:
             self.provider = provider
+        self._reclaim_incoming()
+
+    def _reclaim_incoming(self) -> None:
+        """Delete partial uploads of dead writers: every writer holds a lock on its .part file."""
+        incoming = os.path.join(self.root, INCOMING)
+        try:
+            names = os.listdir(incoming)
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(incoming, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+            except OSError:
+                pass  # a live writer holds it
+            finally:
+                os.close(fd)
 
     @classmethod
     def from_url(cls, url: str) -> "LocalBlobStore":
@@ -85,6 +108,7 @@ class LocalBlobStore:
         n = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             with os.fdopen(fd, "wb") as out:
                 while True:
                     chunk = stream.read(CHUNK)

@@ -21,8 +21,8 @@ from typing import BinaryIO, Callable
 
 from .. import metrics
 from ..blob.base import BlobStore
-from ..errors import (GuardRefusedError, ItemTooLargeError, StoreUnavailableError, TombstonedError,
-                      UsageError)
+from ..errors import (ConcurrencyConflictError, GuardRefusedError, ItemTooLargeError,
+                      StoreUnavailableError, TombstonedError, UsageError)
 from ..format.constants import (BUILD_SOURCE_LEGACY, BUILD_SOURCE_STREAM, PAYLOAD_OFFLOAD_THRESHOLD,
                                 PAYLOAD_TYPE)
 from ..format.envelope import (EnvelopeMeta, inline_envelope_bytes, offloaded_envelope_bytes,
@@ -261,6 +261,11 @@ class _Job:
         self.envelope_len = length
         threshold = self.record_threshold()
         if self.blob is not None and threshold is not None and length > threshold:
+            if getattr(self.state, "strict", False):
+                raise GuardRefusedError(
+                    f"{self.state.location}: Sekiban's SQLite store never offloads at record level; the "
+                    f"{length}-byte envelope of {self.where} would need it (use ?record_threshold=N to allow "
+                    "sekiops' extension). Nothing was uploaded or written")
             name = f"{self.meta.projector_name}/{self.meta.projector_version}"
             self.envelope_key = self._upload(stream, name, sha256, length)
             self.inline_envelope = None
@@ -316,7 +321,33 @@ class _Job:
                 log.warning("row write for %s failed (%s); retrying", self.where, exc)
                 time.sleep(delay * (0.5 + random.random()))
                 delay *= 2
+                settled = self._settle_unknown_outcome(row, current)
+                if settled is not None:
+                    self.row_ms = now_ms() - t
+                    return settled
 
+    def _settle_unknown_outcome(self, row: SnapshotRow, current: SnapshotRow | None) -> SnapshotRow | None:
+        """After a failed write whose outcome is unknown, look before retrying.
+
+        The write may have landed with its answer lost: then the stored row is ours (same
+        UpdatedAt to the microsecond, same sizes and keys) and retrying would only lose its own
+        compare-and-swap. If another writer moved the row, that is a conflict; else retry.
+        """
+        try:
+            now = self.state.get(row.projector_name, row.projector_version)
+        except StoreUnavailableError:
+            return None
+        before = current.token if current else None
+        after = now.token if now else None
+        if after == before:
+            return None
+        if now is not None and _same_write(now, row):
+            log.info("row write for %s landed although its answer was lost", self.where)
+            return now
+        raise ConcurrencyConflictError(
+            f"{self.state.location}: {self.where} was changed by another writer while this write's outcome "
+            f"was unknown; nothing overwritten (uploaded blobs stay: {self.payload_key or '-'}, "
+            f"{self.envelope_key or '-'})")
     def result(self, stored: SnapshotRow, probe: MemoryProbe) -> PersistResult:
         inline_bytes = 0 if self.envelope_key else self.envelope_len
         total = inline_bytes + self.upload_bytes
@@ -336,6 +367,13 @@ class _Job:
             peak_rss_bytes=probe.peak_rss, start_rss_bytes=probe.start_rss, peak_heap_bytes=probe.peak_heap,
             row_attempts=self.attempts, gzip_backend=self.backend.name,
             backend=f"{self.state.kind}+{self.blob.provider if self.blob is not None else 'none'}")
+
+
+def _same_write(stored: SnapshotRow, written: SnapshotRow) -> bool:
+    return (stored.updated_at == written.updated_at and stored.events_processed == written.events_processed
+            and stored.original_size_bytes == written.original_size_bytes
+            and stored.offload_key == written.offload_key and stored.build_host == written.build_host
+            and stored.last_sortable_unique_id == written.last_sortable_unique_id)
 
 
 class _FailAfterFirstWrite:

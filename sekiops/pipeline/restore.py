@@ -20,7 +20,8 @@ from typing import BinaryIO
 from .. import metrics
 from ..blob.base import BlobStore
 from ..errors import (BlobNotFoundError, ConcurrencyConflictError, CorruptSnapshotError,
-                      IntegrityError, NotFoundError, TombstonedError, UsageError, VersionMismatchError)
+                      IntegrityError, NotFoundError, OutputError, TombstonedError, UsageError,
+                      VersionMismatchError)
 from ..format import keys
 from ..format.envelope import Envelope, read_envelope
 from ..format.payload import open_payload
@@ -154,6 +155,14 @@ def open_payload_stream(state: StateStore, blob: BlobStore | None, row: Snapshot
         if src is not None:
             src.close()
         payload_file.close()
+
+
+def _os_reason(exc: OSError) -> str:
+    import errno
+
+    return {errno.ENOSPC: "disk full", errno.EDQUOT: "quota exceeded", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.EROFS: "read-only file system"}.get(
+        exc.errno, exc.strerror or str(exc))
 
 
 def _is_special(path: str) -> bool:
@@ -290,8 +299,14 @@ class _Restore:
     def _decode_to_path(self, path: str, src, where: str, limit: int) -> None:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
-            raise UsageError(f"output directory {directory!r} does not exist")
+            raise OutputError(f"output directory {directory!r} does not exist")
         partial = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.partial")
+        try:
+            self._write_partial(partial, path, src, where, limit)
+        except OSError as exc:
+            raise OutputError(f"writing restore output {path!r}: {_os_reason(exc)}; nothing was written") from exc
+
+    def _write_partial(self, partial: str, path: str, src, where: str, limit: int) -> None:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(fd, "wb", buffering=CHUNK) as f:
