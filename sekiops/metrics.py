@@ -319,6 +319,7 @@ class MemorySampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
+        self._hwm = 0  # the kernel's VmHWM of ``pid`` as last seen: catches spikes between samples
 
     def start(self) -> "MemorySampler":
         self._t0 = time.perf_counter()
@@ -347,6 +348,7 @@ class MemorySampler:
         rss = rss_of(self.pid, self.children)
         if rss is None:
             return False
+        self._hwm = max(self._hwm, (_status_kib(self.pid, ("VmHWM",)).get("VmHWM") or 0) * 1024)
         self.samples.append((time.perf_counter() - self._t0, rss))
         return True
 
@@ -357,7 +359,8 @@ class MemorySampler:
 
     @property
     def peak(self) -> int:
-        return max((r for _, r in self.samples), default=0)
+        """Largest sample, or the process's own high-water mark when that is larger."""
+        return max(max((r for _, r in self.samples), default=0), self._hwm)
 
     def frame(self):
         """DataFrame with ``t_s`` and ``rss_bytes`` (plus ``label`` when one was given)."""
@@ -375,8 +378,8 @@ def sample_command(argv: Sequence[str], interval: float = 0.02, children: bool =
     """Run ``argv`` and sample its memory until it exits: ``(returncode, DataFrame, peak_bytes)``.
 
     The DataFrame has ``t_s`` and ``rss_bytes`` (and ``label``). ``peak_bytes`` is the larger of the
-    largest sample and the kernel's high-water mark for the child (``ru_maxrss`` from ``wait4``), so
-    a spike between two samples is not missed. Output goes where ``popen_kwargs`` say (inherited by
+    largest sample and the child's own VmHWM as last read, so a spike between two samples is not
+    missed (``wait4``'s ru_maxrss is not used: after fork+exec it includes the caller's size). Output goes where ``popen_kwargs`` say (inherited by
     default; give a file, not ``subprocess.PIPE``: nothing reads a pipe while the command runs). A command that cannot start raises the OSError; ``timeout`` kills it and raises
     ``subprocess.TimeoutExpired``.
     """
@@ -385,7 +388,6 @@ def sample_command(argv: Sequence[str], interval: float = 0.02, children: bool =
     proc = subprocess.Popen(list(argv), **popen_kwargs)
     sampler = MemorySampler(pid=proc.pid, interval=interval, children=children, label=label).start()
     deadline = None if timeout is None else time.monotonic() + timeout
-    max_rss_kib = 0
     try:
         while True:
             # WNOWAIT: see the exit without reaping, so the pid cannot be reused while sampling stops
@@ -399,15 +401,13 @@ def sample_command(argv: Sequence[str], interval: float = 0.02, children: bool =
                 raise subprocess.TimeoutExpired(list(argv), timeout)
             time.sleep(min(0.005, interval / 4))
         sampler.stop()
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        max_rss_kib = usage.ru_maxrss
     except BaseException:
         if proc.returncode is None:
             proc.kill()
             proc.wait()
         sampler.stop()
         raise
-    frame = sampler.frame()
-    peak = max(sampler.peak, max_rss_kib * 1024)
-    return proc.returncode, frame, peak
+    # Not wait4's ru_maxrss: after fork+exec it includes the caller's own size.
+    return proc.returncode, sampler.frame(), sampler.peak

@@ -32,8 +32,11 @@ def _load(target: str):
     return obj
 
 
-def open_blob_store(url: str | None = None) -> BlobStore | None:
-    """Open the blob store named by ``url`` (or $SEKIOPS_BLOB_URL); None when neither is set."""
+def open_blob_store(url: str | None = None, create: bool = True) -> BlobStore | None:
+    """Open the blob store named by ``url`` (or $SEKIOPS_BLOB_URL); None when neither is set.
+
+    ``create=False`` (read-only commands): a missing local directory is an error, not created.
+    """
     url = resolve(url, BLOB_URL_ENV)
     if url is None:
         return None
@@ -41,7 +44,8 @@ def open_blob_store(url: str | None = None) -> BlobStore | None:
     if scheme not in REGISTRY:
         raise UsageError(f"unknown blob store URL scheme {scheme!r} in {redact(url)!r}; "
                          f"known: {', '.join(sorted(REGISTRY))}")
-    return _load(REGISTRY[scheme])(url)
+    factory = _load(REGISTRY[scheme])
+    return factory(url) if create else factory(url, create=False)
 
 
 __all__ = ["BlobInfo", "BlobStore", "BlobWrite", "open_blob_store", "register", "REGISTRY"]

@@ -147,6 +147,7 @@ class AzureBlobStore:
             raise UsageError(f"azblob option retries={retries} must be 0..10")
         credential = options.pop("credential", None)
         provider = options.pop("provider", None)
+        options.pop("create", None)  # containers are created on first write only, never by a read
         if options:
             raise UsageError(f"unknown azblob option(s): {', '.join(sorted(options))}")
 

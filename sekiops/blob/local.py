@@ -32,7 +32,7 @@ class LocalBlobStore:
         if create:
             os.makedirs(root, mode=0o750, exist_ok=True)
         if not os.path.isdir(root):
-            raise StoreError(f"blob root {root!r} is not a directory")
+            raise StoreError(f"blob root {root!r} does not exist or is not a directory")
         self.root = os.path.realpath(root)
         self.location = f"file://{self.root}"
         if provider:
@@ -61,7 +61,7 @@ class LocalBlobStore:
                 os.close(fd)
 
     @classmethod
-    def from_url(cls, url: str) -> "LocalBlobStore":
+    def from_url(cls, url: str, create: bool = True) -> "LocalBlobStore":
         if url.startswith("file://"):
             parts = urlsplit(url)
             if parts.netloc not in ("", "localhost"):
@@ -69,7 +69,7 @@ class LocalBlobStore:
             path = unquote(parts.path)
         else:
             path = url
-        return cls(os.path.abspath(path))
+        return cls(os.path.abspath(path), create=create)
 
     # --- confinement -------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ class MemoryBlobStore:
             self.provider = provider
 
     @classmethod
-    def from_url(cls, url: str) -> "MemoryBlobStore":
+    def from_url(cls, url: str, create: bool = True) -> "MemoryBlobStore":
         name = url.split("://", 1)[1].strip("/") or "default"
         with _LOCK:
             return _INSTANCES.setdefault(name, cls(name))

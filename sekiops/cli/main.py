@@ -15,6 +15,12 @@ import sys
 COMMAND_MODULES = [
     "sekiops.cli.snapshot",
     "sekiops.cli.inventory",
+    "sekiops.cli.ops_reports",
+    "sekiops.cli.evidence",
+    "sekiops.cli.bench",
+    "sekiops.cli.report",
+    "sekiops.cli.migrate",
+    "sekiops.cli.demo",
 ]
 
 
@@ -104,7 +110,7 @@ def open_stores(args, blob: bool = True, create: bool = True):
     from ..state import open_state_store
 
     state = open_state_store(args.state, service_id=args.service_id, create=create)
-    return state, (open_blob_store(getattr(args, "blob", None)) if blob else None)
+    return state, (open_blob_store(getattr(args, "blob", None), create=create) if blob else None)
 
 
 def print_json(obj, stream=None) -> None:

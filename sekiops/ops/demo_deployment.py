@@ -23,6 +23,7 @@ from ..format.envelope import EnvelopeMeta, dotnet_json_string, inline_envelope_
 from ..format.record import SnapshotRow, sortable_unique_id, utcnow
 from ..pipeline.persist import PersistOptions, persist
 from ..state import open_state_store
+from .demo_evidence import write_demo_evidence
 from .synth import write_state
 
 #: the demo's SQLite runs in sekiops' record-offload extension mode so both offload levels show
@@ -38,6 +39,8 @@ class DemoDeployment:
     big_projector: str
     rows: int
     orphan_key: str
+    #: notebook 04's evidence parameters (logs_file, metrics_file, time_from, time_to, memory_limit, service_id)
+    evidence: dict = dataclasses.field(default_factory=dict)
 
 
 def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
@@ -94,8 +97,11 @@ def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
     old = time.time() - 3 * 86_400
     os.utime(os.path.join(blob_dir, *orphan.key.split("/")), (old, old))
     rows = len(state.list_page(limit=1000))
+    progress("writing sample incident evidence (Application Insights traces, container memory metrics)")
+    evidence = write_demo_evidence(os.path.join(os.path.abspath(directory), "evidence"), projector="CustomerDirectory",
+                                   service_id=state.service_id)
     state.close()
-    return DemoDeployment(directory, state_url, blob_dir, big_path, "CustomerDirectory", rows, orphan.key)
+    return DemoDeployment(directory, state_url, blob_dir, big_path, "CustomerDirectory", rows, orphan.key, evidence)
 
 
 def _legacy_rows(state, blob: LocalBlobStore, lsuid: str) -> None:

@@ -1,18 +1,351 @@
-"""Inventory: one record per snapshot row of a deployment, metadata only (no payload bytes)."""
+"""Inventory: one record per snapshot row of a deployment, metadata only.
+
+Two entry points share one implementation:
+
+* :func:`inventory_records` yields plain dicts (no pandas: the CLI's ``--format json|csv|table``).
+* :func:`inventory` returns a pandas DataFrame with the same columns (notebooks, reports).
+
+What is read, per row:
+
+* always: the row's metadata from the store's listing (paged; StateData is never part of it);
+* with a blob store: ``blob.stat`` of a record-level offload key (storedBytes = the blob length);
+* with ``read_envelope_heads``: a bounded *head* of the envelope, at most :data:`HEAD_BUDGET`
+  bytes per row (inline StateData through ``state.open_state_stream``, or the record-level blob
+  through ``blob.open_read``; envelopes of offloaded payloads are small and read whole). The head
+  gives the envelope level: v10/v9, payload inline or offloaded, the payload key and, when the
+  envelope fits in the head, its metadata (version, payload sizes). Sekiban writes the metadata
+  *after* the inline Base64 payload, so for a bigger inline envelope the metadata is taken from
+  a bounded *tail* read (:data:`TAIL_BYTES`) when the source can seek (memory and local-file
+  blobs, a store's ``read_state_range(row, offset, length)`` when it has one, and SQLite's
+  incremental blob I/O); otherwise ``envelopeMetaKnown`` is False and the envelope-derived
+  fields are empty;
+* with ``check_blobs``: ``blob.exists`` of every referenced key (row OffloadKey, payload key).
+
+No payload blob is ever opened; no inline payload is decoded beyond the head. A row whose head
+cannot be decoded gets ``flag_undecodable`` and its error text in ``error``: the inventory itself
+never fails on bad data.
+"""
 
 from __future__ import annotations
 
-from typing import Iterator
+import dataclasses
+import io
+import re
+import time
+from typing import Callable, Iterable, Iterator
 
+from ..errors import BlobNotFoundError, SekiopsError
+from ..format import keys as keymod
+from ..format.constants import (COSMOS_ITEM_LIMIT, PAYLOAD_OFFLOAD_THRESHOLD, PAYLOAD_TYPE,
+                                RECORD_THRESHOLD_COSMOS, RECORD_THRESHOLD_DYNAMODB,
+                                RECORD_THRESHOLD_POSTGRES)
 from ..format.record import SnapshotRow
 from ..state.base import StateStore, iter_rows
+
+#: Bytes read per row at most (head + tail).
+HEAD_BUDGET = 64 * 1024
+#: Of which: the tail read that finds the metadata written after a big inline payload.
+TAIL_BYTES = 4 * 1024
+#: The head proper (read from the start of the envelope).
+HEAD_BYTES = HEAD_BUDGET - TAIL_BYTES
+
+#: Cosmos DB item limit and the share of it at which a row is "near" it.
+COSMOS_NEAR_RATIO = 0.8
+#: Properties of a Cosmos document besides the Base64 stateData (camelCase names, ids, _etag...).
+COSMOS_METADATA_BYTES = 1024
+#: DynamoDB: Sekiban compares the raw envelope with 350,000 bytes, but stores Base64 in a 400 KB item.
+DYNAMODB_ITEM_LIMIT = 400 * 1024
 
 CONTRACT_COLUMNS = ["serviceId", "projectorName", "projectorVersion", "eventsProcessed", "isOffloaded",
                     "offloadKey", "lifecycle", "storedBytes", "originalSizeBytes", "compressedSizeBytes",
                     "updatedAt", "buildSource"]
 
+FLAG_COLUMNS = ["flag_cosmos_near_limit", "flag_cosmos_over_limit", "flag_dynamodb_base64_hazard",
+                "flag_tombstoned", "flag_not_newest_version", "flag_events_mismatch",
+                "flag_unknown_payload_type", "flag_v9_envelope", "flag_guid_key", "flag_missing_blob",
+                "flag_undecodable"]
+
+ROW_COLUMNS = ["offloadProvider", "payloadType", "lastSortableUniqueId", "createdAt", "buildHost",
+               "generation", "revision"]
+
+ENVELOPE_COLUMNS = ["storedLocation", "storedBytesSource", "headRead", "headBytesRead", "envelopeMetaKnown",
+                    "envelopeFormat", "envelopeCasing", "envelopeVersion", "envelopeProjectorVersion",
+                    "payloadOffloaded", "payloadKey", "payloadSource", "payloadOriginalBytes",
+                    "payloadCompressedBytes", "keyStyle", "inlineItemBytes", "cosmosItemBytes",
+                    "base64Inflation", "inlineBytes", "blobBytes", "error"]
+
+COLUMNS = CONTRACT_COLUMNS + ROW_COLUMNS + ENVELOPE_COLUMNS + FLAG_COLUMNS
+
+#: The size lines the notebook draws: name -> bytes.
+THRESHOLDS = {
+    "payload offload (1,560,576)": PAYLOAD_OFFLOAD_THRESHOLD,
+    "Cosmos record offload (1,000,000)": RECORD_THRESHOLD_COSMOS,
+    "Postgres record offload (2,097,152)": RECORD_THRESHOLD_POSTGRES,
+    "Cosmos 2 MB item": COSMOS_ITEM_LIMIT,
+}
+DYNAMODB_THRESHOLD = RECORD_THRESHOLD_DYNAMODB
+
+
+def base64_length(n: int) -> int:
+    return 4 * ((n + 2) // 3)
+
+
+# --- bounded reads --------------------------------------------------------------------------------
+
+
+class _Capped(io.RawIOBase):
+    """Reads at most ``cap`` bytes from ``src`` (then EOF); keeps them when ``keep``."""
+
+    def __init__(self, src, cap: int, keep: bool = True):
+        self._src = src
+        self._left = cap
+        self.count = 0
+        self.hit_cap = False
+        self._keep = keep
+        self.data = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._left <= 0:
+            self.hit_cap = True
+            return 0
+        want = min(len(b), self._left)
+        chunk = self._src.read(want)
+        if not chunk:
+            return 0
+        n = len(chunk)
+        b[:n] = chunk
+        self._left -= n
+        self.count += n
+        if self._keep:
+            self.data += chunk
+        if self._left <= 0:
+            self.hit_cap = True
+        return n
+
+
+@dataclasses.dataclass
+class EnvelopeHead:
+    """What a bounded read of one envelope told (see the module docstring)."""
+
+    read: bool = False
+    bytes_read: int = 0
+    complete: bool = False
+    meta_known: bool = False
+    envelope_format: str | None = None
+    casing: str | None = None
+    payload_offloaded: bool | None = None
+    payload_key: str | None = None
+    payload_source: str | None = None
+    payload_length: int | None = None
+    version: int | None = None
+    projector_version: str | None = None
+    payload_original: int | None = None
+    payload_compressed: int | None = None
+    envelope_bytes: int | None = None
+    missing_blob: bool = False
+    undecodable: bool = False
+    error: str | None = None
+
+
+_BIG_STRING_KEY = re.compile(rb'"(payloadbase64|payloadjson)"\s*:\s*"', re.I)
+
+
+def _stitch(head: bytes, tail: bytes, where: str):
+    """The envelope's metadata from its head and tail, with the big payload string left out.
+
+    The head ends inside ``inlineState.payloadBase64`` (or ``payloadJson``); the tail starts inside
+    it too. Joining the head up to the string's opening quote with the tail from the string's
+    closing quote gives a small envelope with an empty payload and the real metadata.
+    """
+    from ..format.envelope import read_envelope
+
+    found = list(_BIG_STRING_KEY.finditer(head))
+    if not found:
+        return None
+    m = found[-1]
+    if b'"' in head[m.end():]:
+        return None  # that string closed inside the head: the head ended elsewhere
+    prefix = head[:m.end()]
+    pos = tail.find(b'"')
+    tries = 0
+    while pos != -1 and tries < 4:
+        k = pos - 1
+        while k >= 0 and tail[k] == 0x5C:
+            k -= 1
+        if (pos - 1 - k) % 2 == 0:
+            tries += 1
+            try:
+                return read_envelope(io.BytesIO(prefix + tail[pos:]), where)
+            except SekiopsError:
+                pass
+        pos = tail.find(b'"', pos + 1)
+    return None
+
+
+def _sqlite_range(state, row: SnapshotRow, offset: int, length: int) -> bytes | None:
+    """A byte range of a SQLite row's StateData through SQLite's incremental blob I/O.
+
+    Stopgap until the state stores offer ``read_state_range``: reads Sekiban's documented table
+    read-only, and only when the row still has the length the listing reported.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    path = getattr(state, "path", None)
+    if not path:
+        return None
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=10)
+    try:
+        rec = conn.execute("SELECT rowid, length(StateData) FROM dcb_multi_projection_states "
+                           "WHERE ServiceId=? AND ProjectorName=? AND ProjectorVersion=?",
+                           (row.service_id, row.projector_name, row.projector_version)).fetchone()
+        if rec is None or rec[1] is None or rec[1] != row.state_length:
+            return None
+        with conn.blobopen("dcb_multi_projection_states", "StateData", rec[0], readonly=True) as b:
+            b.seek(offset)
+            return b.read(length)
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
+def _tail(stream, length: int | None, head_len: int, source, row: SnapshotRow, state, blob) -> bytes | None:
+    """Up to TAIL_BYTES from the end of the envelope, never overlapping the head; None if unreachable."""
+    if length is None:
+        try:
+            if stream.seekable():
+                length = stream.seek(0, io.SEEK_END)
+        except (OSError, ValueError):
+            length = None
+    if length is None or length <= head_len:
+        return None
+    start = max(head_len, length - TAIL_BYTES)
+    n = length - start
+    try:
+        if stream.seekable():
+            stream.seek(start)
+            return stream.read(n)
+    except (OSError, ValueError):
+        pass
+    if source == "state":
+        reader = getattr(state, "read_state_range", None)
+        if reader is not None:
+            return reader(row, start, n)
+        if getattr(state, "kind", None) == "sqlite":
+            return _sqlite_range(state, row, start, n)
+    else:
+        reader = getattr(blob, "read_range", None)
+        if reader is not None:
+            return reader(row.offload_key, start, n)
+    return None
+
+
+def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = HEAD_BUDGET) -> EnvelopeHead:
+    """Read at most ``budget`` bytes of the row's envelope and describe it; never raises on bad data."""
+    from ..format.envelope import read_envelope
+
+    head = EnvelopeHead()
+    where = f"{state.location} {row.where}"
+    head_bytes = max(1, budget - TAIL_BYTES)
+    if row.is_offloaded:
+        if not row.offload_key:
+            head.undecodable, head.error = True, "row is offloaded but has no OffloadKey"
+            return head
+        if blob is None:
+            head.error = "envelope is in blob storage; no blob store given"
+            return head
+        source, length = "blob", None
+        where += f" envelope blob {row.offload_key!r}"
+    else:
+        source, length = "state", row.state_length
+        where += " StateData"
+    stream = None
+    try:
+        if source == "blob":
+            keymod.check_key_scope(row.offload_key, row.projector_name)
+            stream = blob.open_read(row.offload_key)
+        else:
+            stream = state.open_state_stream(row)
+        capped = _Capped(stream, head_bytes)
+        head.read = True
+        try:
+            env = read_envelope(capped, where, payload_sink=None, max_bytes=head_bytes)
+        except SekiopsError:
+            if not capped.hit_cap:
+                raise
+            # A v9 (gzip) envelope longer than the head: the gzip stream "ends" at the cap.
+            from ..format.constants import GZIP_MAGIC
+
+            if bytes(capped.data[:2]) != GZIP_MAGIC:
+                raise
+            head.bytes_read = capped.count
+            head.envelope_format, head.payload_offloaded, head.payload_source = "v9", False, None
+            return head
+        head.bytes_read = capped.count
+        head.envelope_format = "v9" if env.gzipped else "v10"
+        if env.partial:
+            head.payload_offloaded = False
+            head.payload_source = "base64"
+            if not env.gzipped:
+                tail = _tail(stream, length, capped.count, source, row, state, blob)
+                if tail is not None:
+                    head.bytes_read += len(tail)
+                    full = _stitch(bytes(capped.data), tail, where)
+                    if full is not None:
+                        _fill_meta(head, full)
+                        payload = _BIG_STRING_KEY.findall(bytes(capped.data))[-1].lower()
+                        head.payload_source = "json" if payload == b"payloadjson" else "base64"
+            return head
+        head.complete = True
+        head.envelope_bytes = capped.count if not env.gzipped else None
+        _fill_meta(head, env)
+        head.payload_offloaded = env.is_offloaded
+        head.payload_key = env.offload_key
+        head.payload_source = env.payload_source
+        head.payload_length = env.payload_length
+        if env.is_offloaded:
+            head.payload_compressed = env.payload_length if env.payload_length is not None else (
+                env.meta.compressed_size_bytes or None)
+        else:
+            head.payload_compressed = env.inline_length
+    except BlobNotFoundError as exc:
+        head.missing_blob, head.error = True, _short(exc)
+    except Exception as exc:  # noqa: BLE001 - never crash an inventory on one row
+        head.undecodable = True
+        head.error = _short(exc) if isinstance(exc, SekiopsError) else f"{type(exc).__name__}: {_short(exc)}"
+    finally:
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001
+                pass
+    return head
+
+
+def _fill_meta(head: EnvelopeHead, env) -> None:
+    meta = env.meta
+    head.meta_known = True
+    head.casing = env.casing
+    head.version = meta.version
+    head.projector_version = meta.projector_version or None
+    head.payload_original = meta.original_size_bytes or None
+    head.payload_compressed = meta.compressed_size_bytes or None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+# --- records ------------------------------------------------------------------------------------
+
 
 def row_record(row: SnapshotRow) -> dict:
+    """The contract's fields (and a few more) for one row, from its metadata alone."""
     return {
         "serviceId": row.service_id,
         "projectorName": row.projector_name,
@@ -20,20 +353,267 @@ def row_record(row: SnapshotRow) -> dict:
         "eventsProcessed": row.events_processed,
         "isOffloaded": row.is_offloaded,
         "offloadKey": row.offload_key,
-        "offloadProvider": row.offload_provider,
         "lifecycle": "tombstoned" if row.is_tombstoned else "active",
         "storedBytes": row.stored_bytes,
         "originalSizeBytes": row.original_size_bytes,
         "compressedSizeBytes": row.compressed_size_bytes,
-        "payloadType": row.payload_type,
-        "lastSortableUniqueId": row.last_sortable_unique_id,
         "updatedAt": row.updated_at.isoformat() if row.updated_at else None,
         "buildSource": row.build_source,
+        "offloadProvider": row.offload_provider,
+        "payloadType": row.payload_type,
+        "lastSortableUniqueId": row.last_sortable_unique_id,
+        "createdAt": row.created_at.isoformat() if row.created_at else None,
         "buildHost": row.build_host,
+        "generation": row.generation,
         "revision": row.revision,
     }
 
 
-def inventory_records(state: StateStore, page_size: int = 500) -> Iterator[dict]:
+def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budget: int) -> dict:
+    rec = row_record(row)
+    kind = getattr(state, "kind", None)
+    errors: list[str] = []
+    missing = False
+    # storedBytes: inline length, or the blob's real length when we can ask.
+    if row.is_offloaded:
+        rec["storedLocation"] = "blob"
+        rec["storedBytesSource"] = "declared"
+        if blob is not None and row.offload_key:
+            try:
+                info = blob.stat(row.offload_key)
+            except Exception as exc:  # noqa: BLE001
+                info = None
+                errors.append(f"stat {row.offload_key!r}: {_short(exc)}")
+            else:
+                if info is None:
+                    missing = True
+                    errors.append(f"envelope blob {row.offload_key!r} is missing from {blob.location}")
+                else:
+                    rec["storedBytes"] = info.size
+                    rec["storedBytesSource"] = "blob"
+    else:
+        rec["storedLocation"] = "inline"
+        rec["storedBytesSource"] = "row"
+    stored = rec["storedBytes"]
+
+    head = read_envelope_head(state, blob, row, budget) if heads and not (row.is_offloaded and missing) \
+        else EnvelopeHead()
+    if head.error:
+        errors.append(head.error)
+    missing = missing or head.missing_blob
+    rec["headRead"] = head.read
+    rec["headBytesRead"] = head.bytes_read
+    rec["envelopeMetaKnown"] = head.meta_known
+    rec["envelopeFormat"] = head.envelope_format
+    rec["envelopeCasing"] = head.casing
+    rec["envelopeVersion"] = head.version
+    rec["envelopeProjectorVersion"] = head.projector_version
+    rec["payloadOffloaded"] = head.payload_offloaded
+    rec["payloadKey"] = head.payload_key
+    rec["payloadSource"] = head.payload_source
+    rec["payloadOriginalBytes"] = head.payload_original
+    rec["payloadCompressedBytes"] = head.payload_compressed
+
+    referenced = [k for k in (row.offload_key if row.is_offloaded else None, head.payload_key) if k]
+    styles = [keymod.key_style(k) for k in referenced]
+    rec["keyStyle"] = styles[0] if styles else None
+    if "guid" in styles[1:]:
+        rec["keyStyle"] = "guid"
+
+    if check_blobs and blob is not None:
+        for key in referenced:
+            if key == row.offload_key and rec["storedBytesSource"] == "blob":
+                continue  # stat just found it
+            if key == row.offload_key and missing:
+                continue
+            try:
+                if not blob.exists(key):
+                    missing = True
+                    errors.append(f"blob {key!r} is missing from {blob.location}")
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"exists {key!r}: {_short(exc)}")
+
+    # Sizes as the stores hold them.
+    if not row.is_offloaded and stored is not None:
+        item = base64_length(stored) if kind == "cosmos" else stored
+        rec["inlineItemBytes"] = item
+        rec["cosmosItemBytes"] = base64_length(stored) + COSMOS_METADATA_BYTES
+        rec["base64Inflation"] = round(item / stored, 4) if stored else None
+    else:
+        rec["inlineItemBytes"] = 0 if row.is_offloaded else None
+        rec["cosmosItemBytes"] = None
+        rec["base64Inflation"] = None
+    inline_bytes = 0 if row.is_offloaded else (stored or 0)
+    blob_bytes = (stored or 0) if row.is_offloaded else 0
+    if head.payload_offloaded:
+        blob_bytes += head.payload_compressed or head.payload_length or 0
+    rec["inlineBytes"] = inline_bytes
+    rec["blobBytes"] = blob_bytes
+    rec["error"] = "; ".join(errors) if errors else None
+
+    cosmos_item = rec["cosmosItemBytes"]
+    rec["flag_cosmos_near_limit"] = bool(cosmos_item is not None and cosmos_item >= COSMOS_NEAR_RATIO * COSMOS_ITEM_LIMIT)
+    rec["flag_cosmos_over_limit"] = bool(cosmos_item is not None and cosmos_item > COSMOS_ITEM_LIMIT)
+    rec["flag_dynamodb_base64_hazard"] = bool(stored is not None and stored <= RECORD_THRESHOLD_DYNAMODB
+                                              and base64_length(stored) > DYNAMODB_ITEM_LIMIT)
+    rec["flag_tombstoned"] = row.is_tombstoned
+    rec["flag_not_newest_version"] = False  # set per projector below
+    rec["flag_events_mismatch"] = bool(head.meta_known and head.version != row.events_processed)
+    rec["flag_unknown_payload_type"] = row.payload_type != PAYLOAD_TYPE
+    rec["flag_v9_envelope"] = head.envelope_format == "v9"
+    rec["flag_guid_key"] = "guid" in styles
+    rec["flag_missing_blob"] = bool(missing)
+    rec["flag_undecodable"] = bool(head.undecodable)
+    return rec
+
+
+def _mark_newest(group: list[dict]) -> list[dict]:
+    """flag_not_newest_version: another active version of the projector has more EventsProcessed."""
+    active = [r for r in group if r["lifecycle"] == "active"]
+    for r in group:
+        r["flag_not_newest_version"] = any(o is not r and o["eventsProcessed"] > r["eventsProcessed"] for o in active)
+    return group
+
+
+def inventory_records(state: StateStore, blob=None, *, read_envelope_heads: bool = False,
+                      check_blobs: bool = False, page_size: int = 500, head_budget: int = HEAD_BUDGET,
+                      progress: Callable[[int], object] | None = None) -> Iterator[dict]:
+    """One dict per snapshot row (status documents skipped, tombstones included), in store order.
+
+    Keys: :data:`COLUMNS` (the contract's JSON fields first). Metadata only unless
+    ``read_envelope_heads`` (bounded head reads) or ``check_blobs`` (``exists`` per key).
+    ``progress(rows_done)`` is called after every row.
+    """
+    group: list[dict] = []
+    done = 0
     for row in iter_rows(state, page_size=page_size):
-        yield row_record(row)
+        rec = _record(state, blob, row, read_envelope_heads, check_blobs, head_budget)
+        if group and group[0]["projectorName"] != rec["projectorName"]:
+            yield from _mark_newest(group)
+            group = []
+        group.append(rec)
+        done += 1
+        if progress is not None:
+            progress(done)
+    if group:
+        yield from _mark_newest(group)
+
+
+def inventory(state: StateStore, blob=None, *, read_envelope_heads: bool = True, check_blobs: bool = False,
+              page_size: int = 500, head_budget: int = HEAD_BUDGET,
+              progress: Callable[[int], object] | None = None):
+    """The inventory as a pandas DataFrame: one row per snapshot row, columns :data:`COLUMNS`.
+
+    ``frame.attrs`` holds ``seconds`` (wall time), ``headBytesRead`` (sum), ``stateLocation``,
+    ``blobLocation`` and ``serviceId``.
+    """
+    import pandas as pd
+
+    t = time.perf_counter()
+    records = list(inventory_records(state, blob, read_envelope_heads=read_envelope_heads,
+                                     check_blobs=check_blobs, page_size=page_size, head_budget=head_budget,
+                                     progress=progress))
+    df = to_frame(records)
+    df.attrs.update({"seconds": round(time.perf_counter() - t, 3),
+                     "headBytesRead": int(df["headBytesRead"].sum()) if len(df) else 0,
+                     "stateLocation": state.location, "blobLocation": blob.location if blob is not None else None,
+                     "serviceId": state.service_id, "envelopeHeads": read_envelope_heads,
+                     "checkBlobs": check_blobs})
+    return df
+
+
+_INT_COLUMNS = ["eventsProcessed", "storedBytes", "originalSizeBytes", "compressedSizeBytes", "generation",
+                "revision", "headBytesRead", "envelopeVersion", "payloadOriginalBytes", "payloadCompressedBytes",
+                "inlineItemBytes", "cosmosItemBytes", "inlineBytes", "blobBytes"]
+
+
+def to_frame(records: Iterable[dict]):
+    """A DataFrame from inventory records (or from ``sekiops inventory --format json`` output)."""
+    import pandas as pd
+
+    df = pd.DataFrame.from_records(list(records))
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = None
+    df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+    for c in _INT_COLUMNS:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    df["base64Inflation"] = pd.to_numeric(df["base64Inflation"], errors="coerce").astype("Float64")
+    for c in FLAG_COLUMNS + ["isOffloaded", "headRead", "envelopeMetaKnown"]:
+        df[c] = df[c].fillna(False).astype(bool)
+    df["payloadOffloaded"] = df["payloadOffloaded"].astype("boolean")
+    for c in ("updatedAt", "createdAt"):
+        df[c] = pd.to_datetime(df[c], utc=True, errors="coerce", format="ISO8601")
+    return df
+
+
+def offload_summary(df):
+    """Offload ratios by service and projector: rows and bytes in blobs vs the total.
+
+    Columns: serviceId, projectorName, rows, activeRows, recordOffloadedRows, payloadOffloadedRows,
+    offloadedRows (either level), inlineBytes, blobBytes, totalBytes, offloadedRowRatio,
+    offloadedByteRatio. ``blobBytes`` counts envelope blobs and payload blobs (payload sizes are
+    known when envelope heads were read). A last row ``(all)`` totals the frame.
+    """
+    import pandas as pd
+
+    cols = ["serviceId", "projectorName", "rows", "activeRows", "recordOffloadedRows", "payloadOffloadedRows",
+            "offloadedRows", "inlineBytes", "blobBytes", "totalBytes", "offloadedRowRatio", "offloadedByteRatio"]
+    if df is None or len(df) == 0:
+        return pd.DataFrame(columns=cols)
+    d = pd.DataFrame({
+        "serviceId": df["serviceId"], "projectorName": df["projectorName"],
+        "active": (df["lifecycle"] == "active").astype(int),
+        "rec": df["isOffloaded"].astype(bool).astype(int),
+        "pay": df["payloadOffloaded"].fillna(False).astype(bool).astype(int),
+        "inlineBytes": pd.to_numeric(df["inlineBytes"], errors="coerce").fillna(0).astype("int64"),
+        "blobBytes": pd.to_numeric(df["blobBytes"], errors="coerce").fillna(0).astype("int64"),
+    })
+    d["any"] = ((d["rec"] + d["pay"]) > 0).astype(int)
+    g = d.groupby(["serviceId", "projectorName"], sort=True).agg(
+        rows=("active", "size"), activeRows=("active", "sum"), recordOffloadedRows=("rec", "sum"),
+        payloadOffloadedRows=("pay", "sum"), offloadedRows=("any", "sum"), inlineBytes=("inlineBytes", "sum"),
+        blobBytes=("blobBytes", "sum")).reset_index()
+    total = pd.DataFrame([{"serviceId": "(all)", "projectorName": "(all)", "rows": int(g["rows"].sum()),
+                           "activeRows": int(g["activeRows"].sum()),
+                           "recordOffloadedRows": int(g["recordOffloadedRows"].sum()),
+                           "payloadOffloadedRows": int(g["payloadOffloadedRows"].sum()),
+                           "offloadedRows": int(g["offloadedRows"].sum()), "inlineBytes": int(g["inlineBytes"].sum()),
+                           "blobBytes": int(g["blobBytes"].sum())}])
+    g = pd.concat([g, total], ignore_index=True)
+    g["totalBytes"] = g["inlineBytes"] + g["blobBytes"]
+    g["offloadedRowRatio"] = (g["offloadedRows"] / g["rows"]).round(4)
+    g["offloadedByteRatio"] = (g["blobBytes"] / g["totalBytes"].where(g["totalBytes"] > 0)).round(4)
+    return g[cols]
+
+
+def flag_counts(df):
+    """How many rows raise each risk flag (a Series indexed by flag name, zeros included)."""
+    import pandas as pd
+
+    if df is None or len(df) == 0:
+        return pd.Series(0, index=FLAG_COLUMNS, dtype="int64")
+    return df[FLAG_COLUMNS].astype(bool).sum().astype("int64")
+
+
+def summary_numbers(df) -> dict:
+    """Headline numbers of an inventory frame (plain ints, for notebooks and reports)."""
+    if df is None or len(df) == 0:
+        return {"rows": 0}
+    stored = df["storedBytes"].fillna(0)
+    return {
+        "rows": int(len(df)),
+        "services": int(df["serviceId"].nunique()),
+        "projectors": int(df["projectorName"].nunique()),
+        "activeRows": int((df["lifecycle"] == "active").sum()),
+        "tombstonedRows": int((df["lifecycle"] == "tombstoned").sum()),
+        "recordOffloadedRows": int(df["isOffloaded"].sum()),
+        "payloadOffloadedRows": int(df["payloadOffloaded"].fillna(False).astype(bool).sum()),
+        "storedBytes": int(stored.sum()),
+        "inlineBytes": int(df["inlineBytes"].fillna(0).sum()),
+        "blobBytes": int(df["blobBytes"].fillna(0).sum()),
+        "largestStoredBytes": int(stored.max()),
+        "rowsWithFlags": int(df[[c for c in FLAG_COLUMNS if c != "flag_tombstoned"]].any(axis=1).sum()),
+        "undecodableRows": int(df["flag_undecodable"].sum()),
+        "headBytesRead": int(df["headBytesRead"].fillna(0).sum()),
+    }

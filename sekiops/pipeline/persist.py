@@ -14,6 +14,7 @@ import dataclasses
 import io
 import logging
 import random
+import re
 import socket
 import time
 import uuid
@@ -23,7 +24,7 @@ from .. import metrics
 from ..blob.base import BlobStore
 from ..errors import (ConcurrencyConflictError, GuardRefusedError, ItemTooLargeError,
                       StoreUnavailableError, TombstonedError, UsageError)
-from ..format.constants import (BUILD_SOURCE_LEGACY, BUILD_SOURCE_STREAM, PAYLOAD_OFFLOAD_THRESHOLD,
+from ..format.constants import (BUILD_SOURCE_LEGACY, BUILD_SOURCE_MAX, BUILD_SOURCE_STREAM, PAYLOAD_OFFLOAD_THRESHOLD,
                                 PAYLOAD_TYPE)
 from ..format.envelope import (EnvelopeMeta, inline_envelope_bytes, offloaded_envelope_bytes,
                                write_inline_envelope)
@@ -38,6 +39,7 @@ from .spool import Spool, now_ms, spool_write_error
 log = logging.getLogger("sekiops.persist")
 
 MODES = ("streaming", "legacy")
+INT32_MAX = 2**31 - 1
 
 
 @dataclasses.dataclass
@@ -104,8 +106,13 @@ def persist(state: StateStore, blob: BlobStore | None, write_body: Callable[[Bin
     if opts.mode not in MODES:
         raise UsageError(f"unknown persist mode {opts.mode!r}; use one of {', '.join(MODES)}")
     check_projector(projector_name, projector_version)
-    if events_processed < 0:
-        raise UsageError("EventsProcessed must not be negative")
+    if not 0 <= events_processed <= INT32_MAX:
+        raise UsageError(f"EventsProcessed {events_processed} is out of range: the envelope's version is a "
+                         f".NET int (0..{INT32_MAX})")
+    if not re.fullmatch(r"[0-9]{30}", last_sortable_unique_id or ""):
+        raise UsageError(f"LastSortableUniqueId {last_sortable_unique_id[:40]!r} is not a 30-digit SortableUniqueId")
+    if opts.build_source is not None and len(opts.build_source) > BUILD_SOURCE_MAX:
+        raise UsageError(f"BuildSource {opts.build_source[:40]!r} is longer than {BUILD_SOURCE_MAX} characters")
     meta = EnvelopeMeta(projector_name=projector_name, projector_version=projector_version,
                         last_sortable_unique_id=last_sortable_unique_id,
                         last_event_id=last_event_id or str(uuid.UUID(int=0)), version=events_processed,

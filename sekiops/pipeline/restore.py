@@ -27,7 +27,7 @@ from ..format.envelope import Envelope, read_envelope
 from ..format.payload import open_payload
 from ..format.record import SnapshotRow
 from ..state.base import StateStore
-from ..streams import CHUNK, CountingWriter, HashingReader
+from ..streams import CHUNK, HashingReader
 from .memory import MemoryProbe
 from .spool import Spool, now_ms
 
@@ -236,15 +236,17 @@ class _Restore:
         t = now_ms()
         raw, where = self._open_envelope()
         reader = HashingReader(raw)
-        sink = CountingWriter(payload_file.file, hash_it=True)
         try:
-            env = read_envelope(reader, where, payload_sink=sink, max_envelope=self.opts.max_output_bytes)
+            # the spool file itself is the sink: seekable, so a payloadJson seen before a
+            # non-empty payloadBase64 can be dropped (Base64 wins, as in Sekiban)
+            env = read_envelope(reader, where, payload_sink=payload_file.file,
+                                max_envelope=self.opts.max_output_bytes)
             reader.drain()
         finally:
             reader.close()
         self.env = env
         self.envelope_bytes = reader.count
-        self.tempfile_bytes += sink.count
+        self.tempfile_bytes += payload_file.size
         self._check_envelope(env, reader)
         self.read_ms = now_ms() - t
         if env.is_offloaded:
@@ -300,7 +302,7 @@ class _Restore:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise OutputError(f"output directory {directory!r} does not exist")
-        partial = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.partial")
+        partial = os.path.join(directory, f".{os.path.basename(path)[:64]}.{secrets.token_hex(6)}.partial")
         try:
             self._write_partial(partial, path, src, where, limit)
         except OSError as exc:

@@ -208,7 +208,7 @@ class SqliteStateStore:
         try:
             conn.execute("BEGIN")
             rec = conn.execute(
-                f"SELECT rowid, StateData IS NULL, length(StateData), UpdatedAt"
+                f"SELECT rowid, length(StateData) IS NULL, length(StateData), UpdatedAt"
                 f"{', Revision' if 'Revision' in self._control else ''} FROM {TABLE}"
                 " WHERE ServiceId=? AND ProjectorName=? AND ProjectorVersion=?",
                 (self.service_id, row.projector_name, row.projector_version)).fetchone()

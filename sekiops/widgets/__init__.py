@@ -1,0 +1,1 @@
+"""Notebook widgets (ipywidgets and matplotlib are imported lazily, inside the functions)."""
