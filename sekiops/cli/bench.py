@@ -29,6 +29,9 @@ def register(sub) -> None:
                    "fastest installed); the codec floor is measured with these and with zlib")
     p.add_argument("--state", metavar="URL", help="state store URL (default: embedded SQLite in the work directory)")
     p.add_argument("--blob", metavar="URL", help="blob store URL (with --state; default: a local directory)")
+    p.add_argument("--execute", action="store_true", help="required with --state: the benchmark writes rows "
+                   "(service bench-<run id>) and blobs into the stores it is given, and leaves them there so "
+                   "no row points at a deleted blob")
     p.add_argument("--workdir", metavar="DIR", help="where states, databases and outputs go; generated states are "
                    "kept there for the next run (default: a temp directory, removed afterwards)")
     p.add_argument("--out", metavar="FILE", help="write the results to FILE (.csv or .json)")
@@ -67,6 +70,11 @@ def run_bench(args) -> int:
                          f"{', '.join(bench.MODES)}, ops are {', '.join(bench.OPS)}")
     if bool(args.state) != bool(args.blob) and not args.state:
         raise UsageError("--blob needs --state (or give neither for the embedded default)")
+    if args.state and not args.execute:
+        from ..errors import GuardRefusedError
+
+        raise GuardRefusedError("sekiops bench writes rows and blobs into the stores given with --state/--blob; "
+                                "add --execute to run it there (nothing was written)")
     for path in (args.out, args.chart):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise UsageError(f"output directory of {path!r} does not exist")

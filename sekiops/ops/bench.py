@@ -282,18 +282,6 @@ def _kill_group(pgid: int) -> None:
 # --- synthetic states ---------------------------------------------------------------------------
 
 
-class _HashingFile:
-    def __init__(self, f):
-        self.f = f
-        self.h = hashlib.sha256()
-        self.n = 0
-
-    def write(self, data) -> int:
-        self.h.update(data)
-        self.n += len(data)
-        return self.f.write(data)
-
-
 def generate_state(path: str, target_bytes: int, seed: int = 42) -> dict:
     """Write :func:`sekiops.ops.synth.write_state`'s state of ~``target_bytes`` to ``path`` (streamed, once).
 
@@ -309,14 +297,15 @@ def generate_state(path: str, target_bytes: int, seed: int = 42) -> dict:
             return meta
     except (OSError, ValueError):
         pass
+    from ..streams import CountingWriter
     from .synth import write_state
 
     partial = path + ".partial"
     with open(partial, "wb", buffering=CHUNK) as f:
-        hf = _HashingFile(f)
+        hf = CountingWriter(f, hash_it=True)
         n = write_state(hf, target_bytes, seed)
     os.replace(partial, path)
-    meta = {"target": target_bytes, "seed": seed, "bytes": n, "sha256": hf.h.hexdigest()}
+    meta = {"target": target_bytes, "seed": seed, "bytes": n, "sha256": hf.sha256}
     with open(meta_path, "w") as f:
         json.dump(meta, f)
     return meta
@@ -469,7 +458,6 @@ class _Bench:
         self.repeat, self.baseline_repeats = max(1, int(repeat)), max(1, int(baseline_repeats))
         self.timeout, self.progress_fn = timeout, progress
         self.cleanup, self.memory_margin = cleanup, memory_margin
-        self.written_keys: set[str] = set()
         self._baselines: dict[tuple, tuple[int, float]] = {}
         self._idle_state: dict | None = None
         self._idle_persisted: set[tuple] = set()
@@ -556,12 +544,6 @@ class _Bench:
     def run(self, argv: list[str], gzip: str, size: int) -> Measured:
         return run_measured(argv, env=self._env_for(gzip), cwd=self.run_dir, timeout=self._timeout_for(size))
 
-    def _remember_keys(self, summary: dict | None) -> None:
-        if summary:
-            for k in ("payload_key", "envelope_key"):
-                if summary.get(k):
-                    self.written_keys.add(summary[k])
-
     # -- baselines --
 
     def idle_state(self) -> dict:
@@ -594,13 +576,10 @@ class _Bench:
                     if not m.ok:
                         self.progress(f"  idle persist for the restore baseline failed: {m.error_line()}")
                         return None
-                    self._remember_keys(m.json())
                     self._idle_persisted.add((projector, gzip))
                 out = os.path.join(self.run_dir, "idle-restore.out")
                 argv, _ = self.restore_argv(projector, out, mode, heap=self.heap)
             m = self.run(argv, gzip, 0)
-            if op == "persist":
-                self._remember_keys(m.json())
             if not m.ok:
                 self.progress(f"  baseline {op} {mode} failed: {m.error_line()}")
                 return None
@@ -693,7 +672,6 @@ class _Bench:
         projector = self.projector(size_label, mode, gzip)
         m = self.run(self.persist_argv(projector, state["path"], mode, gzip, heap=self.heap), gzip, state["bytes"])
         summary = m.json()
-        self._remember_keys(summary)
         if not m.ok or summary is None:
             return _Outcome(m, summary, False, m.error_line() if not m.ok else "no JSON summary", command)
         return _Outcome(m, summary, True, None, command)
@@ -702,7 +680,6 @@ class _Bench:
         projector = self.projector(size_label, mode, gzip)
         if not persisted:  # the snapshot to read: written by a streaming persist (not measured)
             m = self.run(self.persist_argv(projector, state["path"], "streaming", gzip), gzip, state["bytes"])
-            self._remember_keys(m.json())
             if not m.ok:
                 return _Outcome(None, None, False, f"set-up persist failed: {m.error_line()}", "sekiops persist")
         refusal = self.memory_refusal(mode, state["bytes"])
@@ -768,22 +745,6 @@ class _Bench:
                 if row["throughput_mb_s"]:
                     row["ratio_to_zlib_codec"] = round(row["throughput_mb_s"] / zlib_codec, 3)
         return row
-
-    def delete_written_blobs(self) -> None:
-        if self.embedded or not self.blob_url or not self.written_keys:
-            return
-        from ..blob import open_blob_store
-
-        store = open_blob_store(self.blob_url)
-        try:
-            for key in sorted(self.written_keys):
-                if key.startswith(f"SekiopsBench-{self.run_id}-"):
-                    try:
-                        store.delete(key)
-                    except Exception as exc:  # noqa: BLE001 - best effort, say so
-                        self.progress(f"  could not delete benchmark blob {key}: {_redact(str(exc))}")
-        finally:
-            store.close()
 
 
 def _better(best: _Outcome | None, new: _Outcome) -> _Outcome:
@@ -897,7 +858,7 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
                                 bench.progress(f"[{done}/{total}] " + _scenario_line(row))
     finally:
         if cleanup:
-            bench.delete_written_blobs()
+            # Blobs written into given stores stay: their rows point at them (no broken pointers).
             shutil.rmtree(bench.run_dir, ignore_errors=True)
         if not keep_states:
             for p in state_paths + [os.path.join(bench.states_dir, f"state-idle-{IDLE_STATE_BYTES}.json")]:
