@@ -86,6 +86,25 @@ def _luts():
 # --- tokenizer ------------------------------------------------------------------------------------
 
 
+def _prefix_parity(mask, np):
+    """Running XOR of a bool array (bit i = parity of mask[0..i]), 64 bits at a time: pack the bits,
+    prefix-XOR inside each word by shifts, carry the word parities, unpack."""
+    n = mask.size
+    packed = np.packbits(mask, bitorder="little")
+    pad = (-packed.size) % 8
+    if pad:
+        packed = np.concatenate((packed, np.zeros(pad, np.uint8)))
+    w = packed.view(np.uint64).copy()
+    for shift in (1, 2, 4, 8, 16, 32):
+        w ^= w << np.uint64(shift)
+    top = (w >> np.uint64(63)).astype(np.uint8)
+    carry = np.bitwise_xor.accumulate(top)
+    carry_in = np.zeros(carry.size, np.uint64)
+    carry_in[1:] = carry[:-1]
+    w ^= np.uint64(0) - carry_in
+    return np.unpackbits(w.view(np.uint8), bitorder="little", count=n).view(bool)
+
+
 class _Batch:
     __slots__ = ("pos", "end", "typ", "lvl", "buf", "base", "carry_text")
 
@@ -154,13 +173,12 @@ class Tokenizer:
                 isq[qpos[(run & 1) == 1]] = False
 
         # 2. inside-string parity: 1 from an opening quote (included) to its closing quote (excluded)
-        ins = np.cumsum(isq, dtype=np.uint8)
-        ins &= 1
+        ins = _prefix_parity(isq, np)
         if s0:
-            ins ^= 1
-        ins = ins.view(bool)
+            ins = ~ins
         out = ~ins
-        structural = (a == 44) | (a == 58) | ((a | 0x20) == 123) | ((a | 0x20) == 125)
+        folded = a | 0x20  # '[' -> '{', ']' -> '}'
+        structural = (a == 44) | (a == 58) | (folded == 123) | (folded == 125)
         lit = out & ~structural & ~isq & (a > 32)
         in_str_end = bool(ins[-1])
 

@@ -103,9 +103,13 @@ def _postgres_services(state) -> list[str] | None:
 def _cosmos_services(state) -> list[str] | None:
     # Stopgap until CosmosStateStore.list_service_ids(): pk = "{serviceId}|MultiProjectionState_{name}".
     docs = state._run("list services", lambda: list(state._container.query_items(
-        "SELECT VALUE c.pk FROM c", enable_cross_partition_query=True)))
+        "SELECT c.pk, c.serviceId, c.ServiceId FROM c", enable_cross_partition_query=True)))
     out = set()
-    for pk in docs:
+    for doc in docs:
+        for field in ("serviceId", "ServiceId"):
+            if isinstance(doc.get(field), str):
+                out.add(doc[field])
+        pk = doc.get("pk")
         if isinstance(pk, str) and "|MultiProjectionState_" in pk:
             out.add(pk.split("|", 1)[0])
     return sorted(out)
@@ -359,3 +363,10 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  {len(report['unreferencedWithinGrace'])} unreferenced blob(s) within the grace window "
                      "(not orphans)")
     return lines
+
+
+def orphans_frame(report: dict):
+    """The certified orphans of a report as a DataFrame (key, bytes, lastModified)."""
+    import pandas as pd
+
+    return pd.DataFrame(report.get("orphans") or [], columns=["key", "bytes", "lastModified"])

@@ -20,10 +20,18 @@ What is read, per row:
   incremental blob I/O); otherwise ``envelopeMetaKnown`` is False and the envelope-derived
   fields are empty;
 * with ``check_blobs``: ``blob.exists`` of every referenced key (row OffloadKey, payload key).
+  ``flag_missing_blob`` is also raised without it when the ``stat`` above finds a record-level
+  blob missing; a missing *payload* blob is only noticed with ``check_blobs``.
 
 No payload blob is ever opened; no inline payload is decoded beyond the head. A row whose head
 cannot be decoded gets ``flag_undecodable`` and its error text in ``error``: the inventory itself
-never fails on bad data.
+never fails on bad data. Flags that need the envelope (events mismatch, v9) are False when the
+head was not read or its metadata was out of reach (``envelopeMetaKnown``).
+
+What the stores transfer can exceed what is read: PostgreSQL sends a StateData value of up to
+4 MiB in one query, Cosmos DB point-reads the whole document (<= 2 MB) and Azure downloads the
+first 4 MiB range of a blob. Stores that offer ``read_state_range`` / ``read_range`` are asked
+for the bounded ranges only.
 """
 
 from __future__ import annotations
@@ -213,9 +221,26 @@ def _sqlite_range(state, row: SnapshotRow, offset: int, length: int) -> bytes | 
         conn.close()
 
 
-def _tail(stream, length: int | None, head_len: int, source, row: SnapshotRow, state, blob) -> bytes | None:
+def _open_head(state, blob, row: SnapshotRow, source: str, head_bytes: int):
+    """(stream, ranged): the store's bounded range read when it offers one, else its stream."""
+    if source == "state":
+        reader = getattr(state, "read_state_range", None)
+        if callable(reader):
+            return io.BytesIO(reader(row, 0, head_bytes)), True
+        return state.open_state_stream(row), False
+    reader = getattr(blob, "read_range", None)
+    if callable(reader):
+        return io.BytesIO(reader(row.offload_key, 0, head_bytes)), True
+    return blob.open_read(row.offload_key), False
+
+
+def _tail(stream, ranged: bool, length: int | None, head_len: int, source, row: SnapshotRow, state,
+          blob) -> bytes | None:
     """Up to TAIL_BYTES from the end of the envelope, never overlapping the head; None if unreachable."""
-    if length is None:
+    if length is None and source == "blob" and ranged:
+        info = blob.stat(row.offload_key)
+        length = info.size if info is not None else None
+    if length is None and not ranged:
         try:
             if stream.seekable():
                 length = stream.seek(0, io.SEEK_END)
@@ -225,27 +250,32 @@ def _tail(stream, length: int | None, head_len: int, source, row: SnapshotRow, s
         return None
     start = max(head_len, length - TAIL_BYTES)
     n = length - start
-    try:
-        if stream.seekable():
-            stream.seek(start)
-            return stream.read(n)
-    except (OSError, ValueError):
-        pass
+    if not ranged:
+        try:
+            if stream.seekable():
+                stream.seek(start)
+                return stream.read(n)
+        except (OSError, ValueError):
+            pass
     if source == "state":
         reader = getattr(state, "read_state_range", None)
-        if reader is not None:
+        if callable(reader):
             return reader(row, start, n)
         if getattr(state, "kind", None) == "sqlite":
             return _sqlite_range(state, row, start, n)
     else:
         reader = getattr(blob, "read_range", None)
-        if reader is not None:
+        if callable(reader):
             return reader(row.offload_key, start, n)
     return None
 
 
-def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = HEAD_BUDGET) -> EnvelopeHead:
-    """Read at most ``budget`` bytes of the row's envelope and describe it; never raises on bad data."""
+def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = HEAD_BUDGET,
+                       length: int | None = None) -> EnvelopeHead:
+    """Read at most ``budget`` bytes of the row's envelope and describe it; never raises on bad data.
+
+    ``length``: the envelope's byte length when known (inline: the row's; a blob's from ``stat``).
+    """
     from ..format.envelope import read_envelope
 
     head = EnvelopeHead()
@@ -258,7 +288,7 @@ def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = 
         if blob is None:
             head.error = "envelope is in blob storage; no blob store given"
             return head
-        source, length = "blob", None
+        source = "blob"
         where += f" envelope blob {row.offload_key!r}"
     else:
         source, length = "state", row.state_length
@@ -267,9 +297,7 @@ def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = 
     try:
         if source == "blob":
             keymod.check_key_scope(row.offload_key, row.projector_name)
-            stream = blob.open_read(row.offload_key)
-        else:
-            stream = state.open_state_stream(row)
+        stream, ranged = _open_head(state, blob, row, source, head_bytes)
         capped = _Capped(stream, head_bytes)
         head.read = True
         try:
@@ -291,7 +319,7 @@ def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = 
             head.payload_offloaded = False
             head.payload_source = "base64"
             if not env.gzipped:
-                tail = _tail(stream, length, capped.count, source, row, state, blob)
+                tail = _tail(stream, ranged, length, capped.count, source, row, state, blob)
                 if tail is not None:
                     head.bytes_read += len(tail)
                     full = _stitch(bytes(capped.data), tail, where)
@@ -396,8 +424,9 @@ def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budge
         rec["storedBytesSource"] = "row"
     stored = rec["storedBytes"]
 
-    head = read_envelope_head(state, blob, row, budget) if heads and not (row.is_offloaded and missing) \
-        else EnvelopeHead()
+    known_length = stored if rec["storedBytesSource"] in ("row", "blob") else None
+    head = read_envelope_head(state, blob, row, budget, known_length) \
+        if heads and not (row.is_offloaded and missing) else EnvelopeHead()
     if head.error:
         errors.append(head.error)
     missing = missing or head.missing_blob
@@ -617,3 +646,30 @@ def summary_numbers(df) -> dict:
         "undecodableRows": int(df["flag_undecodable"].sum()),
         "headBytesRead": int(df["headBytesRead"].fillna(0).sum()),
     }
+
+
+OVERVIEW_COLUMNS = ["serviceId", "projectorName", "projectorVersion", "lifecycle", "eventsProcessed", "storedLocation",
+                    "storedBytes", "envelopeFormat", "payloadOffloaded", "payloadCompressedBytes",
+                    "payloadOriginalBytes", "keyStyle"]
+
+
+def overview(df, limit: int = 30):
+    """The biggest rows (envelope bytes as stored), with the columns that say where things live."""
+    if df is None or len(df) == 0:
+        import pandas as pd
+
+        return pd.DataFrame(columns=OVERVIEW_COLUMNS)
+    return df[OVERVIEW_COLUMNS].sort_values("storedBytes", ascending=False, na_position="last").head(limit)
+
+
+def flagged_rows(df, include_tombstoned: bool = False):
+    """Rows raising at least one risk flag (tombstones alone are not a risk unless asked), with the
+    columns that explain the flags."""
+    import pandas as pd
+
+    cols = ["serviceId", "projectorName", "projectorVersion", "storedBytes", "cosmosItemBytes", "envelopeVersion",
+            "eventsProcessed", "payloadType", "error"] + FLAG_COLUMNS
+    if df is None or len(df) == 0:
+        return pd.DataFrame(columns=cols)
+    flags = [c for c in FLAG_COLUMNS if include_tombstoned or c != "flag_tombstoned"]
+    return df[df[flags].astype(bool).any(axis=1)][cols]

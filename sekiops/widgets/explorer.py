@@ -82,12 +82,13 @@ def _label(rec) -> str:
 
 
 def default_row(df):
-    """The largest active row (else the largest row), or None for an empty frame."""
+    """The largest active row by bytes stored (inline + blobs; else the largest row), first in store
+    order on a tie, or None for an empty frame."""
     if df is None or len(df) == 0:
         return None
     active = df[df["lifecycle"] == "active"]
     pool = active if len(active) else df
-    sizes = pool["storedBytes"].fillna(0).astype("int64") + pool["blobBytes"].fillna(0).astype("int64")
+    sizes = pool["inlineBytes"].fillna(0).astype("int64") + pool["blobBytes"].fillna(0).astype("int64")
     return pool.loc[sizes.idxmax()]
 
 
