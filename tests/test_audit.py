@@ -83,7 +83,7 @@ def test_orphans_are_exactly_the_unreferenced_blobs(deployment):
     state, other, blob, info, *_ = deployment
     report = audit_orphans(state, blob)
     assert report["certified"] and report["reason"] is None, report
-    assert report["services"] == ["default", "other"] and report["servicesSource"] == "discovered"
+    assert report["services"] == ["default", "other"] and report["servicesSource"] == "store"
     assert [o["key"] for o in report["orphans"]] == [info["orphan"]]
     refs = expected_refs([state, other], blob)
     assert report["referenced"] == len(refs)
@@ -143,6 +143,7 @@ class Opaque:
     """A store that cannot list its services (a custom StateStore)."""
 
     kind = "custom"
+    list_service_ids = None  # a third-party store that cannot list its services
 
     def __init__(self, inner):
         self._inner = inner

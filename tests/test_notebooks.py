@@ -68,7 +68,7 @@ def test_notebook_runs_headless(path, deployment, tmp_path, monkeypatch):
         assert seconds < 60, f"notebook 01 over {ROWS} rows took {seconds:.1f} s"
         assert f"{ROWS} rows in" in text
         assert "Explorer (plain output" in text and "anatomy (depth 3)" in text
-        assert "certified: 1 orphan(s)" in text and "services covered (discovered): default" in text
+        assert "certified: 1 orphan(s)" in text and "services covered (store): default" in text
         images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
         assert images >= 3
 

@@ -61,69 +61,12 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
 def discover_service_ids(state: StateStore) -> tuple[list[str] | None, str]:
     """(service ids, source) of every service in the store, or (None, "own-only") when unknown.
 
-    ``source``: ``store`` (its ``list_service_ids()``), ``discovered`` (a read-only query of the
-    built-in store's table or container) or ``own-only``.
+    ``source``: ``store`` (its ``list_service_ids()``) or ``own-only`` (a store without it).
     """
     lister = getattr(state, "list_service_ids", None)
-    if callable(lister):
-        return sorted(set(lister()) | {state.service_id}), "store"
-    kind = getattr(state, "kind", None)
-    try:
-        found = _DISCOVERERS[kind](state) if kind in _DISCOVERERS else None
-    except Exception:  # noqa: BLE001 - a stopgap probe; the caller falls back to own-only
-        found = None
-    if found is None:
+    if not callable(lister):
         return None, "own-only"
-    return sorted(set(found) | {state.service_id}), "discovered"
-
-
-def _sqlite_services(state) -> list[str] | None:
-    import sqlite3
-    from urllib.parse import quote
-
-    path = getattr(state, "path", None)
-    if not path:
-        return None
-    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=30)
-    try:
-        return [r[0] for r in conn.execute("SELECT DISTINCT ServiceId FROM dcb_multi_projection_states")]
-    finally:
-        conn.close()
-
-
-def _postgres_services(state) -> list[str] | None:
-    # Stopgap until PostgresStateStore.list_service_ids(): the store's own connection and table.
-    from psycopg import sql
-
-    table = state._t
-    return state._run(lambda c: [r[0] for r in c.execute(
-        sql.SQL('SELECT DISTINCT "ServiceId" FROM {}').format(table)).fetchall()], "cannot list services of")
-
-
-def _cosmos_services(state) -> list[str] | None:
-    # Stopgap until CosmosStateStore.list_service_ids(): pk = "{serviceId}|MultiProjectionState_{name}".
-    docs = state._run("list services", lambda: list(state._container.query_items(
-        "SELECT c.pk, c.serviceId, c.ServiceId FROM c", enable_cross_partition_query=True)))
-    out = set()
-    for doc in docs:
-        for field in ("serviceId", "ServiceId"):
-            if isinstance(doc.get(field), str):
-                out.add(doc[field])
-        pk = doc.get("pk")
-        if isinstance(pk, str) and "|MultiProjectionState_" in pk:
-            out.add(pk.split("|", 1)[0])
-    return sorted(out)
-
-
-def _memory_services(state) -> list[str] | None:
-    rows = getattr(state, "_rows", None)
-    if rows is None:
-        return None
-    return sorted({k[0] for k in list(rows)})
-
-
-_DISCOVERERS = {"sqlite": _sqlite_services, "postgres": _postgres_services, "cosmos": _cosmos_services,
-                "memory": _memory_services}
+    return sorted(set(lister()) | {state.service_id}), "store"
 
 
 def scoped_store(state: StateStore, service_id: str) -> StateStore:

@@ -1640,3 +1640,35 @@ def offload_ratio_chart(metrics_frame, title: str | None = None):
     ax.set_xlabel("offload ratio: bytes in blob storage / bytes stored")
     ax.set_title(title or "Offload ratio per persist")
     return fig
+
+
+def overhead_chart(bench_df, title: str | None = None):
+    """Memory an operation costs over the idle program (``overhead_bytes``) vs the state size, per
+    op and mode: a benchmark frame, or :func:`sekiops.ops.capacity.default_bench` (the built-in one)."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    frame = pd.DataFrame(bench_df)
+    if "ok" in frame.columns:
+        frame = frame[frame["ok"].astype(str).str.lower().isin(["true", "1"])]
+    frame = frame[frame["mode"].isin(["legacy", "streaming"])]
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    styles = {("persist", "legacy"): ("#c00000", "v", "-"), ("restore", "legacy"): ("#ed7d31", "^", "-"),
+              ("persist", "streaming"): ("#2f75b5", "o", "--"), ("restore", "streaming"): ("#548235", "s", "--")}
+    for (op, mode), g in frame.groupby(["op", "mode"], sort=True):
+        m = g.groupby("size_bytes", as_index=False)["overhead_bytes"].max().sort_values("size_bytes")
+        color, marker, line = styles.get((op, mode), ("gray", "o", "-"))
+        ax.plot(m["size_bytes"] / 1e6, m["overhead_bytes"] / MiB, color=color, marker=marker, linestyle=line,
+                linewidth=1.8, label=f"{op} {mode}")
+    if len(frame):
+        xs = sorted(frame["size_bytes"].unique() / 1e6)
+        ax.plot(xs, [x * 1e6 / MiB for x in xs], color="black", linewidth=0.8, linestyle=":", label="= state size")
+    else:
+        ax.text(0.5, 0.5, "no measurements", transform=ax.transAxes, ha="center")
+    ax.set_xlabel("state size (MB of JSON)")
+    ax.set_ylabel("memory over the idle program (MiB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left")
+    ax.set_title(title or "Memory a persist / restore costs, legacy vs streaming")
+    return fig

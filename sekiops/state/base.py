@@ -56,6 +56,10 @@ class StateStore(Protocol):
         """
         ...
 
+    def list_service_ids(self) -> list[str]:
+        """Every service id with rows in the underlying table or container (audits cover them all)."""
+        ...
+
     def tombstone(self, expected: SnapshotRow) -> SnapshotRow:
         """Mark the row Lifecycle 1 (compare-and-swap on ``expected``)."""
         ...

@@ -586,6 +586,20 @@ class CosmosStateStore:
                              f"read {self.service_id}/{projector_name}/{projector_version}")
         return self._row_from_full(doc) if doc is not None else None
 
+    def list_service_ids(self) -> list[str]:
+        """Every service with snapshot documents in the container (metadata only, no stateData)."""
+        docs = self._run("list services", lambda: list(self._container.query_items(
+            "SELECT c.pk, c.serviceId, c.ServiceId FROM c", enable_cross_partition_query=True)))
+        out = set()
+        for doc in docs:
+            for field in ("serviceId", "ServiceId"):
+                if isinstance(doc.get(field), str):
+                    out.add(doc[field])
+            pk = doc.get("pk")
+            if isinstance(pk, str) and "|MultiProjectionState_" in pk:
+                out.add(pk.split("|", 1)[0])
+        return sorted(out)
+
     def latest_active(self, projector_name: str) -> SnapshotRow | None:
         pk = self._pk(projector_name)
         sql = f"SELECT {self._select()} FROM c WHERE c.pk = @pk AND {self._OURS}"

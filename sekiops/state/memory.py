@@ -53,6 +53,9 @@ class MemoryStateStore:
                       and (after is None or (k[1], k[2]) > tuple(after)))
         return [self._rows[k][0] for k in keys[:limit]]
 
+    def list_service_ids(self) -> list[str]:
+        return sorted({k[0] for k in list(self._rows)})
+
     def open_state_stream(self, row: SnapshotRow) -> BinaryIO:
         item = self._rows.get(self._key(row.projector_name, row.projector_version))
         if item is None or item[1] is None:

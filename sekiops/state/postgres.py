@@ -424,6 +424,12 @@ class PostgresStateStore:
         return self._run(lambda c: self._get(c, projector_name, projector_version), "cannot read",
                          f"{self.service_id}/{projector_name}/{projector_version}", retry=True)
 
+    def list_service_ids(self) -> list[str]:
+        """Every ServiceId in the table (for audits that must cover all services)."""
+        return sorted(self._run(lambda c: [r[0] for r in c.execute(
+            sql.SQL('SELECT DISTINCT "ServiceId" FROM {}').format(self._t)).fetchall()],
+            "cannot list services of"))
+
     def latest_active(self, projector_name: str) -> SnapshotRow | None:
         q = self._select + sql.SQL(' WHERE "ServiceId" = %s AND "ProjectorName" = %s')
         if "Lifecycle" in self._control:

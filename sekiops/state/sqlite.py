@@ -202,6 +202,11 @@ class SqliteStateStore:
         args.append(int(limit))
         return self._guard(lambda: [self._row(r) for r in self._conn().execute(sql, args)])
 
+    def list_service_ids(self) -> list[str]:
+        """Every ServiceId in the table (for audits that must cover all services)."""
+        return self._guard(lambda: sorted(r[0] for r in self._conn().execute(
+            f"SELECT DISTINCT ServiceId FROM {TABLE}")))
+
     def open_state_stream(self, row: SnapshotRow) -> BinaryIO:
         """Incremental blob reads inside one read transaction (a writer waits; no torn read)."""
         conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
