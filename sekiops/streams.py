@@ -151,8 +151,16 @@ class HashingReader(io.RawIOBase):
             self.count += n
         return n
 
+    def read_chunk(self, n: int) -> bytes:
+        """Read up to ``n`` bytes straight from the source (no copy into a buffer), hashing them."""
+        data = self._src.read(n)
+        if data:
+            self._h.update(data)
+            self.count += len(data)
+        return data
+
     def drain(self) -> None:
-        while self.read(CHUNK):
+        while self.read_chunk(CHUNK):
             pass
 
     @property

@@ -225,3 +225,67 @@ class _Limited(io.RawIOBase):
         self._left -= len(data)
         b[:len(data)] = data
         return len(data)
+
+
+def decode_payload_to(read_chunk, write, where: str, limit: int | None = None,
+                      backend: GzipBackend | None = None, chunk: int = 256 * 1024,
+                      max_step: int = 4 * 1024 * 1024) -> tuple[int, bool]:
+    """Decode a stored payload from ``read_chunk(n)`` into ``write(bytes)``: the restore hot path.
+
+    One loop, no stream layers: gunzip (every member; zero padding allowed at the end) when the
+    data starts with the gzip magic, else copy. Each decompress step yields at most ``max_step``
+    bytes and the total is capped by ``limit`` (gzip bombs stop there). Returns (bytes written,
+    was gzip). Truncated or corrupt data raises CorruptSnapshotError naming ``where``.
+    """
+    first = b""
+    while len(first) < 2:
+        more = read_chunk(chunk)
+        if not more:
+            break
+        first += more
+    total = 0
+
+    def emit(data) -> None:
+        nonlocal total
+        if data:
+            total += len(data)
+            if limit is not None and total > limit:
+                raise CorruptSnapshotError(f"{where}: decoded payload exceeds {limit} bytes (declared size or "
+                                           "limit) — corrupt size field or gzip bomb")
+            write(data)
+
+    if not is_gzip(first):
+        data = first
+        while data:
+            emit(data)
+            data = read_chunk(chunk)
+        return total, False
+    backend = backend or gzip_backend()
+    d = backend.decompressobj()
+    data = first
+    consumed = len(first)
+    while True:
+        if not data:
+            data = read_chunk(chunk)
+            if not data:
+                raise CorruptSnapshotError(f"{where}: gzip data is truncated after {consumed} bytes")
+            consumed += len(data)
+        try:
+            out = d.decompress(data, max_step)
+        except Exception as exc:  # zlib.error / isal error
+            raise CorruptSnapshotError(f"{where}: gzip data is corrupt ({exc})") from None
+        emit(out)
+        if not d.eof:
+            data = d.unconsumed_tail
+            continue
+        rest = d.unused_data or read_chunk(chunk)
+        if not rest:
+            return total, True
+        if rest[:1] == b"\x00":  # zero padding after the last member, up to the end
+            while rest:
+                if rest.strip(b"\x00"):
+                    raise CorruptSnapshotError(f"{where}: trailing garbage after the gzip data")
+                rest = read_chunk(chunk)
+            return total, True
+        d = backend.decompressobj()  # another member
+        data = rest

@@ -24,7 +24,7 @@ from ..errors import (BlobNotFoundError, ConcurrencyConflictError, CorruptSnapsh
                       VersionMismatchError)
 from ..format import keys
 from ..format.envelope import Envelope, read_envelope
-from ..format.payload import open_payload
+from ..format.payload import decode_payload_to, open_payload
 from ..format.record import SnapshotRow
 from ..state.base import StateStore
 from ..streams import CHUNK, HashingReader
@@ -326,15 +326,7 @@ class _Restore:
             raise
 
     def _decode_into(self, f: BinaryIO, src: HashingReader, where: str, limit: int) -> None:
-        stream, self.gzip = open_payload(src, where, limit=limit)
-        n = 0
-        while True:
-            chunk = stream.read(CHUNK)
-            if not chunk:
-                break
-            f.write(chunk)
-            n += len(chunk)
-        self.output_bytes = n
+        self.output_bytes, self.gzip = decode_payload_to(src.read_chunk, f.write, where, limit=limit)
         self.compressed = src.count
         self._check_payload(src)
 
