@@ -39,7 +39,8 @@ def register(sub) -> None:
                    "model (default: its built-in measurements)")
     i.add_argument("--out", required=True, metavar="HTML", help="where to write the report")
     i.add_argument("--ipynb", metavar="FILE", help="also keep the executed notebook here")
-    i.add_argument("--timeout", type=int, default=900, metavar="S", help="seconds per notebook cell (default %(default)s)")
+    i.add_argument("--timeout", type=int, default=900, metavar="S",
+                   help="seconds per notebook cell (default %(default)s)")
     i.set_defaults(func=run_incident)
 
 

@@ -54,7 +54,8 @@ CATEGORY = "Sekiban.Dcb.Orleans.Grains.MultiProjectionGrain"
 # the messages Sekiban's grain logs under these ids (sekiops.ops.logs.TEMPLATES)
 TEMPLATE_RESTORE_SUCCESS = "State restored: {ProjectorName}, Position: {Position}, Events: {Events}"
 TEMPLATE_RESTORE_FAILED = "External store query failed: {ProjectorName}, Error: {Error}"
-TEMPLATE_BLOB_READ_FAILED = "State stream open failed: {ProjectorName}, IsOffloaded: {IsOffloaded}, OffloadKey: {OffloadKey}"
+TEMPLATE_BLOB_READ_FAILED = ("State stream open failed: {ProjectorName}, IsOffloaded: {IsOffloaded}, "
+                             "OffloadKey: {OffloadKey}")
 TEMPLATE_CATCH_UP_SUMMARY = ("[{ProjectorName}] Catch-up batch summary. BatchNumber={BatchNumber}, "
                              "StartPosition={StartPosition}, RequestedMaxCount={RequestedMaxCount}, "
                              "FetchedCount={FetchedCount}, ReadElapsedMs={ReadElapsedMs}, "

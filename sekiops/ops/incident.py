@@ -89,6 +89,7 @@ COSMOS_RECORD_THRESHOLD = 1_000_000
 TEMP_FILES_GUARD = 500 * MiB
 CATCH_UP_BATCH_RANGE = (200, 500)
 HEADROOM = 0.80  # keep the predicted peak at or under this share of the limit
+MAX_CAPACITY_FINDINGS = 5  # inventory rows named one by one in the findings (logs rows: all)
 
 
 def category(kind: str | None) -> str:
@@ -749,7 +750,8 @@ def findings(rep: IncidentReport, lookback: str = "15min") -> list[dict]:
                 oom += int(r["restarts"])
             trig = _trigger(events, r["time"], lb)
             what = f"after {_kind_phrase(trig)} of {trig['projectorName']}" if trig is not None else ""
-            parts.append(f"{fmt_clock(r['time'])} (memory {high:.0%} of the limit just before{', ' + what if what else ''})"
+            tail = f", {what}" if what else ""
+            parts.append(f"{fmt_clock(r['time'])} (memory {high:.0%} of the limit just before{tail})"
                          if high == high else f"{fmt_clock(r['time'])}")
         text = (f"The container restarted {_times(n_restarts)}: " + "; ".join(parts) + ".")
         if oom:
@@ -827,7 +829,8 @@ def findings(rep: IncidentReport, lookback: str = "15min") -> list[dict]:
         pm = s["peak_memory_bytes"].dropna()
         tf = s["envelope_bytes"].dropna()
         names = ", ".join(sorted(s["projectorName"].dropna().unique()))
-        text = f"{len(s)} StreamingPersist event{'s' if len(s) != 1 else ''} ({names}) from {fmt_clock(first_streaming)}"
+        plural = "s" if len(s) != 1 else ""
+        text = f"{len(s)} StreamingPersist event{plural} ({names}) from {fmt_clock(first_streaming)}"
         if len(pm):
             span = fmt_size(pm.max()) if pm.min() == pm.max() else f"{fmt_size(pm.min())}–{fmt_size(pm.max())}"
             text += f": PeakMemory {span} ({pm.max() / limit:.0%} of the limit)"
@@ -853,8 +856,10 @@ def findings(rep: IncidentReport, lookback: str = "15min") -> list[dict]:
     cap = rep.capacity
     if cap is not None and len(cap):
         over = cap[cap["legacyOOM"].fillna(False).astype(bool)]
-        for _, r in over.iterrows():
-            text = (f"{r['projectorName']} ({'from the logs' if r['source'] == 'logs' else 'inventory ' + str(r['projectorVersion'])}"
+        shown = pd.concat([over[over["source"] == "logs"], over[over["source"] != "logs"].head(MAX_CAPACITY_FINDINGS)])
+        for _, r in shown.iterrows():
+            origin = "from the logs" if r["source"] == "logs" else f"inventory {r['projectorVersion']}"
+            text = (f"{r['projectorName']} ({origin}"
                     f", state ≈ {fmt_size(r['payloadOriginalBytes'])}): predicted legacy peak "
                     f"{fmt_mem(r['legacyPeakBytes'])} > the {fmt_mem(limit)} limit; Sekiban's grain today "
                     f"(streaming persist, byte[] restore) {fmt_mem(r['mixedPeakBytes'])}"
@@ -864,7 +869,15 @@ def findings(rep: IncidentReport, lookback: str = "15min") -> list[dict]:
                                 f"capacity:{r['source']}:{r['projectorName']}:{r['projectorVersion']}",
                                 f"Capacity: {r['projectorName']}", text, None,
                                 projectorName=r["projectorName"], source=r["source"],
-                                legacyPeakBytes=_f(r["legacyPeakBytes"]), streamingPeakBytes=_f(r["streamingPeakBytes"])))
+                                legacyPeakBytes=_f(r["legacyPeakBytes"]),
+                                streamingPeakBytes=_f(r["streamingPeakBytes"])))
+        if len(over) > len(shown):
+            rest = over.drop(shown.index)
+            out.append(_finding("warning", "capacity:more", "Capacity: more projections",
+                                f"{len(rest)} more inventory row(s) exceed the {fmt_mem(limit)} limit under legacy "
+                                "persist and restore (largest predicted peak "
+                                f"{fmt_mem(rest['legacyPeakBytes'].max())}): "
+                                "see the capacity table.", None, rows=len(rest)))
         if over.empty:
             known = cap["legacyPeakBytes"].notna().sum()
             out.append(_finding("ok", "capacity", "Capacity",
@@ -997,7 +1010,8 @@ def recommendations(rep: IncidentReport) -> list[dict]:
     why = "smaller catch-up batches keep fewer events and intermediate state in memory between persists"
     if batch_text:
         why = batch_text + "; " + why
-    out.append({"setting": "CatchUpBatchSize", "value": f"{lo}–{hi}", "why": why + " (design seed's initial setting)."})
+    out.append({"setting": "CatchUpBatchSize", "value": f"{lo}–{hi}",
+                "why": why + " (design seed's initial setting)."})
 
     why = ("Sekiban offloads a compressed payload above 1,560,576 bytes; keep it, or lower it, well below the "
            "Cosmos DB 2 MB item limit")
@@ -1006,7 +1020,8 @@ def recommendations(rep: IncidentReport) -> list[dict]:
     out.append({"setting": "Payload offload threshold (OffloadThresholdBytes)",
                 "value": f"≤ {PAYLOAD_OFFLOAD_THRESHOLD:,} bytes (default); force offload for large projections",
                 "why": why + "."})
-    out.append({"setting": "Record-level offload threshold (Cosmos DB)", "value": f"≤ {COSMOS_RECORD_THRESHOLD:,} bytes",
+    out.append({"setting": "Record-level offload threshold (Cosmos DB)",
+                "value": f"≤ {COSMOS_RECORD_THRESHOLD:,} bytes",
                 "why": "an envelope above it goes to blob storage instead of the 2 MB Cosmos item; the Base64 in "
                        "StateData costs memory and RU."})
 
@@ -1135,7 +1150,8 @@ def scope_markdown(rep: IncidentReport) -> str:
     src = rep.sources
     mem = rep.memory
     rows = [
-        ("time window", f"{fmt_time(rep.time_from)} → {fmt_time(rep.time_to)}" if rep.time_from is not None else "(no data)"),
+        ("time window", f"{fmt_time(rep.time_from)} → {fmt_time(rep.time_to)}"
+         if rep.time_from is not None else "(no data)"),
         ("service", rep.service_id or "(all)"),
         ("projectors", ", ".join(rep.projectors) if rep.projectors else "(all)"),
         ("Sekiban log events", f"{len(rep.events)} in the window of {src['logsEventsTotal']} in {src['logs']} "
@@ -1175,9 +1191,19 @@ def events_table(rep: IncidentReport, limit: int = 80, categories: Iterable[str]
                                                     f"max in next {fmt_delta(pd.Timedelta(rep.follow))}", "detail"])
 
 
-def capacity_display(cap, limit: int | None = None):
-    """The capacity table for reading: sizes in MB/GiB, one row per projection."""
+def capacity_display(cap, limit: int | None = 25):
+    """The capacity table for reading: sizes in MB/GiB, one row per projection, the ``limit`` with
+    the largest legacy peak (every row from the logs; None: all rows). ``attrs["more"]`` counts the rest."""
     import pandas as pd
+
+    more = 0
+    if cap is not None and limit is not None and len(cap) > limit:
+        logs = cap[cap["source"] == "logs"]
+        inv = cap[cap["source"] != "logs"]
+        keep = inv.head(max(limit - len(logs), 0))
+        more = len(inv) - len(keep)
+        cap = pd.concat([logs, keep]).sort_values("legacyPeakBytes", ascending=False, na_position="last",
+                                                  kind="stable")
 
     if cap is None or not len(cap):
         return pd.DataFrame(columns=["source", "projection", "state size", "legacy peak", "today's grain peak",
@@ -1191,7 +1217,9 @@ def capacity_display(cap, limit: int | None = None):
                      "legacy peak": fmt_mem(r["legacyPeakBytes"]),
                      "today's grain peak": fmt_mem(r["mixedPeakBytes"]),
                      "streaming peak": fmt_mem(r["streamingPeakBytes"]), "verdict": r["verdict"]})
-    return pd.DataFrame.from_records(rows)
+    frame = pd.DataFrame.from_records(rows)
+    frame.attrs["more"] = more
+    return frame
 
 
 # --- charts ---------------------------------------------------------------------------------------
@@ -1331,7 +1359,8 @@ def persist_size_chart(rep: IncidentReport, title: str | None = None):
             k = g[g["kind"] == kind]
             if len(k):
                 ax.plot(k["time"].dt.tz_convert(None), k["envelope_bytes"] / 1e6, marker=marker, linestyle=style,
-                        color=c, label=f"{name}: {'byte[] EnvelopeSize' if kind == 'persist_legacy' else 'streaming TempFileBytes'}")
+                        color=c, label=f"{name}: " + ("byte[] EnvelopeSize" if kind == "persist_legacy"
+                                                      else "streaming TempFileBytes"))
     ax.set_ylabel("MB")
     ax.set_xlabel("time (UTC)")
     ax.grid(alpha=0.3)
@@ -1355,10 +1384,11 @@ def capacity_chart(cap, memory_limit: int, title: str | None = None, limit_rows:
         ax.set_axis_off()
         return fig
     y = np.arange(n)
-    labels = [f"{r.projectorName} (logs)" if r.source == "logs" else f"{r.projectorName} {r.projectorVersion} (inventory)"
-              for r in known.itertuples()]
+    labels = [f"{r.projectorName} (logs)" if r.source == "logs"
+              else f"{r.projectorName} {r.projectorVersion} (inventory)" for r in known.itertuples()]
     for off, col, color, label in ((-0.27, "legacyPeakBytes", "#c00000", "legacy (byte[] persist + restore)"),
-                                   (0.0, "mixedPeakBytes", "#ed7d31", "today's grain (streaming persist, byte[] restore)"),
+                                   (0.0, "mixedPeakBytes", "#ed7d31",
+                                    "today's grain (streaming persist, byte[] restore)"),
                                    (0.27, "streamingPeakBytes", "#2f75b5", "streaming persist + restore")):
         vals = known[col].astype(float).to_numpy() / GiB
         ax.barh(y + off, vals, height=0.25, color=color, label=label)
@@ -1379,12 +1409,16 @@ def capacity_chart(cap, memory_limit: int, title: str | None = None, limit_rows:
 def timeline_explorer(rep: IncidentReport, mode: str = "auto"):
     """A time-range slider and projector picker that redraw the timeline (ipywidgets). Headless
     (papermill, nbconvert) or without ipywidgets: prints one line and returns None."""
-    from ..widgets.explorer import has_frontend
+    from ..widgets.explorer import _parent_cmdline, has_frontend
 
     if mode == "auto":
-        mode = "widgets" if has_frontend() else "plain"
+        # a kernel started by a sekiops command (demo, report) has no frontend either
+        headless = not has_frontend() or ("sekiops" in _parent_cmdline().lower()
+                                          and os.environ.get("SEKIOPS_WIDGETS", "").strip() not in ("1", "true"))
+        mode = "plain" if headless else "widgets"
     if mode != "widgets":
-        print("(interactive timeline: open this notebook in Jupyter to zoom and filter; the full window is shown above)")
+        print("(interactive timeline: open this notebook in Jupyter to zoom and filter; "
+              "the full window is shown above)")
         return None
     import ipywidgets as W
     from IPython.display import Image, display
@@ -1528,7 +1562,7 @@ def persist_metrics_frame(summaries: dict):
 
 
 def _bench_rows(df):
-    ok = df[df["ok"].astype(str).str.lower().isin(["true", "1"])] if df["ok"].dtype == object else df[df["ok"] == True]  # noqa: E712
+    ok = df[df["ok"].astype(str).str.lower().isin(["true", "1"])]
     return ok[ok["mode"].isin(["legacy", "streaming"])], ok[ok["mode"] == "codec"]
 
 
@@ -1550,12 +1584,14 @@ def bench_peak_chart(df, title: str | None = None):
             ax.plot(m["size_bytes"] / 1e6, m["peak"] / MiB, marker="o", color=colors[mode], linewidth=1.8,
                     label=f"{mode}: peak RSS")
             if m["base"].notna().any():
-                ax.plot(m["size_bytes"] / 1e6, m["base"] / MiB, linestyle=":", color=colors[mode], linewidth=1,
-                        label=f"{mode}: same command on a tiny state")
+                ax.plot(m["size_bytes"] / 1e6, m["base"] / MiB, linestyle=":", marker="_", markersize=14,
+                        color=colors[mode], linewidth=1, label=f"{mode}: same command on a tiny state")
         if len(g):
-            xs = sorted(g["size_bytes"].unique() / 1e6)
-            ax.plot(xs, [x * 1e6 / MiB for x in xs], color="black", linewidth=0.8, linestyle="--",
+            top = float(g["size_bytes"].max()) / 1e6
+            ax.plot([0, top], [0, top * 1e6 / MiB], color="black", linewidth=0.8, linestyle="--",
                     label="= state size")
+            ax.set_xlim(0, top * 1.08)
+            ax.set_ylim(bottom=0)
         else:
             ax.text(0.5, 0.5, f"no {op} rows", transform=ax.transAxes, ha="center")
         ax.set_title(op)
@@ -1586,8 +1622,11 @@ def throughput_upload_chart(df, title: str | None = None):
         c = codec[codec["op"] == direction]
         if len(c):
             m = c.groupby("size_bytes", as_index=False)["throughput_mb_s"].max()
-            ax.plot(m["size_bytes"] / 1e6, m["throughput_mb_s"], linestyle=style, color="black", linewidth=1,
-                    label=f"gzip {direction} alone")
+            ax.plot(m["size_bytes"] / 1e6, m["throughput_mb_s"], linestyle=style, marker="x", color="black",
+                    linewidth=1, label=f"gzip {direction} alone")
+    if len(pipe):
+        ax.set_xlim(0, float(pipe["size_bytes"].max()) / 1e6 * 1.08)
+        ax.set_ylim(bottom=0)
     ax.set_xlabel("state size (MB of JSON)")
     ax.set_ylabel("MB/s")
     ax.set_title("Throughput")
@@ -1662,8 +1701,10 @@ def overhead_chart(bench_df, title: str | None = None):
         ax.plot(m["size_bytes"] / 1e6, m["overhead_bytes"] / MiB, color=color, marker=marker, linestyle=line,
                 linewidth=1.8, label=f"{op} {mode}")
     if len(frame):
-        xs = sorted(frame["size_bytes"].unique() / 1e6)
-        ax.plot(xs, [x * 1e6 / MiB for x in xs], color="black", linewidth=0.8, linestyle=":", label="= state size")
+        top = float(frame["size_bytes"].max()) / 1e6
+        ax.plot([0, top], [0, top * 1e6 / MiB], color="black", linewidth=0.8, linestyle=":", label="= state size")
+        ax.set_xlim(0, top * 1.08)
+        ax.set_ylim(bottom=0)
     else:
         ax.text(0.5, 0.5, "no measurements", transform=ax.transAxes, ha="center")
     ax.set_xlabel("state size (MB of JSON)")
