@@ -1058,66 +1058,33 @@ def legacy_restore_child(args) -> dict:
     Base64-decodes the inline payload (or reads the whole payload blob), gunzips it in one call
     and writes the state JSON. For benchmarks only.
     """
-    import base64
-
     from ..blob import open_blob_store
-    from ..format.constants import GZIP_MAGIC
-    from ..format.payload import gzip_backend
     from ..pipeline.memory import MemoryProbe
-    from ..pipeline.restore import find_row
+    from ..pipeline.restore_legacy import legacy_restore
     from ..state import open_state_store
 
     state = open_state_store(args.state, service_id=args.service_id, create=False)
     blob = open_blob_store(args.blob)
-    backend = gzip_backend()
     try:
         with MemoryProbe(heap=args.heap) as probe:
             start = time.perf_counter()
-            row = find_row(state, args.projector, args.projector_version)
-            if row.is_offloaded:
-                with blob.open_read(row.offload_key) as f:
-                    env_bytes = f.read()
-            else:
-                f = state.open_state_stream(row)
-                try:
-                    env_bytes = f.read()
-                finally:
-                    f.close()
-            envelope_bytes = len(env_bytes)
-            if env_bytes[:2] == GZIP_MAGIC:
-                env_bytes = backend.module.decompress(env_bytes, 31)
-            doc = json.loads(env_bytes)
-            del env_bytes
-            inline = doc.get("inlineState") or doc.get("InlineState")
-            offloaded = doc.get("offloadedState") or doc.get("OffloadedState")
-            payload_location = "inline"
-            if inline and (inline.get("payloadBase64") or inline.get("PayloadBase64")):
-                payload = base64.b64decode(inline.get("payloadBase64") or inline.get("PayloadBase64"))
-            elif inline and (inline.get("payloadJson") or inline.get("PayloadJson")):
-                payload = (inline.get("payloadJson") or inline.get("PayloadJson")).encode()
-            elif offloaded:
-                payload_location = "blob"
-                with blob.open_read(offloaded.get("offloadKey") or offloaded.get("OffloadKey")) as f:
-                    payload = f.read()
-            else:
-                payload = b""
-            del doc
-            compressed = len(payload)
-            state_json = backend.module.decompress(payload, 31) if payload[:2] == GZIP_MAGIC else payload
+            legacy = legacy_restore(state, blob, args.projector, args.projector_version)
+            state_json = legacy.state_json
+            legacy.state_json = b""  # the caller holds the only reference now
             with open(args.out, "wb") as f:
                 f.write(state_json)
                 f.flush()
                 os.fsync(f.fileno())
             n = len(state_json)
-            del payload, state_json
+            del state_json
             total_ms = (time.perf_counter() - start) * 1000.0
     finally:
         state.close()
         if blob is not None:
             blob.close()
-    return {"mode": "legacy", "envelope_location": "blob" if row.is_offloaded else "inline",
-            "payload_location": payload_location, "envelope_bytes": envelope_bytes,
-            "compressed_size_bytes": compressed, "original_size_bytes": n, "total_ms": round(total_ms, 1),
+    return {"mode": "legacy", "envelope_location": legacy.envelope_location,
+            "payload_location": legacy.payload_location, "envelope_bytes": legacy.envelope_bytes,
+            "compressed_size_bytes": legacy.compressed_size_bytes, "original_size_bytes": n, "total_ms": round(total_ms, 1),
             "peak_rss_bytes": probe.peak_rss, "start_rss_bytes": probe.start_rss,
             "peak_heap_bytes": probe.peak_heap, "output": args.out}
 

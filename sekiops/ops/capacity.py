@@ -299,42 +299,10 @@ def max_fitting_sizes(fits: dict, memory_limit: int = DEFAULT_MEMORY_LIMIT,
 
 
 def legacy_restore(state, blob, projector_name: str, projector_version: str | None = None) -> int:
-    """Restore the way Sekiban's byte[] path does -- whole envelope, payload and state JSON in memory.
+    """Restore the way Sekiban's byte[] path does (everything in memory); the state JSON byte count."""
+    from ..pipeline.restore_legacy import legacy_restore as restore_in_memory
 
-    For benchmarks only (sekiops's own restore streams). Returns the state JSON byte count.
-    """
-    import base64
-    import gzip
-
-    from ..format.constants import GZIP_MAGIC
-    from ..pipeline.restore import find_row
-
-    row = find_row(state, projector_name, projector_version)
-    if row.is_offloaded:
-        with blob.open_read(row.offload_key) as f:
-            env_bytes = f.read()
-    else:
-        f = state.open_state_stream(row)
-        try:
-            env_bytes = f.read()
-        finally:
-            f.close()
-    if env_bytes[:2] == GZIP_MAGIC:
-        env_bytes = gzip.decompress(env_bytes)
-    doc = json.loads(env_bytes)
-    inline = doc.get("inlineState") or doc.get("InlineState")
-    offloaded = doc.get("offloadedState") or doc.get("OffloadedState")
-    if inline and (inline.get("payloadBase64") or inline.get("PayloadBase64")):
-        payload = base64.b64decode(inline.get("payloadBase64") or inline.get("PayloadBase64"))
-    elif offloaded:
-        with blob.open_read(offloaded.get("offloadKey") or offloaded.get("OffloadKey")) as f:
-            payload = f.read()
-    else:
-        payload = b""
-    state_json = gzip.decompress(payload) if payload[:2] == GZIP_MAGIC else payload
-    n = len(state_json)
-    del doc, payload, env_bytes, state_json
-    return n
+    return len(restore_in_memory(state, blob, projector_name, projector_version).state_json)
 
 
 def _bench_child(argv: list[str]) -> None:
