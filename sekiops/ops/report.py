@@ -33,12 +33,19 @@ def run_notebook(name: str, parameters: dict, out_ipynb: str, kernel: str = "pyt
     """Execute a notebook with papermill; a failing cell raises SekiopsError naming the notebook."""
     import papermill
 
+    previous = os.environ.get("SEKIOPS_WIDGETS")
+    os.environ["SEKIOPS_WIDGETS"] = "0"  # no frontend will ever render widgets here: plain output
     try:
         papermill.execute_notebook(str(notebook(name)), out_ipynb, parameters=parameters, kernel_name=kernel,
                                    cwd=cwd, progress_bar=False, log_output=False, execution_timeout=timeout)
     except papermill.PapermillExecutionError as exc:
         raise SekiopsError(f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: "
                            f"{str(exc.evalue)[:300]} (executed copy: {out_ipynb})") from None
+    finally:
+        if previous is None:
+            os.environ.pop("SEKIOPS_WIDGETS", None)
+        else:
+            os.environ["SEKIOPS_WIDGETS"] = previous
     return out_ipynb
 
 
