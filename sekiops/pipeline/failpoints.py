@@ -4,7 +4,8 @@
 raise at that stage. Reading the variable once per process keeps the cost to a dict lookup.
 Stages of a persist: ``body`` (while the body is written), ``after_spool``, ``mid_upload``,
 ``after_upload``, ``row_write`` (just before the row write), ``after_row`` (row written, temp
-files not yet deleted).
+files not yet deleted). Migrations add ``migrate_after_begin``, ``migrate_after_write`` and
+``migrate_after_done`` (sekiops/ops/migrate).
 """
 
 from __future__ import annotations
