@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import os
 import itertools
 import json
 import random
@@ -638,7 +639,9 @@ def test_hostile_corpus_size():
 def _expect_refusal(case_id: str, data: bytes):
     where = f"hostile:{case_id}"
     try:
-        env = read_envelope(io.BytesIO(data), where, payload_sink=io.BytesIO())
+        # the sink discards (a seekable /dev/null): the memory bound is the reader's, not the test's
+        with open(os.devnull, "wb") as sink:
+            env = read_envelope(io.BytesIO(data), where, payload_sink=sink)
     except SekiopsError as exc:
         assert where in str(exc), f"message does not name where: {exc}"
         return
@@ -1178,8 +1181,6 @@ def test_check_key_scope_refuses_foreign_keys(key):
         keys.check_key_scope(key, "Orders")
 
 
-@pytest.mark.xfail(strict=False, reason="doubtful: check_key_scope accepts the projector name in any "
-                                        "directory segment, e.g. another projector's version directory")
 @pytest.mark.parametrize("key", [
     "Other/Orders/" + SHA_HEX + ".bin",  # content keys have no prefix: this is projector Other, version Orders
     "Orders/x/y/z/" + SHA_HEX + ".bin",  # no Sekiban key for Orders has this shape

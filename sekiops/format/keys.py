@@ -76,8 +76,8 @@ def check_key_scope(key: str, projector_name: str) -> str:
     check_key(key)
     parts = key.split("/")
     style = key_style(key)
-    if style == "content":
-        ok = key.startswith(projector_name + "/")
+    if style == "content":  # {name}/{sha}.bin (payload) or {name}/{version}/{sha}.bin (record)
+        ok = parts[0] == projector_name and len(parts) in (2, 3)
     elif style == "guid":
         ok = projector_name in parts[-3:-1]
     else:
