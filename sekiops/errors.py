@@ -48,9 +48,17 @@ class ConcurrencyConflictError(SekiopsError):
 
 
 class StoreUnavailableError(SekiopsError):
-    """A state or blob store could not be reached or answered with a transient failure."""
+    """A state or blob store could not be reached or answered with a transient failure.
+
+    ``retry_after``: seconds the server asked callers to wait (Cosmos ``x-ms-retry-after-ms``),
+    when it said so; batch runners (migrations) honour it before their next attempt.
+    """
 
     transient = True
+
+    def __init__(self, message: str = "", retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StoreError(SekiopsError):

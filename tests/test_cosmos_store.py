@@ -574,6 +574,7 @@ def test_persistent_429_gives_store_unavailable(env):
         store.get("Proj", "v1")
     assert time.monotonic() - start < 2.0
     assert "429" in str(err.value) and "5 attempts" in str(err.value)
+    assert err.value.retry_after == pytest.approx(0.02)  # the server's ask, for batch runners
     assert sum(1 for m, u, inj in t.sent if inj) == 5
 
 

@@ -364,7 +364,8 @@ class CosmosStateStore:
             if attempt >= self.retry_attempts or waited + delay > self.retry_max_wait:
                 raise StoreUnavailableError(
                     f"{self.location}: {what}: {reason}; gave up after {attempt} attempts and "
-                    f"{waited:.1f} s of waiting (retry later, or raise the container's RU/s)")
+                    f"{waited:.1f} s of waiting (retry later, or raise the container's RU/s)",
+                    retry_after=retry_after)
             log.debug("cosmos %s: %s; retry %d in %.3f s", what, reason, attempt, delay)
             time.sleep(delay)
             waited += delay
