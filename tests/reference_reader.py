@@ -437,3 +437,44 @@ def check_written_row(
     if expected_state is not None:
         assert decoded == expected_state, "decoded state differs from what was written"
     return env
+
+
+# --- System.Text.Json, as the format page describes its output (for building rows by hand) ---
+
+_STJ_SHORT = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def stj_string(s: str) -> str:
+    """A JSON string the way System.Text.Json's default encoder writes it: ASCII only, '+', '"' and
+    the HTML-sensitive characters as \\uXXXX (upper-case hex), astral characters as surrogate pairs."""
+    out = ['"']
+    for ch in s:
+        if ch in _STJ_SHORT:
+            out.append(_STJ_SHORT[ch])
+        elif ord(ch) < 0x20 or ord(ch) > 0x7E or ch in "\"+<>&'`":
+            units = ch.encode("utf-16-be")
+            for i in range(0, len(units), 2):
+                out.append("\\u%04X" % int.from_bytes(units[i:i + 2], "big"))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def stj_dumps(obj) -> str:
+    """Compact JSON as System.Text.Json writes it (nulls written, escapes as stj_string)."""
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, int):
+        return str(obj)
+    if isinstance(obj, str):
+        return stj_string(obj)
+    if isinstance(obj, list):
+        return "[" + ",".join(stj_dumps(v) for v in obj) + "]"
+    if isinstance(obj, dict):
+        return "{" + ",".join(stj_string(k) + ":" + stj_dumps(v) for k, v in obj.items()) + "}"
+    raise TypeError(type(obj))

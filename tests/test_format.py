@@ -66,42 +66,8 @@ STATE = json.dumps(
 # --------------------------------------------------------------------------------------------------
 
 
-def stj_string(s: str) -> str:
-    """A JSON string the way System.Text.Json's default encoder writes it, derived from json.dumps:
-    non-ASCII, control characters and HTML-sensitive characters (" & ' + < > `) as upper-case
-    \\uXXXX, except \\b \\t \\n \\f \\r and \\\\ which keep their short forms."""
-    body = json.dumps(s, ensure_ascii=True)[1:-1]
-    out = []
-    for m in re.finditer(r'\\u([0-9a-fA-F]{4})|\\(.)|(.)', body, re.S):
-        hexd, esc, ch = m.groups()
-        if hexd is not None:
-            out.append("\\u" + hexd.upper())
-        elif esc is not None:
-            out.append("\\u0022" if esc == '"' else "\\" + esc)
-        elif ch in "&'+<>`":
-            out.append("\\u%04X" % ord(ch))
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def stj_dumps(obj) -> str:
-    """Compact JSON as System.Text.Json writes it (nulls written, escapes as above)."""
-    if obj is None:
-        return "null"
-    if obj is True:
-        return "true"
-    if obj is False:
-        return "false"
-    if isinstance(obj, int):
-        return str(obj)
-    if isinstance(obj, str):
-        return stj_string(obj)
-    if isinstance(obj, list):
-        return "[" + ",".join(stj_dumps(v) for v in obj) + "]"
-    if isinstance(obj, dict):
-        return "{" + ",".join(stj_string(k) + ":" + stj_dumps(v) for k, v in obj.items()) + "}"
-    raise TypeError(type(obj))
+stj_string = ref.stj_string
+stj_dumps = ref.stj_dumps
 
 
 def lib_read(data: bytes, **kw):

@@ -10,7 +10,7 @@ tmp_path) is used throughout, with memory:// stores where they make a point quic
 
 Failures are injected either in-process (a store method monkeypatched to raise) or with
 SEKIOPS_FAILPOINTS in a ``python -m sekiops`` subprocess.  The 150 MB round trips are marked
-``slow`` but stay in the default run.  The helpers at the top (HandStore, dn_json, run_cli, ...)
+``slow`` but stay in the default run.  The helpers at the top (HandStore, run_cli, ...)
 are reused by tests/test_cli.py.
 """
 
@@ -178,42 +178,6 @@ def memory_blobs(blob: MemoryBlobStore) -> dict[str, bytes]:
 
 # --- Sekiban's JSON, written by hand -----------------------------------------------------------
 
-_DN_SHORT = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
-
-
-def dn_string(s: str) -> str:
-    """A JSON string the way System.Text.Json's default encoder writes it: ASCII only, '+', '"' and
-    the HTML-sensitive characters as \\uXXXX (upper-case hex), astral characters as surrogate pairs."""
-    out = ['"']
-    for ch in s:
-        if ch in _DN_SHORT:
-            out.append(_DN_SHORT[ch])
-        elif ord(ch) < 0x20 or ord(ch) > 0x7E or ch in "\"+<>&'`":
-            units = ch.encode("utf-16-be")
-            for i in range(0, len(units), 2):
-                out.append("\\u%04X" % int.from_bytes(units[i:i + 2], "big"))
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def dn_json(obj) -> str:
-    if obj is None:
-        return "null"
-    if obj is True:
-        return "true"
-    if obj is False:
-        return "false"
-    if isinstance(obj, int):
-        return str(obj)
-    if isinstance(obj, str):
-        return dn_string(obj)
-    if isinstance(obj, list):
-        return "[" + ",".join(dn_json(v) for v in obj) + "]"
-    if isinstance(obj, dict):
-        return "{" + ",".join(dn_string(k) + ":" + dn_json(v) for k, v in obj.items()) + "}"
-    raise TypeError(type(obj))
 
 
 def pascal(obj):
@@ -273,7 +237,7 @@ def envelope_offloaded(key: str, payload: bytes, *, name, version, events=42, ca
 def _finish(env: dict, casing: str, v9: bool) -> bytes:
     if casing == "pascal":
         env = pascal(env)
-    data = dn_json(env).encode("ascii")
+    data = ref.stj_dumps(env).encode("ascii")
     assert b"+" not in data
     return gz(data) if v9 else data
 
@@ -926,7 +890,7 @@ def test_restore_tolerates_unknown_fields_and_missing_flag(tmp_path):
     payload = gz(STATE)
     inline = {"futureField": {"a": [1, 2, {"b": None}]}, "payloadBase64": base64.b64encode(payload).decode(),
               "projectorName": "P", "projectorVersion": "1", "version": 42}
-    env = dn_json({"$schema": "x", "inlineState": inline, "offloadedState": None}).encode()
+    env = ref.stj_dumps({"$schema": "x", "inlineState": inline, "offloadedState": None}).encode()
     hs.add("P", "1", env)
     state, blob = hs.open()
     assert restore_bytes(state, blob, name="P", version="1") == STATE
@@ -1022,7 +986,7 @@ def test_restore_120mb_inline_envelope_in_bounded_memory(tmp_path, private_spool
         e.write(b'{"isOffloaded":false,"inlineState":{"payloadJson":null,"payloadBase64":"')
         for chunk in iter(lambda: p.read(3 * 256 * 1024), b""):
             e.write(base64.b64encode(chunk).replace(b"+", b"\\u002B"))
-        e.write(b'",' + dn_json(meta)[1:-1].encode() + b'},"offloadedState":null}')
+        e.write(b'",' + ref.stj_dumps(meta)[1:-1].encode() + b'},"offloadedState":null}')
     env_len = env_path.stat().st_size
     assert env_len >= 120 * 1000 * 1000
     hs.insert("Big", "1.0.0", None, state_file=env_path)

@@ -65,7 +65,7 @@ from ..errors import (
 )
 from ..format.constants import PROVIDER_AZURE
 from ..format.keys import check_key, content_key
-from ..streams import copy_hashing
+from ..streams import copy_hashing, read_full
 from .base import BlobInfo, BlobWrite
 
 log = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ class AzureBlobStore:
                 # Bounded memory: wait until a worker is free before reading the next block.
                 while pending and (len(pending) >= self.concurrency or pending[0].done()):
                     pending.popleft().result()
-                data = _read_block(stream, block_size)
+                data = read_full(stream, block_size)
                 if not data:
                     break
                 h.update(data)
@@ -620,22 +620,6 @@ def _seek_start(stream: BinaryIO) -> int | None:
         return stream.tell()
     except (AttributeError, OSError, ValueError):
         return None
-
-
-def _read_block(stream: BinaryIO, size: int) -> bytes:
-    """Up to ``size`` bytes, short only at the end of the stream."""
-    data = stream.read(size)
-    if not data or len(data) >= size:
-        return data or b""
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = stream.read(size - got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
 
 
 def _code(exc: Exception) -> str | None:

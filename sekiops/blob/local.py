@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import secrets
 import stat as stat_mod
@@ -19,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from ..errors import BlobNotFoundError, IntegrityError, StoreError, UnsafeKeyError
 from ..format.constants import PROVIDER_LOCAL
 from ..format.keys import check_key, content_key
+from ..streams import copy_hashing
 from .base import BlobInfo, BlobWrite
 
 INCOMING = ".sekiops-incoming"
@@ -104,22 +104,13 @@ class LocalBlobStore:
         incoming = os.path.join(self.root, INCOMING)
         os.makedirs(incoming, mode=0o700, exist_ok=True)
         tmp = os.path.join(incoming, secrets.token_hex(16) + ".part")
-        h = hashlib.sha256()
-        n = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
             fcntl.flock(fd, fcntl.LOCK_EX)
             with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    out.write(chunk)
-                    n += len(chunk)
+                n, digest = copy_hashing(stream, out)
                 out.flush()
                 os.fsync(out.fileno())
-            digest = h.hexdigest()
             if (sha256 and sha256 != digest) or (size is not None and size != n):
                 raise IntegrityError(
                     f"{self.location}: bytes written under {name!r} differ from the caller's "

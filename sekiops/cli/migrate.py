@@ -116,7 +116,7 @@ def run_plan_command(args) -> int:
 
 def run_run_command(args) -> int:
     from ..ops.migrate.plan import check_runnable
-    from ..ops.migrate.runner import RunOptions, run_plan
+    from ..ops.migrate.runner import run_plan
 
     ep, plan = _open_and_plan(args)
     try:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import io
-import json
 import math
-import re
 from typing import BinaryIO
 
 from ..errors import CorruptSnapshotError

@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timezone
 
 from ..errors import UsageError
-from .constants import BUILD_SOURCE_MAX, DEFAULT_SERVICE_ID, LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, PAYLOAD_TYPE
+from .constants import BUILD_SOURCE_MAX, LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, PAYLOAD_TYPE
 
 SERVICE_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
 

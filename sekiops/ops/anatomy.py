@@ -879,7 +879,6 @@ def _leaves(batch, w: _Walk, carry_parent, parents, np) -> list:
         t = int(key_li[j])
         raw = batch.text(int(lp[t]), int(le[t]), 1 << 30)
         keyid[j] = names.setdefault(raw, base_id + len(names))
-    nslow = len(names)
     carried = np.flatnonzero(carried_key)
     if carried.size:
         keyid[carried] = names.setdefault(carry_parent.key, base_id + len(names))

@@ -18,7 +18,7 @@ import shutil
 from typing import BinaryIO
 
 from ...errors import IntegrityError, SpoolError, UsageError
-from ...streams import CHUNK
+from ...streams import CHUNK, copy_hashing
 from .journal import fsync_dir
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -83,21 +83,13 @@ class BackupDir:
         if expected_size is not None:
             self.check_room(expected_size)
         tmp = os.path.join(self.path, f".incoming-{secrets.token_hex(8)}")
-        h = hashlib.sha256()
-        n = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    out.write(chunk)
-                    n += len(chunk)
+                n, digest = copy_hashing(stream, out)
                 out.flush()
                 os.fsync(out.fileno())
-            ref = BackupRef(h.hexdigest(), n)
+            ref = BackupRef(digest, n)
             final = self._file(ref.sha256)
             if os.path.exists(final) and os.path.getsize(final) == n:
                 return ref  # same bytes already kept
