@@ -220,29 +220,27 @@ class _Job:
     # --- legacy ------------------------------------------------------------------------------
 
     def run_legacy(self, write_body) -> None:
-        """The old byte[] path: whole state, whole gzip, whole Base64, whole envelope in memory."""
+        """Sekiban's byte[] path, buffer by buffer (see byte_array_path): whole state, payload and strings in memory."""
+        from . import byte_array_path as dotnet
+
         t = now_ms()
-        body = io.BytesIO()
-        write_body(body)
-        state_bytes = body.getvalue()
-        del body
-        if self.opts.compress:
-            comp = self.backend.compressobj()
-            payload = comp.compress(state_bytes) + comp.flush()
-        else:
-            payload = bytes(state_bytes)
-        stats_sha = _sha(payload)
-        self.meta.original_size_bytes = len(state_bytes)
+        payload, size = dotnet.serialize_and_compress(write_body, self.backend, self.opts.compress)
+        self.meta.original_size_bytes = size
         self.meta.compressed_size_bytes = len(payload)
-        self.sha = stats_sha
-        del state_bytes
+        self.sha = _sha(payload)
+        base64 = dotnet.base64_string(payload)                   # FromBytes: PayloadBase64
+        dotnet.envelope_string(self.meta, payload, base64).free()  # the size check's JSON string
         self.build_ms += now_ms() - t
         if self.blob is not None and len(payload) > self.opts.payload_threshold:
-            self.payload_key = self._upload(io.BytesIO(payload), self.meta.projector_name, stats_sha, len(payload))
+            base64.free()
+            self.payload_key = self._upload(io.BytesIO(payload), self.meta.projector_name, self.sha, len(payload))
             env = offloaded_envelope_bytes(self.meta, self.payload_key, self.blob.provider, len(payload))
         else:
             t = now_ms()
-            env = inline_envelope_bytes(self.meta, payload)
+            json_string = dotnet.envelope_string(self.meta, payload, base64)  # BuildSnapshotForPersistenceAsync
+            base64.free()
+            env = inline_envelope_bytes(self.meta, payload)                  # Encoding.UTF8.GetBytes(json)
+            json_string.free()
             self.build_ms += now_ms() - t
         del payload
         self._envelope_ready(io.BytesIO(env), len(env), _sha(env))

@@ -1,0 +1,179 @@
+"""Sekiban's byte[] persist path, modelled buffer by buffer: what ``persist --mode legacy`` runs.
+
+The legacy mode exists to show, on the same data, what the streaming path saves. So it allocates
+what Sekiban's byte[] path allocates, in the same order, at the same sizes -- for a state of S
+bytes of JSON and a gzip payload of c bytes:
+
+1. the projector's ``Serialize``: ``JsonSerializer.Serialize(dto)`` writes UTF-8 into System.Text.Json's
+   pooled buffer (16 KiB, doubled with a copy when full), then transcodes it into a .NET string:
+   UTF-16, two bytes per char                                    -> S + 2S held at the transcode
+2. ``GzipCompression.CompressString(json)``: ``Encoding.UTF8.GetBytes`` -> 2S + S held
+3. ``GzipCompression.Compress``: an ArrayPool copy of the bytes, GZipStream into a MemoryStream
+   (capacity doubled with a copy when full), ``ToArray``          -> 2S + 2c held
+4. ``SerializableMultiProjectionState.FromBytes``: ``Convert.ToBase64String`` -> a UTF-16 string, 8c/3
+5. ``GetSerializableStateWithOffloadAsync`` measures the inline state with ``JsonSerializer.Serialize``
+   -> another UTF-16 string of about 8c/3 (``+`` escaped as ``\\u002B``)
+6. payload offloaded: the bytes are uploaded; else the envelope JSON string is made once more and
+   ``Encoding.UTF8.GetBytes`` gives StateData.
+
+Every buffer here is written in full (so it is resident, as the .NET one is) and freed the moment
+the .NET code drops its last reference to it: a lower bound of what .NET holds, whose GC frees large
+objects later and whose ArrayPool keeps returned buffers. Buffers are anonymous memory maps, so
+only written pages count -- as with a fresh large .NET array -- and the Python heap peak
+(tracemalloc) does not see them. The payload stored is the same gzip the streaming path writes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import mmap
+from typing import BinaryIO, Callable
+
+from ..format.envelope import EnvelopeMeta, inline_envelope_length, write_inline_envelope
+from ..format.payload import GzipBackend
+
+STEP = 1024 * 1024  # work in 1 MiB steps, so the model adds no whole-size copies of its own
+JSON_BUFFER = 16 * 1024  # JsonSerializerOptions.DefaultBufferSize: the pooled writer's first size
+MEMORY_STREAM_FIRST = 256  # MemoryStream's first capacity
+
+
+class DotnetBuffer:
+    """A .NET array or string body: ``capacity`` bytes, resident only where written."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self._map = mmap.mmap(-1, capacity) if capacity else None
+
+    def append(self, data) -> None:
+        end = self.length + len(data)
+        if end > self.capacity:
+            raise ValueError("DotnetBuffer overflow")
+        if data:
+            self._map[self.length:end] = data
+        self.length = end
+
+    def copy(self) -> bytes:
+        return self._map[:self.length] if self.length else b""
+
+    def chunks(self, step: int = STEP):
+        for i in range(0, self.length, step):
+            yield self._map[i:min(i + step, self.length)]
+
+    def free(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self.capacity = self.length = 0
+
+
+class GrowingBuffer:
+    """A writable stream over a buffer that doubles with a copy when full.
+
+    ``first`` 16 KiB is System.Text.Json's PooledByteBufferWriter; 256 B is MemoryStream.
+    """
+
+    def __init__(self, first: int):
+        self.buf = DotnetBuffer(first)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        n = len(data)
+        if self.buf.length + n > self.buf.capacity:
+            grown = DotnetBuffer(max(self.buf.length + n, 2 * self.buf.capacity))
+            for chunk in self.buf.chunks():
+                grown.append(chunk)
+            self.buf.free()
+            self.buf = grown
+        self.buf.append(data)
+        return n
+
+    def to_array(self) -> bytes:
+        """MemoryStream.ToArray: an exact-size copy."""
+        return self.buf.copy()
+
+    def free(self) -> None:
+        self.buf.free()
+
+
+def utf16_string(chunks, max_units: int) -> DotnetBuffer:
+    """A .NET string of UTF-8 text: UTF-16 code units. Bytes that are not UTF-8 survive the round trip."""
+    out = DotnetBuffer(2 * max_units)
+    dec = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    for chunk in chunks:
+        out.append(dec.decode(chunk).encode("utf-16-le", "surrogatepass"))
+    out.append(dec.decode(b"", final=True).encode("utf-16-le", "surrogatepass"))
+    return out
+
+
+def utf8_get_bytes(string: DotnetBuffer, byte_count: int) -> DotnetBuffer:
+    """Encoding.UTF8.GetBytes(string): an exact-size UTF-8 array."""
+    out = DotnetBuffer(byte_count)
+    dec = codecs.getincrementaldecoder("utf-16-le")("surrogatepass")
+    for chunk in string.chunks():
+        out.append(dec.decode(chunk).encode("utf-8", "surrogateescape"))
+    out.append(dec.decode(b"", final=True).encode("utf-8", "surrogateescape"))
+    return out
+
+
+class _Utf16Sink:
+    """A stream that stores what is written to it as a .NET string (JsonSerializer.Serialize -> string)."""
+
+    def __init__(self, capacity_units: int):
+        self.string = DotnetBuffer(2 * capacity_units)
+
+    def write(self, data) -> int:
+        self.string.append(bytes(data).decode("latin-1").encode("utf-16-le"))
+        return len(data)
+
+
+def serialize_and_compress(write_body: Callable[[BinaryIO], object], backend: GzipBackend,
+                           compress: bool = True) -> tuple[bytes, int]:
+    """Steps 1-3: the projector's Serialize. Returns (payload bytes, JSON byte count)."""
+    writer = GrowingBuffer(JSON_BUFFER)
+    write_body(writer)
+    size = writer.buf.length
+    json_string = utf16_string(writer.buf.chunks(), size)      # TranscodeHelper -> string
+    writer.free()                                               # returned to the pool
+    utf8 = utf8_get_bytes(json_string, size)                    # Encoding.UTF8.GetBytes(json)
+    json_string.free()
+    rented = DotnetBuffer(size)                                 # ArrayPool<byte>.Shared.Rent + CopyTo
+    for chunk in utf8.chunks():
+        rented.append(chunk)
+    utf8.free()  # the caller's array is no longer referenced once Compress has its copy
+    stream = GrowingBuffer(MEMORY_STREAM_FIRST)                 # new MemoryStream()
+    comp = backend.compressobj() if compress else None
+    for chunk in rented.chunks():
+        stream.write(comp.compress(chunk) if comp else chunk)
+    if comp:
+        stream.write(comp.flush())
+    rented.free()                                               # ArrayPool.Return
+    payload = stream.to_array()                                 # ms.ToArray()
+    stream.free()
+    return payload, size
+
+
+def base64_string(payload: bytes) -> DotnetBuffer:
+    """Step 4: Convert.ToBase64String(payload) -> a UTF-16 string."""
+    import binascii
+
+    out = DotnetBuffer(2 * 4 * ((len(payload) + 2) // 3))
+    view = memoryview(payload)
+    step = 3 * (STEP // 4)
+    for i in range(0, len(payload), step):
+        out.append(binascii.b2a_base64(view[i:i + step], newline=False).decode("ascii").encode("utf-16-le"))
+    return out
+
+
+def envelope_string(meta: EnvelopeMeta, payload: bytes, base64: DotnetBuffer) -> DotnetBuffer:
+    """Steps 5-6: JsonSerializer.Serialize of the inline state -> a UTF-16 string.
+
+    Sized from the Base64 string of step 4: each '+' in it becomes ``\\u002B`` (5 chars more).
+    """
+    plus = sum(chunk.count(b"+\x00") for chunk in base64.chunks())  # UTF-16LE of ASCII: no false hits
+    sink = _Utf16Sink(inline_envelope_length(meta, len(payload), plus))
+    write_inline_envelope(sink, meta, io.BytesIO(payload), len(payload))
+    return sink.string
