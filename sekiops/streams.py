@@ -173,3 +173,58 @@ class HashingReader(io.RawIOBase):
             if close is not None:
                 close()
         super().close()
+
+
+class WriteBehind:
+    """Hands writes to one thread, so writing the output overlaps decoding the next chunk.
+
+    Disk writes release the GIL, and so does the gzip codec, so two cores run both at once.
+    At most ``depth`` chunks wait (bounded memory). A failed write is raised by the next
+    ``write`` or by ``close``, which waits for everything queued: use as a context manager.
+    """
+
+    def __init__(self, write: Callable[[bytes], object], depth: int = 3):
+        import queue
+        import threading
+
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sekiops-write-behind", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(data)
+                except BaseException as exc:  # handed to the producer
+                    self._error = exc
+
+    def write(self, data) -> int:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        self._error = self._error or exc  # stop writing what is still queued
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()

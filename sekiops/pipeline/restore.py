@@ -27,7 +27,7 @@ from ..format.envelope import Envelope, read_envelope
 from ..format.payload import decode_payload_to, open_payload
 from ..format.record import SnapshotRow
 from ..state.base import StateStore
-from ..streams import CHUNK, HashingReader
+from ..streams import CHUNK, HashingReader, WriteBehind
 from .memory import MemoryProbe
 from .spool import Spool, now_ms
 
@@ -326,7 +326,8 @@ class _Restore:
             raise
 
     def _decode_into(self, f: BinaryIO, src: HashingReader, where: str, limit: int) -> None:
-        self.output_bytes, self.gzip = decode_payload_to(src.read_chunk, f.write, where, limit=limit)
+        with WriteBehind(f.write) as out:
+            self.output_bytes, self.gzip = decode_payload_to(src.read_chunk, out.write, where, limit=limit)
         self.compressed = src.count
         self._check_payload(src)
 
