@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
+
+import pytest
 
 from hypothesis import given, settings, strategies as st
 
@@ -79,3 +82,31 @@ def test_buffers_are_unmapped(monkeypatch):
     monkeypatch.setattr(dotnet.DotnetBuffer, "__init__", init)
     dotnet.serialize_and_compress(_writer(b"x" * 300000, 4096), gzip_backend())
     assert live and all(b._map is None for b in live), "a modelled buffer outlived the byte[] path"
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=4000), members=st.integers(1, 3), pad=st.integers(0, 9))
+def test_decompress_to_string_holds_the_state_text(data, members, pad):
+    part = len(data) // members + 1
+    payload = b"".join(gzip.compress(data[i:i + part]) for i in range(0, len(data) or 1, part)) + b"\0" * pad
+    buf = dotnet.DotnetBuffer(len(payload))
+    buf.append(payload)
+    string = dotnet.decompress_to_string(buf, gzip_backend("zlib"))
+    out = io.BytesIO()
+    assert dotnet.write_utf8(string, out) == len(data) and out.getvalue() == data
+    raw = dotnet.DotnetBuffer(len(data))
+    raw.append(data)
+    assert dotnet.write_utf8(dotnet.decompress_to_string(raw, gzip_backend()), io.BytesIO()) == len(data)
+
+
+def test_truncated_gzip_is_refused():
+    payload = gzip.compress(b"x" * 10000)[:-12]
+    buf = dotnet.DotnetBuffer(len(payload))
+    buf.append(payload)
+    with pytest.raises(ValueError, match="truncated"):
+        dotnet.decompress_to_string(buf, gzip_backend())
+
+
+def test_from_base64_string_inverts_to_base64_string():
+    payload = bytes(range(256)) * 3 + b"\x01"
+    assert dotnet.from_base64_string(dotnet.base64_string(payload)).copy() == payload

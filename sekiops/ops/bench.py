@@ -30,8 +30,9 @@ only touches stores it is explicitly given; the blobs it wrote are deleted after
 
 "Legacy restore": ``sekiops restore`` has a single (streaming) implementation. When its CLI has
 no ``--mode``, the legacy restore scenario runs :func:`legacy_restore_child` instead (``python -m
-sekiops.ops.bench legacy-restore``): Sekiban's byte[] restore path -- whole envelope, whole
-payload, whole state JSON in memory -- on the snapshot the legacy persist wrote. The ``command``
+sekiops.ops.bench legacy-restore``): Sekiban's byte[] restore path, modelled buffer by buffer
+(:mod:`sekiops.pipeline.restore_legacy`), on the snapshot the legacy persist wrote. Legacy persist
+is ``sekiops persist --mode legacy`` (:mod:`sekiops.pipeline.byte_array_path`). The ``command``
 column says which program ran.
 """
 
@@ -1052,11 +1053,9 @@ def codec_child(direction: str, gzip: str, src: str, dst: str) -> dict:
 
 
 def legacy_restore_child(args) -> dict:
-    """Restore as Sekiban's byte[] path does: whole envelope, payload and state JSON in memory.
+    """Restore as Sekiban's byte[] path does (:mod:`sekiops.pipeline.restore_legacy`), write the JSON.
 
-    Reads the row, the whole envelope (StateData or blob), parses it with ``json.loads``,
-    Base64-decodes the inline payload (or reads the whole payload blob), gunzips it in one call
-    and writes the state JSON. For benchmarks only.
+    For benchmarks only.
     """
     from ..blob import open_blob_store
     from ..pipeline.memory import MemoryProbe
@@ -1069,14 +1068,10 @@ def legacy_restore_child(args) -> dict:
         with MemoryProbe(heap=args.heap) as probe:
             start = time.perf_counter()
             legacy = legacy_restore(state, blob, args.projector, args.projector_version)
-            state_json = legacy.state_json
-            legacy.state_json = b""  # the caller holds the only reference now
             with open(args.out, "wb") as f:
-                f.write(state_json)
+                n = legacy.write_json(f)
                 f.flush()
                 os.fsync(f.fileno())
-            n = len(state_json)
-            del state_json
             total_ms = (time.perf_counter() - start) * 1000.0
     finally:
         state.close()

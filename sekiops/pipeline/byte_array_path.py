@@ -54,6 +54,9 @@ class DotnetBuffer:
             self._map[self.length:end] = data
         self.length = end
 
+    def head(self, n: int) -> bytes:
+        return self._map[:min(n, self.length)] if self.length else b""
+
     def copy(self) -> bytes:
         return self._map[:self.length] if self.length else b""
 
@@ -177,3 +180,69 @@ def envelope_string(meta: EnvelopeMeta, payload: bytes, base64: DotnetBuffer) ->
     sink = _Utf16Sink(inline_envelope_length(meta, len(payload), plus))
     write_inline_envelope(sink, meta, io.BytesIO(payload), len(payload))
     return sink.string
+
+
+# --- restore ---------------------------------------------------------------------------------------
+
+
+def from_base64_string(string: DotnetBuffer) -> DotnetBuffer:
+    """Convert.FromBase64String(string): the bytes (Base64 text of ASCII chars, 2 bytes each)."""
+    import binascii
+
+    out = DotnetBuffer(3 * (string.length // 8) + 3)
+    for chunk in string.chunks(8 * (STEP // 8)):  # whole 4-char groups per step
+        out.append(binascii.a2b_base64(chunk.decode("utf-16-le")))
+    return out
+
+
+def decompress_to_string(payload: DotnetBuffer, backend: GzipBackend, max_bytes: int | None = None) -> DotnetBuffer:
+    """GzipCompression.DecompressToString: ArrayPool copy, GZipStream into a MemoryStream, ToArray,
+    Encoding.UTF8.GetString -> a UTF-16 string. Raw (not gzip) payloads are taken as the JSON bytes."""
+    rented = DotnetBuffer(payload.length)                        # ArrayPool<byte>.Shared.Rent + CopyTo
+    for chunk in payload.chunks():
+        rented.append(chunk)
+    stream = GrowingBuffer(MEMORY_STREAM_FIRST)                  # gz.CopyTo(new MemoryStream())
+    if rented.head(2) == b"\x1f\x8b":
+        _gunzip(rented.chunks(256 * 1024), stream, backend, max_bytes)
+    else:
+        for chunk in rented.chunks():
+            stream.write(chunk)
+    array = DotnetBuffer(stream.buf.length)                      # outMs.ToArray()
+    for chunk in stream.buf.chunks():
+        array.append(chunk)
+    stream.free()
+    rented.free()                                                # ArrayPool.Return
+    string = utf16_string(array.chunks(), array.length)          # Encoding.UTF8.GetString(bytes)
+    array.free()
+    return string
+
+
+def _gunzip(chunks, stream: GrowingBuffer, backend: GzipBackend, max_bytes: int | None) -> None:
+    """Every gzip member in turn (zero padding allowed after the last), into ``stream``."""
+    d = backend.decompressobj()
+    for chunk in chunks:
+        data = chunk
+        while data:
+            if d.eof:
+                if not data.strip(b"\x00"):
+                    break
+                d = backend.decompressobj()
+            stream.write(d.decompress(data, STEP))
+            if max_bytes is not None and stream.buf.length > max_bytes:
+                raise ValueError(f"the decompressed payload exceeds {max_bytes} bytes")
+            data = d.unconsumed_tail or (d.unused_data if d.eof else b"")
+    if not d.eof:
+        raise ValueError("the gzip payload is truncated")
+
+
+def write_utf8(string: DotnetBuffer, out: BinaryIO) -> int:
+    """Write a modelled .NET string as UTF-8 (its original bytes), a step at a time; the byte count."""
+    n = 0
+    dec = codecs.getincrementaldecoder("utf-16-le")("surrogatepass")
+    for chunk in string.chunks():
+        data = dec.decode(chunk).encode("utf-8", "surrogateescape")
+        out.write(data)
+        n += len(data)
+    tail = dec.decode(b"", final=True).encode("utf-8", "surrogateescape")
+    out.write(tail)
+    return n + len(tail)

@@ -1,30 +1,44 @@
-"""Sekiban's byte[] restore path, kept for comparison: everything in memory at once.
+"""Sekiban's byte[] restore path, modelled buffer by buffer, kept for comparison.
 
-The whole envelope (StateData or blob) is read and parsed with ``json.loads``, the inline
-payload Base64-decoded (or the whole payload blob read), and the payload gunzipped in one call:
-memory grows with the snapshot, as in Sekiban (its issue #1145). Benchmarks and the capacity
-model measure it beside the streaming restore; keys are still confined as everywhere else.
+What the grain does (GeneralMultiProjectionActor.SetSnapshotAsync and the projector's
+Deserialize), for a payload of c gzip bytes and a state of S bytes of JSON: the whole envelope as
+a byte[] (StateData, or the record-level blob) parsed into objects, its Base64 payload a UTF-16
+string (8c/3) -- or, offloaded, the whole payload blob read as a byte[] and turned into that
+string by ``FromBytes`` -- then ``GetPayloadBytes`` (c), ``GzipCompression.DecompressToString``
+(ArrayPool copy, MemoryStream growth, ``ToArray`` S, ``GetString`` 2S: 3S held at once). The
+object graph the projector then builds is not modelled (it depends on the projector), so this is
+a lower bound. The buffers are those of :mod:`.byte_array_path`. Keys are still confined.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
+from typing import BinaryIO
 
+from ..errors import CorruptSnapshotError
 from ..format import keys
 from ..format.constants import GZIP_MAGIC
 from ..format.payload import gzip_backend
+from . import byte_array_path as dotnet
 from .restore import find_row
 
 
 @dataclasses.dataclass
 class LegacyRestore:
-    state_json: bytes
+    #: The restored state JSON as the .NET string holding it (UTF-16); write it with write_json().
+    state_string: dotnet.DotnetBuffer
     envelope_location: str
     payload_location: str
     envelope_bytes: int
     compressed_size_bytes: int
+
+    def write_json(self, out: BinaryIO) -> int:
+        """Write the state JSON (its UTF-8 bytes) to ``out``, then free the string; the byte count."""
+        try:
+            return dotnet.write_utf8(self.state_string, out)
+        finally:
+            self.state_string.free()
 
 
 def _field(obj: dict | None, name: str):
@@ -33,9 +47,14 @@ def _field(obj: dict | None, name: str):
     return obj.get(name) or obj.get(name[:1].upper() + name[1:])
 
 
+def _string(text: str) -> dotnet.DotnetBuffer:
+    return dotnet.utf16_string([text.encode("utf-8", "surrogatepass")], len(text.encode("utf-8", "surrogatepass")))
+
+
 def legacy_restore(state, blob, projector_name: str, projector_version: str | None = None) -> LegacyRestore:
     backend = gzip_backend()
     row = find_row(state, projector_name, projector_version)
+    where = f"{state.location}: {row.service_id}/{row.projector_name}/{row.projector_version}"
     if row.is_offloaded:
         with blob.open_read(keys.check_key_scope(row.offload_key, projector_name)) as f:
             env_bytes = f.read()
@@ -43,23 +62,41 @@ def legacy_restore(state, blob, projector_name: str, projector_version: str | No
         with state.open_state_stream(row) as f:
             env_bytes = f.read()
     envelope_bytes = len(env_bytes)
-    if env_bytes[:2] == GZIP_MAGIC:
-        env_bytes = backend.module.decompress(env_bytes, 31)
-    doc = json.loads(env_bytes)
+    try:
+        if env_bytes[:2] == GZIP_MAGIC:
+            env_bytes = backend.module.decompress(env_bytes, 31)
+        doc = json.loads(env_bytes)
+    except (ValueError, OSError) as exc:
+        raise CorruptSnapshotError(f"{where}: the envelope does not parse ({exc})") from None
     del env_bytes
     inline, offloaded = _field(doc, "inlineState"), _field(doc, "offloadedState")
     payload_location = "inline"
     if _field(inline, "payloadBase64"):
-        payload = base64.b64decode(_field(inline, "payloadBase64"))
+        base64 = _string(_field(inline, "payloadBase64"))            # the envelope's PayloadBase64 string
     elif _field(inline, "payloadJson"):
-        payload = _field(inline, "payloadJson").encode()
+        base64 = None
+        text = _field(inline, "payloadJson").encode("utf-8", "surrogatepass")
+        payload = dotnet.DotnetBuffer(len(text))
+        payload.append(text)
     elif offloaded:
         payload_location = "blob"
         with blob.open_read(keys.check_key_scope(_field(offloaded, "offloadKey"), projector_name)) as f:
-            payload = f.read()
+            blob_bytes = f.read()                                         # SnapshotAccessor.ReadAsync -> byte[]
+        base64 = dotnet.base64_string(blob_bytes)                         # FromBytes: PayloadBase64
+        del blob_bytes
     else:
-        payload = b""
-    del doc
-    state_json = backend.module.decompress(payload, 31) if payload[:2] == GZIP_MAGIC else payload
-    return LegacyRestore(state_json, "blob" if row.is_offloaded else "inline", payload_location,
-                         envelope_bytes, len(payload))
+        base64 = None
+        payload = dotnet.DotnetBuffer(0)
+    del doc, inline, offloaded
+    if base64 is not None:
+        payload = dotnet.from_base64_string(base64)                       # GetPayloadBytes()
+        base64.free()
+    compressed = payload.length
+    try:
+        string = dotnet.decompress_to_string(payload, backend)            # the projector's Deserialize
+    except (ValueError, OSError) as exc:
+        raise CorruptSnapshotError(f"{where}: the payload does not decompress ({exc})") from None
+    finally:
+        payload.free()
+    return LegacyRestore(string, "blob" if row.is_offloaded else "inline", payload_location,
+                         envelope_bytes, compressed)
