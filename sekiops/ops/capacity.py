@@ -15,9 +15,10 @@ per op x mode, from a benchmark frame with columns ``op`` (persist|restore), ``m
 Without a benchmark the built-in :data:`DEFAULT_BENCH` is used: the overheads sekiops itself
 measured (:func:`measure_costs`, SQLite state store + local blob store, payloads offloaded as
 Sekiban offloads them above 1,560,576 compressed bytes; CPython 3.11, isal gzip, Linux x86-64). The
-legacy restore there is the byte[] path as Sekiban runs it (whole envelope, whole payload, whole
-state JSON in memory), emulated by :func:`legacy_restore`. .NET's own costs differ (UTF-16 strings,
-MemoryStream doubling); measure your runtime and pass it as ``bench_df`` when the margin matters.
+legacy persist is Sekiban's byte[] path modelled buffer by buffer (UTF-16 strings included, every
+buffer freed as early as .NET could: a lower bound); the legacy restore holds the whole envelope,
+payload and state JSON at once. Measure your runtime and pass it as ``bench_df`` when the margin
+matters.
 
 The state size is the row's ``payloadOriginalBytes`` when the inventory has it. Otherwise it is
 estimated, and ``sizeSource`` says how: from ``payloadCompressedBytes`` x 4.5 (a typical gzip ratio
@@ -32,15 +33,10 @@ whose restore still materialises the whole payload, format reference section 7).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-import tempfile
 from typing import Sequence
 
-from ..errors import SekiopsError, UsageError
+from ..errors import UsageError
 
 GiB = 2**30
 DEFAULT_MEMORY_LIMIT = 4 * GiB
@@ -52,27 +48,27 @@ OPS = ("persist", "restore")
 MODES = ("legacy", "streaming")
 
 #: Overheads measured by :func:`measure_costs` (see the module docstring for the setup). Rows:
-#: (op, mode, size_bytes = uncompressed state JSON, overhead_bytes = peak RSS - RSS before).
-#: Measured 2026-11-30 with ``measure_costs(sizes=(32, 96, 192, 384 MiB))`` on a 2-vCPU Linux x86-64
+#: (op, mode, size_bytes = uncompressed state JSON, overhead_bytes = peak RSS - idle baseline).
+#: Measured 2026-11-30 with ``measure_costs()`` (32, 96, 192, 384 MiB) on a 2-vCPU Linux x86-64
 #: container (CPython 3.11.7, isal gzip, SQLite + local blob store). The fitted slopes: persist
-#: legacy ~1.45 x state size, restore legacy ~2.45 x, both streaming paths flat (~4 MB / ~10 MB).
+#: legacy ~3.0 x state size, restore legacy ~3.2 x, both streaming paths flat (~2.4 MB / ~4.8 MB).
 DEFAULT_BENCH_ROWS: list[tuple[str, str, int, int]] = [
-    ("persist", "streaming", 33553838, 4165632),
-    ("persist", "legacy", 33553838, 50343936),
-    ("restore", "streaming", 33553838, 9646080),
-    ("restore", "legacy", 33553838, 83116032),
-    ("persist", "streaming", 100663163, 4165632),
-    ("persist", "legacy", 100663163, 147832832),
-    ("restore", "streaming", 100663163, 10285056),
-    ("restore", "legacy", 100663163, 247758848),
-    ("persist", "streaming", 201325383, 3293184),
-    ("persist", "legacy", 201325383, 292798464),
-    ("restore", "streaming", 201325383, 10059776),
-    ("restore", "legacy", 201325383, 494174208),
-    ("persist", "streaming", 402653073, 3350528),
-    ("persist", "legacy", 402653073, 584695808),
-    ("restore", "streaming", 402653073, 10293248),
-    ("restore", "legacy", 402653073, 987131904),
+    ('persist', 'legacy', 33553838, 104677376),
+    ('restore', 'legacy', 33553838, 114384896),
+    ('persist', 'streaming', 33553838, 2359296),
+    ('restore', 'streaming', 33553838, 4755456),
+    ('persist', 'legacy', 100663163, 304959488),
+    ('restore', 'legacy', 100663163, 330932224),
+    ('persist', 'streaming', 100663163, 2273280),
+    ('restore', 'streaming', 100663163, 4759552),
+    ('persist', 'legacy', 201325383, 606892032),
+    ('restore', 'legacy', 201325383, 654372864),
+    ('persist', 'streaming', 201325383, 2338816),
+    ('restore', 'streaming', 201325383, 4653056),
+    ('persist', 'legacy', 402653073, 1212121088),
+    ('restore', 'legacy', 402653073, 1303613440),
+    ('persist', 'streaming', 402653073, 2363392),
+    ('restore', 'streaming', 402653073, 4747264),
 ]
 
 #: Scenario name -> (persist mode, restore mode).
@@ -298,78 +294,14 @@ def max_fitting_sizes(fits: dict, memory_limit: int = DEFAULT_MEMORY_LIMIT,
 # --- measuring --------------------------------------------------------------------------------
 
 
-def legacy_restore(state, blob, projector_name: str, projector_version: str | None = None) -> int:
-    """Restore the way Sekiban's byte[] path does (everything in memory); the state JSON byte count."""
-    from ..pipeline.restore_legacy import legacy_restore as restore_in_memory
+def measure_costs(sizes: Sequence[int | str] = (32 * 2**20, 96 * 2**20, 192 * 2**20, 384 * 2**20),
+                  workdir: str | None = None, python: str | None = None, progress=None):
+    """Measure persist/restore overheads, legacy and streaming, for :func:`capacity_table`.
 
-    return len(restore_in_memory(state, blob, projector_name, projector_version).state_json)
-
-
-def _bench_child(argv: list[str]) -> None:
-    """One measurement in a fresh process: prints a JSON object (see measure_costs)."""
-    op, mode, db, blobdir, state_file = argv
-    from ..blob import open_blob_store
-    from ..pipeline.memory import MemoryProbe
-    from ..state import open_state_store
-
-    state = open_state_store(f"sqlite:///{db}")
-    blob = open_blob_store(blobdir)
-    try:
-        if op == "persist":
-            from ..pipeline.persist import PersistOptions, persist_stream
-
-            with open(state_file, "rb") as f:
-                r = persist_stream(state, blob, f, projector_name="CapacityBench", projector_version=mode,
-                                   events_processed=1, last_sortable_unique_id="0" * 30,
-                                   options=PersistOptions(mode=mode, allow_regress=True))
-            out = {"size_bytes": r.original_size_bytes, "peak": r.peak_rss_bytes, "start": r.start_rss_bytes}
-        elif mode == "streaming":
-            from ..pipeline.restore import restore
-
-            r = restore(state, blob, os.devnull, projector_name="CapacityBench", projector_version="streaming")
-            out = {"size_bytes": r.original_size_bytes, "peak": r.peak_rss_bytes, "start": r.start_rss_bytes}
-        else:
-            with MemoryProbe() as probe:
-                n = legacy_restore(state, blob, "CapacityBench", "streaming")
-            out = {"size_bytes": n, "peak": probe.peak_rss, "start": probe.start_rss}
-    finally:
-        state.close()
-    out["overhead_bytes"] = out["peak"] - out["start"]
-    sys.stdout.write(json.dumps(out) + "\n")
-
-
-def measure_costs(sizes: Sequence[int] = (32 * 2**20, 96 * 2**20, 192 * 2**20), workdir: str | None = None,
-                  python: str = sys.executable, timeout: float = 600):
-    """Measure persist/restore overheads, legacy and streaming, one fresh process per point.
-
-    Synthetic projector states of each size (:mod:`sekiops.ops.synth`) go through a SQLite state
-    store and a local blob store in ``workdir`` (a temp dir by default, removed afterwards).
-    Returns a benchmark frame for :func:`capacity_table`: ``op, mode, size_bytes, overhead_bytes,
-    peak_rss_bytes, start_rss_bytes``.
+    A thin use of :func:`sekiops.ops.bench.run_benchmark` (one fresh process per point, embedded
+    SQLite + local blob store, overhead = peak RSS - idle baseline); returns its frame.
     """
-    import pandas as pd
+    from .bench import run_benchmark
 
-    from .synth import write_state
-
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="sekiops-capacity-", dir=workdir) as tmp:
-        for size in sizes:
-            db = os.path.join(tmp, f"bench-{size}.db")
-            blobdir = os.path.join(tmp, f"blobs-{size}")
-            state_file = os.path.join(tmp, f"state-{size}.json")
-            with open(state_file, "wb") as f:
-                write_state(f, int(size))
-            for op, mode in (("persist", "streaming"), ("persist", "legacy"), ("restore", "streaming"),
-                             ("restore", "legacy")):
-                code = ("import sys; from sekiops.ops.capacity import _bench_child; _bench_child(sys.argv[1:])")
-                proc = subprocess.run([python, "-c", code, op, mode, db, blobdir, state_file],
-                                      capture_output=True, text=True, timeout=timeout)
-                if proc.returncode != 0:
-                    raise SekiopsError(f"benchmark {op}/{mode} at {size} bytes failed: "
-                                       f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-                got = json.loads(proc.stdout.strip().splitlines()[-1])
-                rows.append({"op": op, "mode": mode, "size_bytes": got["size_bytes"],
-                             "overhead_bytes": got["overhead_bytes"], "peak_rss_bytes": got["peak"],
-                             "start_rss_bytes": got["start"]})
-            os.unlink(state_file)
-    return pd.DataFrame(rows)
+    return run_benchmark(sizes=sizes, modes=MODES, ops=OPS, workdir=workdir, python=python, codec=False,
+                         cleanup=True, progress=progress)
