@@ -228,3 +228,67 @@ class WriteBehind:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+
+class ReadAhead:
+    """Reads ``read(size)`` chunks on one thread while the caller works on the previous ones.
+
+    Iterate it for the chunks (the source's end ends the iteration; a failed read is raised
+    there). At most ``depth`` chunks wait. Use as a context manager: leaving early stops the
+    reader thread.
+    """
+
+    _END = object()
+
+    def __init__(self, read: Callable[[int], bytes], size: int = CHUNK, depth: int = 3):
+        import queue
+        import threading
+
+        self._read, self._size = read, size
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sekiops-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._read(self._size)
+                if not data:
+                    break
+                if not self._put(data):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            self._put(exc)
+            return
+        self._put(self._END)
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "ReadAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

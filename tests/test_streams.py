@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from sekiops.streams import WriteBehind
+from sekiops.streams import ReadAhead, WriteBehind
 
 
 def test_writes_arrive_in_order_and_close_waits_for_them():
@@ -63,3 +63,30 @@ def test_a_producer_error_stops_the_writer_and_propagates():
             out.write(b"one")
             raise ValueError("corrupt input")
     assert got in ([], [b"one"])
+
+
+def test_read_ahead_yields_every_chunk_in_order():
+    import io
+
+    data = bytes(range(256)) * 5000
+    with ReadAhead(io.BytesIO(data).read, size=1000, depth=2) as chunks:
+        assert b"".join(chunks) == data
+
+
+def test_read_ahead_raises_a_failed_read_and_stops_when_left_early():
+    calls = []
+
+    def read(n):
+        calls.append(n)
+        if len(calls) == 3:
+            raise OSError(5, "Input/output error")
+        return b"x" * n
+
+    with pytest.raises(OSError, match="Input/output"):
+        with ReadAhead(read, size=10) as chunks:
+            for _ in chunks:
+                pass
+    endless = ReadAhead(lambda n: b"y" * n, size=10, depth=1)
+    with endless as chunks:
+        next(iter(chunks))
+    assert not endless._thread.is_alive()

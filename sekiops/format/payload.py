@@ -86,15 +86,16 @@ class PayloadStats:
 class PayloadEncoder(io.RawIOBase):
     """A writable stream: the projector state JSON goes in, gzip goes to ``out``.
 
-    Counts uncompressed and compressed bytes and hashes the compressed bytes on the way.
-    ``finish()`` flushes the gzip trailer and returns the stats.
+    Counts uncompressed and compressed bytes and hashes the compressed bytes on the way (unless
+    ``hash_output=False``: then ``sha256`` is empty and whoever receives ``out`` hashes, e.g. on
+    another thread). ``finish()`` flushes the gzip trailer and returns the stats.
     """
 
     def __init__(self, out: BinaryIO, backend: GzipBackend | None = None, level: int | None = None,
-                 compress: bool = True):
+                 compress: bool = True, hash_output: bool = True):
         self._out = out
         self._comp = (backend or gzip_backend()).compressobj(level) if compress else None
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if hash_output else None
         self.original_size = 0
         self.compressed_size = 0
         self._stats: PayloadStats | None = None
@@ -104,7 +105,8 @@ class PayloadEncoder(io.RawIOBase):
 
     def _emit(self, data) -> None:
         if data:
-            self._sha.update(data)
+            if self._sha is not None:
+                self._sha.update(data)
             self._out.write(data)
             self.compressed_size += len(data)
 
@@ -120,7 +122,8 @@ class PayloadEncoder(io.RawIOBase):
         if self._stats is None:
             if self._comp is not None:
                 self._emit(self._comp.flush())
-            self._stats = PayloadStats(self.original_size, self.compressed_size, self._sha.hexdigest())
+            self._stats = PayloadStats(self.original_size, self.compressed_size,
+                                       self._sha.hexdigest() if self._sha is not None else "")
         return self._stats
 
 

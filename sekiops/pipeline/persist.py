@@ -28,10 +28,10 @@ from ..format.constants import (BUILD_SOURCE_LEGACY, BUILD_SOURCE_MAX, BUILD_SOU
                                 PAYLOAD_TYPE)
 from ..format.envelope import (EnvelopeMeta, inline_envelope_bytes, offloaded_envelope_bytes,
                                write_inline_envelope)
-from ..format.payload import PayloadEncoder, gzip_backend
+from ..format.payload import PayloadEncoder, PayloadStats, gzip_backend
 from ..format.record import SnapshotRow, check_projector, utcnow
 from ..state.base import StateStore
-from ..streams import CountingWriter
+from ..streams import CountingWriter, ReadAhead, WriteBehind
 from . import failpoints
 from .memory import MemoryProbe
 from .spool import Spool, now_ms, spool_write_error
@@ -178,13 +178,17 @@ class _Job:
             payload = spool.create(self.meta.projector_name)
             self._spool_files.append(payload)
             t = now_ms()
-            enc = PayloadEncoder(payload.file, self.backend, compress=self.opts.compress)
+            # Compression runs here; hashing and the temp-file write run on a second thread.
+            sink = CountingWriter(payload.file, hash_it=True)
             try:
-                write_body(_FailAfterFirstWrite(enc) if failpoints.active() else enc)
-                stats = enc.finish()
+                with WriteBehind(sink.write) as behind:
+                    enc = PayloadEncoder(behind, self.backend, compress=self.opts.compress, hash_output=False)
+                    write_body(_FailAfterFirstWrite(enc) if failpoints.active() else enc)
+                    sizes = enc.finish()
                 payload.file.flush()
             except OSError as exc:
                 raise spool_write_error(exc, self.where) from exc
+            stats = PayloadStats(sizes.original_size, sink.count, sink.sha256)
             self.build_ms += now_ms() - t
             self._payload_stats(stats)
             self.tempfile_bytes += stats.compressed_size
@@ -406,11 +410,9 @@ def persist_stream(state: StateStore, blob: BlobStore | None, source: BinaryIO, 
     """Persist the projector state JSON read from ``source`` (a file or stdin), chunk by chunk."""
 
     def write_body(out: BinaryIO) -> None:
-        while True:
-            chunk = source.read(1024 * 1024)
-            if not chunk:
-                return
-            out.write(chunk)
+        with ReadAhead(source.read) as chunks:  # reading overlaps compression
+            for chunk in chunks:
+                out.write(chunk)
 
     return persist(state, blob, write_body, **kwargs)
 
