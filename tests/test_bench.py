@@ -259,6 +259,14 @@ def test_cli_bench_table_format(tmp_path):
     assert header[:4] == ["op", "mode", "backend", "size_label"] and "overhead_mb" in header
 
 
+def test_cli_bench_out_may_go_into_the_workdir_it_creates(tmp_path):
+    work = tmp_path / "not-yet" / "bench"  # as in docs/benchmarks.md's reproduce script
+    p = _cli("--sizes", "2MB", "--modes", "streaming", "--ops", "persist", "--no-codec", "--workdir", str(work),
+             "--out", str(work / "results.json"), "--baseline-repeats", "1")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((work / "results.json").read_text())["rows"][0]["ok"]
+
+
 @pytest.mark.parametrize("args,needle", [(["--sizes", "10XB"], "bad size"), (["--modes", "fast"], "modes"),
                                          (["--out", "/nonexistent-dir/x.csv"], "does not exist"),
                                          (["--out", "x.txt"], ".csv or .json"),

@@ -75,8 +75,10 @@ def run_bench(args) -> int:
 
         raise GuardRefusedError("sekiops bench writes rows and blobs into the stores given with --state/--blob; "
                                 "add --execute to run it there (nothing was written)")
+    workdir = os.path.abspath(args.workdir) if args.workdir else None
     for path in (args.out, args.chart):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        parent = os.path.dirname(os.path.abspath(path)) if path else None
+        if path and not os.path.isdir(parent) and parent != workdir:  # --workdir is created below
             raise UsageError(f"output directory of {path!r} does not exist")
     if args.out and not args.out.endswith((".csv", ".json")):
         raise UsageError("--out must end in .csv or .json")
