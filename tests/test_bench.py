@@ -106,6 +106,7 @@ def test_small_run_rows_and_columns(small_run):
         assert r["overhead_bytes"] == r["peak_rss_bytes"] - r["baseline_rss_bytes"]
         assert r["wall_s"] > 0 and r["op_s"] > 0 and r["throughput_mb_s"] > 0
         assert r["codec_mb_s"] > 0 and r["ratio_to_codec"] > 0 and r["ratio_to_zlib_codec"] > 0
+        assert r["paired_ratio_to_codec"] > 0
         assert r["envelope_location"] == "inline"
     # 2 MB compresses below Sekiban's payload threshold (inline), 8 MB above it (blob)
     locations = {(r["size_label"], r["op"], r["mode"]): r["payload_location"] for r in pipe.to_dict("records")}
@@ -257,6 +258,22 @@ def test_cli_bench_table_format(tmp_path):
     assert p.returncode == 0, p.stderr
     header = p.stdout.splitlines()[0].split()
     assert header[:4] == ["op", "mode", "backend", "size_label"] and "overhead_mb" in header
+
+
+def test_paired_ratio_is_the_median_of_same_round_ratios(tmp_path):
+    b = bench._Bench(workdir=str(tmp_path), state_url=None, blob_url=None, python=sys.executable, heap=False,
+                     verify=False, repeat=3, baseline_repeats=1, timeout=None, progress=None, cleanup=True,
+                     memory_margin=4.0)
+    state = {"path": "/s.json", "bytes": 10}
+    # the machine slows down in round 2: codec and scenario alike; round 1's scenario failed
+    b.codec_rounds[("/s.json", "isal", "decompress")] = [1.0, 2.0, 1.0]
+    b.scenario_rounds[("/s.json", "isal", "streaming", "restore")] = {0: 1.25, 2: 1.0}
+    b.scenario_rounds[("/s.json", "isal", "streaming", "persist")] = {0: 2.0}
+    assert b.paired_ratio(state, "isal", "streaming", "restore") == 0.9  # median of 0.8 and 1.0
+    assert b.paired_ratio(state, "isal", "streaming", "persist") is None  # no compress rounds
+    b.codec_rounds[("/s.json", "isal", "compress")] = [1.0, 9.0, 9.0]
+    b.scenario_rounds[("/s.json", "isal", "streaming", "persist")] = {0: 2.0, 1: 10.0, 2: 9.5}
+    assert b.paired_ratio(state, "isal", "streaming", "persist") == 0.9  # median of 0.5, 0.9, 0.947
 
 
 def test_cli_bench_out_may_go_into_the_workdir_it_creates(tmp_path):

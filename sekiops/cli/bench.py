@@ -6,7 +6,7 @@ import sys
 
 TABLE_COLUMNS = ["op", "mode", "backend", "size_label", "gzip_backend", "ok", "peak_rss_mb", "baseline_rss_mb",
                  "overhead_mb", "overhead_ratio", "wall_s", "op_s", "throughput_mb_s", "codec_mb_s",
-                 "ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec", "payload_location",
+                 "ratio_to_codec", "paired_ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec", "payload_location",
                  "envelope_location", "error"]
 
 

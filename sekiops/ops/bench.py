@@ -11,7 +11,10 @@ state itself costs. The child's own JSON summary supplies the time spent inside 
 Alongside, the *codec floor*: gzip compress-alone and decompress-alone of the same state bytes,
 streamed file to file (256 KiB reads) in a fresh process, with the backend the pipeline uses and
 with plain zlib. ``ratio_to_codec`` = pipeline throughput / codec throughput (compress for
-persist, decompress for restore), so a pipeline can be judged against what gzip alone allows.
+persist, decompress for restore), so a pipeline can be judged against what gzip alone allows:
+the best run of each over the rounds. ``paired_ratio_to_codec`` is the median, over the rounds,
+of the ratio within one round (codec and scenario run back to back): on a machine whose speed
+drifts, it compares runs that saw the same background load.
 
 Library::
 
@@ -74,7 +77,7 @@ COLUMNS = [
     "op", "mode", "backend", "size_label", "size_bytes", "gzip_backend", "ok", "error",
     "peak_rss_bytes", "baseline_rss_bytes", "overhead_bytes", "overhead_ratio",
     "wall_s", "baseline_wall_s", "op_s", "throughput_mb_s",
-    "codec_mb_s", "ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec",
+    "codec_mb_s", "ratio_to_codec", "paired_ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec",
     "payload_location", "envelope_location", "compressed_bytes",
     "child_peak_rss_bytes", "peak_heap_bytes", "fsync_s", "verified", "command", "repeat", "run_id",
 ]
@@ -463,6 +466,10 @@ class _Bench:
         self._idle_state: dict | None = None
         self._idle_persisted: set[tuple] = set()
         self._codec: dict[tuple, dict] = {}
+        #: per-round seconds, for paired ratios: (state path, gzip, direction) -> [s, ...] and
+        #: (state path, gzip, mode, op) -> {round: s}
+        self.codec_rounds: dict[tuple, list[float]] = {}
+        self.scenario_rounds: dict[tuple, dict[int, float]] = {}
         self.restore_modes = _restore_modes()
         self.env = self._child_env()
 
@@ -614,6 +621,7 @@ class _Bench:
                 if summary is None:
                     res[direction] = {"ok": False, "error": m.error_line(), "measured": m}
                     break
+                self.codec_rounds.setdefault((state["path"], gzip, direction), []).append(summary["seconds"])
                 best = res.get(direction)
                 if best is None or summary["seconds"] < best["seconds"]:
                     peak = max(m.peak_rss_bytes, best["measured"].peak_rss_bytes) if best else m.peak_rss_bytes
@@ -651,6 +659,17 @@ class _Bench:
         if not r or not r.get("ok") or not r.get("seconds"):
             return None
         return state["bytes"] / MB / r["seconds"]
+
+    def paired_ratio(self, state: dict, gzip: str, mode: str, op: str) -> float | None:
+        """Median over rounds of (codec seconds / scenario seconds) within the same round."""
+        direction = "compress" if op == "persist" else "decompress"
+        codec = self.codec_rounds.get((state["path"], gzip, direction), [])
+        runs = self.scenario_rounds.get((state["path"], gzip, mode, op), {})
+        ratios = sorted(codec[r] / s for r, s in runs.items() if r < len(codec) and s > 0)
+        if not ratios:
+            return None
+        mid = len(ratios) // 2
+        return round(ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2, 3)
 
     # -- scenarios --
 
@@ -741,6 +760,7 @@ class _Bench:
                 row["codec_mb_s"] = round(codec, 1)
                 if row["throughput_mb_s"]:
                     row["ratio_to_codec"] = round(row["throughput_mb_s"] / codec, 3)
+                row["paired_ratio_to_codec"] = self.paired_ratio(state, gzip, mode, op)
             if zlib_codec:
                 row["codec_zlib_mb_s"] = round(zlib_codec, 1)
                 if row["throughput_mb_s"]:
@@ -852,6 +872,9 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
                                 else:
                                     outcome = bench.restore(state, label, mode, g, persisted=mode in persisted)
                                 best[key] = _better(best.get(key), outcome)
+                                if outcome.ok:
+                                    bench.scenario_rounds.setdefault((path, g, mode, op), {})[rnd] = \
+                                        _op_seconds(outcome)
                             if last:
                                 row = bench.row(op, mode, state, label, g, best[key])
                                 rows.append(row)
@@ -890,7 +913,10 @@ def _scenario_line(row: dict) -> str:
     if row["throughput_mb_s"]:
         t = f"{row['throughput_mb_s']} MB/s"
         if row["ratio_to_codec"]:
-            t += f" ({row['ratio_to_codec']}x codec)"
+            t += f" ({row['ratio_to_codec']}x codec"
+            if row.get("paired_ratio_to_codec") and (row.get("repeat") or 1) > 1:
+                t += f", paired median {row['paired_ratio_to_codec']}x"
+            t += ")"
         parts.append(t)
     parts.append(f"payload {row['payload_location']}")
     return f"{head}: " + ", ".join(parts)
