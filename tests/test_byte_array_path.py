@@ -110,3 +110,11 @@ def test_truncated_gzip_is_refused():
 def test_from_base64_string_inverts_to_base64_string():
     payload = bytes(range(256)) * 3 + b"\x01"
     assert dotnet.from_base64_string(dotnet.base64_string(payload)).copy() == payload
+
+
+def test_a_gzip_bomb_stops_at_the_declared_size():
+    bomb = gzip.compress(b"\0" * (20 * 2**20))  # 20 MiB of zeros in ~20 KB
+    buf = dotnet.DotnetBuffer(len(bomb))
+    buf.append(bomb)
+    with pytest.raises(ValueError, match="exceeds 1000"):
+        dotnet.decompress_to_string(buf, gzip_backend(), max_bytes=1000)

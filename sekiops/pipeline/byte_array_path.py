@@ -25,6 +25,7 @@ only written pages count -- as with a fresh large .NET array -- and the Python h
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import io
 import mmap
@@ -161,8 +162,6 @@ def serialize_and_compress(write_body: Callable[[BinaryIO], object], backend: Gz
 
 def base64_string(payload: bytes) -> DotnetBuffer:
     """Step 4: Convert.ToBase64String(payload) -> a UTF-16 string."""
-    import binascii
-
     out = DotnetBuffer(2 * 4 * ((len(payload) + 2) // 3))
     view = memoryview(payload)
     step = 3 * (STEP // 4)
@@ -187,8 +186,6 @@ def envelope_string(meta: EnvelopeMeta, payload: bytes, base64: DotnetBuffer) ->
 
 def from_base64_string(string: DotnetBuffer) -> DotnetBuffer:
     """Convert.FromBase64String(string): the bytes (Base64 text of ASCII chars, 2 bytes each)."""
-    import binascii
-
     out = DotnetBuffer(3 * (string.length // 8) + 3)
     for chunk in string.chunks(8 * (STEP // 8)):  # whole 4-char groups per step
         out.append(binascii.a2b_base64(chunk.decode("utf-16-le")))
@@ -197,7 +194,10 @@ def from_base64_string(string: DotnetBuffer) -> DotnetBuffer:
 
 def decompress_to_string(payload: DotnetBuffer, backend: GzipBackend, max_bytes: int | None = None) -> DotnetBuffer:
     """GzipCompression.DecompressToString: ArrayPool copy, GZipStream into a MemoryStream, ToArray,
-    Encoding.UTF8.GetString -> a UTF-16 string. Raw (not gzip) payloads are taken as the JSON bytes."""
+    Encoding.UTF8.GetString -> a UTF-16 string. Raw (not gzip) payloads are taken as the JSON bytes.
+
+    .NET sets no limit; ``max_bytes`` (the declared size) keeps a gzip bomb from taking the machine.
+    """
     rented = DotnetBuffer(payload.length)                        # ArrayPool<byte>.Shared.Rent + CopyTo
     for chunk in payload.chunks():
         rented.append(chunk)

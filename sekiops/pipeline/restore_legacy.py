@@ -87,13 +87,15 @@ def legacy_restore(state, blob, projector_name: str, projector_version: str | No
     else:
         base64 = None
         payload = dotnet.DotnetBuffer(0)
+    declared = _field(inline, "originalSizeBytes") or _field(offloaded, "originalSizeBytes")
+    limit = declared if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0 else None
     del doc, inline, offloaded
     if base64 is not None:
         payload = dotnet.from_base64_string(base64)                       # GetPayloadBytes()
         base64.free()
     compressed = payload.length
     try:
-        string = dotnet.decompress_to_string(payload, backend)            # the projector's Deserialize
+        string = dotnet.decompress_to_string(payload, backend, limit)     # the projector's Deserialize
     except (ValueError, OSError) as exc:
         raise CorruptSnapshotError(f"{where}: the payload does not decompress ({exc})") from None
     finally:
