@@ -24,7 +24,7 @@ from ..errors import (BlobNotFoundError, ConcurrencyConflictError, CorruptSnapsh
                       VersionMismatchError)
 from ..format import keys
 from ..format.envelope import Envelope, read_envelope
-from ..format.payload import decode_payload_to, open_payload
+from ..format.payload import GzipBackend, decode_payload_to, gzip_backend, open_payload
 from ..format.record import SnapshotRow
 from ..state.base import StateStore
 from ..streams import CHUNK, HashingReader, ReadAhead, WriteBehind
@@ -111,11 +111,12 @@ def restore(state: StateStore, blob: BlobStore | None, out: str | BinaryIO, *, p
     """
     opts = options or RestoreOptions()
     spool = spool or Spool()
+    backend = gzip_backend()  # resolved (imported) before the clock starts, as persist does
     with MemoryProbe(heap=opts.measure_heap) as probe:
         start = now_ms()
         for attempt in range(3):
             row = find_row(state, projector_name, projector_version, opts.include_tombstoned)
-            job = _Restore(state, blob, row, opts, spool)
+            job = _Restore(state, blob, row, opts, spool, backend)
             try:
                 job.run(out)
                 break
@@ -179,8 +180,10 @@ def _is_special(path: str) -> bool:
 
 
 class _Restore:
-    def __init__(self, state, blob, row: SnapshotRow, opts: RestoreOptions, spool: Spool):
+    def __init__(self, state, blob, row: SnapshotRow, opts: RestoreOptions, spool: Spool,
+                 backend: GzipBackend | None = None):
         self.state, self.blob, self.row, self.opts, self.spool = state, blob, row, opts, spool
+        self.backend = backend
         self.where = f"{state.location} {row.where}"
         self.verified: list[str] = []
         self.warnings: list[str] = []
@@ -334,7 +337,7 @@ class _Restore:
         with ReadAhead(src.read_chunk, DECODE_READ) as chunks, WriteBehind(f.write) as out:
             pending = iter(chunks)
             self.output_bytes, self.gzip = decode_payload_to(lambda n: next(pending, b""), out.write, where,
-                                                             limit=limit)
+                                                             limit=limit, backend=self.backend)
         self.compressed = src.count
         self._check_payload(src)
 
