@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--payload-type-name", default="", help="envelope multiProjectionPayloadType (informational)")
     p.add_argument("--in", dest="input", required=True, metavar="FILE|-", help="state JSON file, or - for stdin")
     p.add_argument("--mode", choices=["streaming", "legacy"], default="streaming",
-                   help="streaming (bounded memory, default) or legacy (everything in memory, as Sekiban's byte[] path)")
+                   help="streaming (bounded memory, default) or legacy (Sekiban's byte[] path modelled: the "
+                   "state as a UTF-16 string, its UTF-8 copy, gzip, Base64: about 3x the state in memory)")
     p.add_argument("--payload-threshold", type=int, help="offload the payload when compressed bytes exceed this "
                    "(default 1,560,576)")
     p.add_argument("--record-threshold", type=int, help="offload the envelope when its bytes exceed this "
