@@ -16,9 +16,9 @@ Without a benchmark the built-in :data:`DEFAULT_BENCH` is used: the overheads se
 measured (:func:`measure_costs`, SQLite state store + local blob store, payloads offloaded as
 Sekiban offloads them above 1,560,576 compressed bytes; CPython 3.11, isal gzip, Linux x86-64). The
 legacy persist is Sekiban's byte[] path modelled buffer by buffer (UTF-16 strings included, every
-buffer freed as early as .NET could: a lower bound); the legacy restore holds the whole envelope,
-payload and state JSON at once. Measure your runtime and pass it as ``bench_df`` when the margin
-matters.
+buffer freed as early as .NET could: a lower bound), and so is the legacy restore (the whole
+envelope, the Base64 payload string, ``DecompressToString``'s array and UTF-16 string; not the
+projector's object graph). Measure your runtime and pass it as ``bench_df`` when the margin matters.
 
 The state size is the row's ``payloadOriginalBytes`` when the inventory has it. Otherwise it is
 estimated, and ``sizeSource`` says how: from ``payloadCompressedBytes`` x 4.5 (a typical gzip ratio
@@ -51,24 +51,24 @@ MODES = ("legacy", "streaming")
 #: (op, mode, size_bytes = uncompressed state JSON, overhead_bytes = peak RSS - idle baseline).
 #: Measured 2026-11-30 with ``measure_costs()`` (32, 96, 192, 384 MiB) on a 2-vCPU Linux x86-64
 #: container (CPython 3.11.7, isal gzip, SQLite + local blob store). The fitted slopes: persist
-#: legacy ~3.0 x state size, restore legacy ~3.2 x, both streaming paths flat (~2.4 MB / ~4.8 MB).
+#: legacy ~3.0 x state size, restore legacy ~3.2 x, both streaming paths flat (~6-8 MB).
 DEFAULT_BENCH_ROWS: list[tuple[str, str, int, int]] = [
-    ('persist', 'legacy', 33553838, 104677376),
-    ('restore', 'legacy', 33553838, 114384896),
-    ('persist', 'streaming', 33553838, 2359296),
-    ('restore', 'streaming', 33553838, 4755456),
-    ('persist', 'legacy', 100663163, 304959488),
-    ('restore', 'legacy', 100663163, 330932224),
-    ('persist', 'streaming', 100663163, 2273280),
-    ('restore', 'streaming', 100663163, 4759552),
-    ('persist', 'legacy', 201325383, 606892032),
-    ('restore', 'legacy', 201325383, 654372864),
-    ('persist', 'streaming', 201325383, 2338816),
-    ('restore', 'streaming', 201325383, 4653056),
-    ('persist', 'legacy', 402653073, 1212121088),
-    ('restore', 'legacy', 402653073, 1303613440),
-    ('persist', 'streaming', 402653073, 2363392),
-    ('restore', 'streaming', 402653073, 4747264),
+    ("persist", "legacy", 33553838, 105836544),
+    ("restore", "legacy", 33553838, 114388992),
+    ("persist", "streaming", 33553838, 6352896),
+    ("restore", "streaming", 33553838, 5877760),
+    ("persist", "legacy", 100663163, 306143232),
+    ("restore", "legacy", 100663163, 330604544),
+    ("persist", "streaming", 100663163, 7680000),
+    ("restore", "streaming", 100663163, 6139904),
+    ("persist", "legacy", 201325383, 609349632),
+    ("restore", "legacy", 201325383, 654254080),
+    ("persist", "streaming", 201325383, 6733824),
+    ("restore", "streaming", 201325383, 7356416),
+    ("persist", "legacy", 402653073, 1211084800),
+    ("restore", "legacy", 402653073, 1303367680),
+    ("persist", "streaming", 402653073, 7987200),
+    ("restore", "streaming", 402653073, 6221824),
 ]
 
 #: Scenario name -> (persist mode, restore mode).
