@@ -9,28 +9,28 @@ from typing import BinaryIO, Callable
 CHUNK = 1024 * 1024
 
 
+def iter_chunks(src: BinaryIO, chunk: int = CHUNK):
+    """Yield ``src``'s bytes in chunks of up to ``chunk``, reading into one reused buffer when the
+    stream has ``readinto`` (then each chunk is a view, valid until the next one)."""
+    readinto = getattr(src, "readinto", None)
+    if readinto is None:
+        while data := src.read(chunk):
+            yield data
+        return
+    view = memoryview(bytearray(chunk))
+    while got := readinto(view):
+        yield view[:got]
+
+
 def copy_hashing(src: BinaryIO, dst: BinaryIO | None, chunk: int = CHUNK) -> tuple[int, str]:
     """Copy ``src`` to ``dst`` (or nowhere) in chunks; return (bytes, sha256 hex)."""
     h = hashlib.sha256()
     n = 0
-    buf = bytearray(chunk)
-    view = memoryview(buf)
-    readinto = getattr(src, "readinto", None)
-    while True:
-        if readinto is not None:
-            got = readinto(view)
-            if not got:
-                break
-            data = view[:got]
-        else:
-            data = src.read(chunk)
-            if not data:
-                break
-            got = len(data)
+    for data in iter_chunks(src, chunk):
         h.update(data)
         if dst is not None:
             dst.write(data)
-        n += got
+        n += len(data)
     return n, h.hexdigest()
 
 

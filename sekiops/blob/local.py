@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from ..errors import BlobNotFoundError, IntegrityError, StoreError, UnsafeKeyError
 from ..format.constants import PROVIDER_LOCAL
 from ..format.keys import check_key, content_key
+from ..lockfiles import remove_if_unlocked
 from ..streams import copy_hashing
 from .base import BlobInfo, BlobWrite
 
@@ -47,18 +48,10 @@ class LocalBlobStore:
         except OSError:
             return
         for name in names:
-            path = os.path.join(incoming, name)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                remove_if_unlocked(os.path.join(incoming, name))
             except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.unlink(path)
-            except OSError:
-                pass  # a live writer holds it
-            finally:
-                os.close(fd)
+                pass  # left for the next start
 
     @classmethod
     def from_url(cls, url: str, create: bool = True) -> "LocalBlobStore":

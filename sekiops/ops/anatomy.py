@@ -52,6 +52,7 @@ import time
 from typing import BinaryIO, Callable
 
 from ..errors import CorruptSnapshotError, UsageError
+from ..streams import iter_chunks
 
 CHUNK = 4 * 1024 * 1024
 DEFAULT_DEPTH = 3
@@ -571,22 +572,9 @@ def walk(stream: BinaryIO, *, depth: int = DEFAULT_DEPTH, top: int = DEFAULT_TOP
     tok = Tokenizer()
     w = _Walk(depth, top, max_keys)
     done = 0
-    buf = bytearray(chunk_size)
-    view = memoryview(buf)
-    readinto = getattr(stream, "readinto", None)
-    while True:
-        if readinto is not None:
-            got = readinto(view)
-            if not got:
-                break
-            data = bytes(view[:got])
-        else:
-            data = stream.read(chunk_size)
-            if not data:
-                break
-            got = len(data)
-        _process(tok.feed(data), w, np)
-        done += got
+    for data in iter_chunks(stream, chunk_size):
+        _process(tok.feed(bytes(data)), w, np)
+        done += len(data)
         if progress is not None:
             progress(done, total)
     last = tok.finish()

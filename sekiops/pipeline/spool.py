@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from ..errors import SpoolError
+from ..lockfiles import remove_if_unlocked
 
 log = logging.getLogger("sekiops.spool")
 
@@ -120,21 +121,9 @@ class Spool:
         removed = 0
         for path in self._entries():
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                continue  # in use by a live process
-            try:
-                os.unlink(path)
-                removed += 1
+                removed += remove_if_unlocked(path)  # a live process's files stay
             except OSError as exc:
                 log.warning("could not remove orphan temp file %s: %s", path, exc)
-            finally:
-                os.close(fd)
         return removed
 
     def usage(self) -> tuple[int, int]:
