@@ -6,6 +6,8 @@ The CLI turns any of these into one ``error:`` line and exit status 2; anything 
 
 from __future__ import annotations
 
+import errno
+
 
 class SekiopsError(Exception):
     """Base of every expected failure: bad input, bad data, unreachable store, refused guard."""
@@ -47,6 +49,10 @@ class ConcurrencyConflictError(SekiopsError):
     """Compare-and-swap lost: another writer created or moved the row first. Nothing was written."""
 
 
+class BlobChangedError(ConcurrencyConflictError):
+    """A conditional delete found the blob written again since it was certified; nothing deleted."""
+
+
 class StoreUnavailableError(SekiopsError):
     """A state or blob store could not be reached or answered with a transient failure.
 
@@ -79,3 +85,28 @@ class OutputError(SekiopsError):
 
 class GuardRefusedError(SekiopsError):
     """An operational guard refused to go on (regressing EventsProcessed, strict mode, missing --execute)."""
+
+
+class BadInputError(SekiopsError):
+    """Input given to sekiops (a state file, stdin) is not what the command needs: not one JSON
+    document, empty, truncated. The message names the input and the byte offset."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where SIGINT raises KeyboardInterrupt so the same cleanup runs
+    (partial outputs and temp files removed). ``signum``: the CLI exits 128 + signum.
+
+    Not a SekiopsError: nothing may catch it as an ordinary failure and carry on."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def os_reason(exc: OSError) -> str:
+    """A short human reason for an OSError: disk full, permission denied, quota exceeded..."""
+    return {errno.ENOSPC: "disk full", errno.EDQUOT: "quota exceeded", errno.EFBIG: "file too large",
+            errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+            errno.EROFS: "read-only file system", errno.ENAMETOOLONG: "name too long",
+            errno.ENOENT: "no such file or directory", errno.EISDIR: "is a directory",
+            errno.ENOTDIR: "not a directory"}.get(exc.errno or 0, exc.strerror or str(exc))

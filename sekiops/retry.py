@@ -72,7 +72,7 @@ class Backoff:
 
 def call_with_retry(fn: Callable[[], T], *, what: str, policy: RetryPolicy = STORE_POLICY,
                     retry_on: tuple[type[BaseException], ...] = (StoreUnavailableError,),
-                    sleep: Callable[[float], object] = time.sleep,
+                    sleep: Callable[[float], object] | None = None,
                     on_wait: Callable[[str, float, BaseException], object] | None = None,
                     give_up: Callable[[BaseException, Backoff], BaseException] | None = None) -> T:
     """``fn()``, called again on ``retry_on`` errors while the policy allows.
@@ -98,7 +98,7 @@ def call_with_retry(fn: Callable[[], T], *, what: str, policy: RetryPolicy = STO
             log.debug("%s: %s; retry %d in %.3f s", what, exc, backoff.attempt, delay)
             if on_wait is not None:
                 on_wait(what, delay, exc)
-            sleep(delay)
+            (sleep or time.sleep)(delay)
 
 
 __all__ = ["RetryPolicy", "STORE_POLICY", "Backoff", "retry_after_of", "call_with_retry"]

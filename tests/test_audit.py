@@ -14,6 +14,7 @@ import pytest
 
 from sekiops.blob import open_blob_store
 from sekiops.format.envelope import read_envelope
+from sekiops.state import StateCapabilities
 from sekiops.ops.audit import audit_orphans, discover_service_ids, parse_duration, summary_lines
 from sekiops.state import open_state_store
 from sekiops.state.base import iter_rows
@@ -140,10 +141,10 @@ def test_a_missing_envelope_blob_certifies_nothing(deployment):
 
 
 class Opaque:
-    """A store that cannot list its services (a custom StateStore)."""
+    """A store that declares it cannot list every service sharing its table (a custom StateStore)."""
 
     kind = "custom"
-    list_service_ids = None  # a third-party store that cannot list its services
+    capabilities = StateCapabilities(lists_all_services=False)
 
     def __init__(self, inner):
         self._inner = inner
@@ -155,9 +156,9 @@ class Opaque:
 def test_unknown_services_certify_nothing_unless_named(deployment):
     state, other, blob, info, state_url, blob_url, open_state = deployment
     opaque = Opaque(state)
-    assert discover_service_ids(opaque) == (None, "own-only")
+    assert discover_service_ids(opaque) == (None, "partial")
     report = audit_orphans(opaque, blob)
-    assert not report["certified"] and report["orphans"] == [] and report["servicesSource"] == "own-only"
+    assert not report["certified"] and report["orphans"] == [] and report["servicesSource"] == "partial"
     assert "only service 'default' was covered" in report["reason"]
     report = audit_orphans(opaque, blob, services=["default", "other"],
                            state_for=lambda s: open_state(s))
@@ -175,6 +176,8 @@ def test_store_listing_is_used_when_offered(deployment):
     state, other, blob, info, *_ = deployment
 
     class Lister(Opaque):
+        capabilities = StateCapabilities()
+
         def list_service_ids(self):
             return ["other"]
 
@@ -193,8 +196,9 @@ def test_parse_duration():
     assert parse_duration("7d") == timedelta(days=7)
     assert parse_duration("0") == timedelta(0)
     assert parse_duration("90s") == timedelta(seconds=90)
+    assert parse_duration("3600") == timedelta(hours=1)  # a bare number is seconds, in every option
     assert parse_duration(timedelta(hours=2)) == timedelta(hours=2)
-    for bad in ("1x", "-1h", "h", "24", ""):
+    for bad in ("1x", "-1h", "h", "24 parsecs", ""):
         with pytest.raises(UsageError):
             parse_duration(bad)
 

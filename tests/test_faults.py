@@ -90,12 +90,12 @@ def persist_sleeps(monkeypatch):
 
 @pytest.fixture
 def cosmos_sleeps(monkeypatch):
-    import sekiops.state.cosmos as cosmos_mod
+    import sekiops.retry as retry_mod  # the one retry rule every store uses
 
     sleeps: list[float] = []
     fake = types.SimpleNamespace(sleep=sleeps.append, time=time.time, monotonic=time.monotonic,
                                  perf_counter=time.perf_counter)
-    monkeypatch.setattr(cosmos_mod, "time", fake)
+    monkeypatch.setattr(retry_mod, "time", fake)
     return sleeps
 
 

@@ -282,11 +282,13 @@ class CountingStream(io.RawIOBase):
 
 
 class CountingState:
-    """A state store proxy recording every stream it hands out."""
+    """A real state store behind a proxy recording every stream and range read it hands out
+    (capabilities are the real store's)."""
 
     def __init__(self, inner):
         self._inner = inner
         self.streams: list = []
+        self.ranges: list = []
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
@@ -296,11 +298,17 @@ class CountingState:
         self.streams.append((row.where, s))
         return s
 
+    def read_state_range(self, row, offset, length):
+        data = self._inner.read_state_range(row, offset, length)
+        self.ranges.append((row.where, offset, len(data)))
+        return data
+
 
 class CountingBlob:
     def __init__(self, inner):
         self._inner = inner
         self.streams: list = []
+        self.ranges: list = []
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
@@ -309,6 +317,11 @@ class CountingBlob:
         s = CountingStream(self._inner.open_read(key))
         self.streams.append((key, s))
         return s
+
+    def read_range(self, key, offset, length):
+        data = self._inner.read_range(key, offset, length)
+        self.ranges.append((key, offset, len(data)))
+        return data
 
 
 # --- tests ----------------------------------------------------------------------------------------------
@@ -455,83 +468,57 @@ def test_1000_rows_fetch_no_payload(tmp_path_factory):
     base, info = many_rows_deployment(tmp_path_factory)
     state_url, blob_url = embedded_urls(base, "dep")
     state, blob = open_state_store(state_url, create=False), open_blob_store(blob_url)
-    ranges = []
-    real_range = inv._sqlite_range
-
-    def counting_range(st, row, offset, length):
-        data = real_range(st, row, offset, length)
-        ranges.append((row.where, len(data or b"")))
-        return data
-
+    assert state.capabilities.range_reads and blob.capabilities.range_reads  # SQLite and local files declare them
     cs, cb = CountingState(state), CountingBlob(blob)
-    try:
-        inv._sqlite_range = counting_range
-        t = time.perf_counter()
-        df = inv.inventory(cs, cb, check_blobs=True)
-        heads_s = time.perf_counter() - t
-    finally:
-        inv._sqlite_range = real_range
+    t = time.perf_counter()
+    df = inv.inventory(cs, cb, check_blobs=True)
+    heads_s = time.perf_counter() - t
     payload_keys = set(df["payloadKey"].dropna())
     assert len(df) == MANY_ROWS and not df["flag_undecodable"].any() and not df["flag_missing_blob"].any()
-    # one bounded head per inline row (<= 60 KiB), one per record-offloaded envelope blob
-    assert len(cs.streams) == int((~df["isOffloaded"]).sum())
-    assert len(cb.streams) == int(df["isOffloaded"].sum()) > 20
+    # bounded range reads only: no open-ended stream, a head (and maybe a tail) per row
+    assert cs.streams == [] and cb.streams == []
+    heads = [r for r in cs.ranges if r[1] == 0]
+    assert len(heads) == int((~df["isOffloaded"]).sum())
+    assert len({k for k, _, _ in cb.ranges}) == int(df["isOffloaded"].sum()) > 20
     per_row: dict = {}
-    for where, s in cs.streams:
-        assert s.count <= inv.HEAD_BYTES
-        per_row[where] = per_row.get(where, 0) + s.count
-    for where, n in ranges:
-        assert n <= inv.TAIL_BYTES
+    for where, offset, n in cs.ranges + cb.ranges:
+        assert n <= (inv.HEAD_BYTES if offset == 0 else inv.TAIL_BYTES)
         per_row[where] = per_row.get(where, 0) + n
-    assert ranges and max(per_row.values()) <= inv.HEAD_BUDGET
-    for key, s in cb.streams:
-        assert key not in payload_keys  # never a payload blob
-        assert s.count <= inv.HEAD_BUDGET
+    assert max(per_row.values()) <= inv.HEAD_BUDGET
+    assert not payload_keys & {k for k, _, _ in cb.ranges}  # never a payload blob
     assert len(payload_keys) > 20  # payload-offloaded rows: their keys were seen, never opened
     assert df[df["lifecycle"] == "active"]["envelopeMetaKnown"].all()
 
     cs2, cb2 = CountingState(state), CountingBlob(blob)
-    t = time.perf_counter()
     df2 = inv.inventory(cs2, cb2, read_envelope_heads=False)
-    meta_s = time.perf_counter() - t
-    assert len(df2) == MANY_ROWS and cs2.streams == [] and cb2.streams == []
-    print(f"\n{MANY_ROWS:,} rows (built in {info['build_seconds']:.1f} s): inventory with heads {heads_s:.2f} s "
-          f"({df.attrs['headBytesRead']:,} head bytes), metadata only {meta_s:.2f} s")
+    assert len(df2) == MANY_ROWS and cs2.streams == cs2.ranges == [] and cb2.streams == cb2.ranges == []
+    assert heads_s > 0
     state.close()
 
 
-class RangedState(CountingState):
-    """A store offering the bounded range read the inventory prefers (what the stores are asked to add)."""
+def test_streams_are_used_when_a_store_declares_no_range_reads(embedded):
+    """A store without range reads (Cosmos DB, or a third party's) is read through a stream cut
+    off at the head budget."""
+    from sekiops.state import StateCapabilities
 
-    def __init__(self, inner):
-        super().__init__(inner)
-        self.ranges: list = []
+    state, blob, *_ = embedded
+    build_deployment(state, blob)
 
-    def read_state_range(self, row, offset, length):
-        with self._inner.open_state_stream(row) as s:
-            s.read(offset)
-            data = s.read(length)
-        self.ranges.append((row.where, offset, len(data)))
-        return data
+    class NoRanges(CountingState):
+        capabilities = StateCapabilities(range_reads=False)
 
-
-class RangedBlob(CountingBlob):
-    def __init__(self, inner):
-        super().__init__(inner)
-        self.ranges: list = []
-
-    def read_range(self, key, offset, length):
-        with self._inner.open_read(key) as s:
-            s.seek(offset)
-            data = s.read(length)
-        self.ranges.append((key, offset, len(data)))
-        return data
+    ns = NoRanges(state)
+    df = inv.inventory(ns, blob)
+    rows = _by(df)
+    assert ns.ranges == [] and ns.streams
+    assert all(st.count <= inv.HEAD_BUDGET for _, st in ns.streams)  # head, and a tail when it can seek
+    assert rows["Small/1"].envelopeMetaKnown and not df["flag_undecodable"].any()
 
 
-def test_range_reads_are_used_when_stores_offer_them(embedded):
+def test_range_reads_are_used_when_stores_declare_them(embedded):
     state, blob, *_ = embedded
     info = build_deployment(state, blob)
-    rs, rb = RangedState(state), RangedBlob(blob)
+    rs, rb = CountingState(state), CountingBlob(blob)
     df = inv.inventory(rs, rb)
     rows = _by(df)
     assert rs.streams == [] and rb.streams == []  # no open-ended stream was opened

@@ -698,12 +698,16 @@ def test_gc_blobs_on_azurite_keeps_every_referenced_blob(tmp_path, azure_storage
     assert {k.key for k in blob.list()} == referenced
 
 
-def test_gc_blobs_puts_a_blob_back_when_a_row_takes_it_during_the_delete(tmp_path):
+def test_gc_blobs_never_deletes_a_blob_a_row_takes_before_the_delete(tmp_path):
+    """A grain persists a row using the blob between the plan and the delete: the references are
+    read again right before the delete, so the blob is kept (skipped, not deleted and put back)."""
     db, blob_url, blob, a, b, orphans, referenced = gc_fixture(tmp_path)
     age(blob_url, [k.key for k in blob.list()])
     taken = []
 
     def before_write(item, prep):  # a grain persists a row using this blob just as it is deleted
+        if taken:
+            return
         env = offloaded_envelope_bytes(EnvelopeMeta(projector_name=item.item.split("/")[0], projector_version="v9"),
                                        item.item, blob.provider, item.delete_bytes)
         row = SnapshotRow(service_id="svc-b", projector_name=item.item.split("/")[0], projector_version="v9")
@@ -714,9 +718,42 @@ def test_gc_blobs_puts_a_blob_back_when_a_row_takes_it_during_the_delete(tmp_pat
         plan = make_plan("gc-blobs", ep, grace_hours=1)
         result = run_plan(plan, ep, RunOptions(execute=True, journal="gc.jsonl", canary=0,
                                                hooks={"before_write": before_write}))
+    assert result.status == "complete" and len(taken) == 1, result.message
+    assert result.counts["skipped"] == 1 and result.counts["done"] == len(orphans) - 1
+    assert any("referenced by" in (i["reason"] or "") for i in result.items if i["result"] == "skipped")
+    assert blob.exists(taken[0])
+    assert all(blob.exists(k) for k in referenced)
+
+
+def test_gc_blobs_puts_a_blob_back_when_a_row_takes_it_during_the_delete(tmp_path):
+    """The row lands after the references were read and after the delete: verification sees it
+    and the blob is put back from the backup under its exact key."""
+    db, blob_url, blob, a, b, orphans, referenced = gc_fixture(tmp_path)
+    age(blob_url, [k.key for k in blob.list()])
+    taken = []
+
+    def after_delete(key):
+        env = offloaded_envelope_bytes(EnvelopeMeta(projector_name=key.split("/")[0], projector_version="v9"),
+                                       key, blob.provider, 100)
+        row = SnapshotRow(service_id="svc-b", projector_name=key.split("/")[0], projector_version="v9")
+        b.write(row, io.BytesIO(env), len(env), None)
+        taken.append(key)
+
+    with open_endpoints("gc-blobs", db, blob_url, service_id="svc-a") as ep:
+        plan = make_plan("gc-blobs", ep, grace_hours=1)
+        step_delete = ep.blob.delete
+
+        def delete_then_row(key, **kw):  # the row is written in the instant after the delete
+            done = step_delete(key, **kw)
+            if not taken:
+                after_delete(key)
+            return done
+
+        ep.blob.delete = delete_then_row
+        result = run_plan(plan, ep, RunOptions(execute=True, journal="gc.jsonl", canary=0))
     assert result.status == "failed" and result.counts["reverted"] == 1 and len(taken) == 1
     assert "referenced the blob right after it was deleted" in result.message
-    assert blob.exists(taken[0])  # put back from the backup, same content-addressed key
+    assert blob.exists(taken[0])  # put back from the backup, same key
     assert all(blob.exists(k) for k in referenced)
 
 

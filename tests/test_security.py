@@ -236,9 +236,13 @@ def test_restore_output_file_mode_follows_umask(tmp_path):
 
 # --- 2. local blob keys confined to the root -----------------------------------------------------
 
-ESCAPING_KEYS = ["..", "../x.bin", "a/../../x.bin", "/etc/passwd", "/tmp/x.bin", "a\\..\\x.bin", "C:/x.bin",
-                 "a//b.bin", "./a.bin", "a/./b.bin", "a/\x00.bin", "a/\n.bin", "", ".sekiops-incoming/a.bin",
+ESCAPING_KEYS = ["..", "../x.bin", "a/../../x.bin", "a\\..\\x.bin", "./a.bin", "a/./b.bin", "a/\x00.bin",
+                 "a/\n.bin", "", ".sekiops-incoming/a.bin", ".sekiops-quarantine/a.bin", "a/", "/",
                  "a/" + "b" * 2000 + ".bin"]
+#: keys that look like paths outside the root but are valid Sekiban 10.23 keys (literal prefixes):
+#: the local store keeps each inside its root, under exactly that name
+CONFINED_KEYS = ["/etc/passwd", "/tmp/x.bin", "C:/x.bin", "a//b.bin", "\\etc\\passwd", "///x.bin", " /x.bin",
+                 "/" + "p" * 300 + "/x.bin"]
 
 
 @pytest.mark.parametrize("key", ESCAPING_KEYS, ids=[repr(k)[:30] for k in ESCAPING_KEYS])
@@ -246,11 +250,28 @@ def test_local_store_refuses_escaping_keys(tmp_path, key):
     root = tmp_path / "root"
     store = open_blob_store(str(root))
     for op in (store.open_read, store.stat, store.exists, store.delete,
-               lambda k: store.write(io.BytesIO(b"x"), k)):  # the key as the name of a write
+               lambda k: store.write_key(io.BytesIO(b"x"), k)):
         with pytest.raises(UnsafeKeyError):
             op(key)
+    try:  # the key as the name of a write: refused, or normalised as Sekiban does, inside the root
+        store.write(io.BytesIO(b"x"), key)
+    except UnsafeKeyError:
+        pass
     outside = [p for p in tmp_path.rglob("*") if not str(p).startswith(str(root))]
     assert outside == []
+
+
+@pytest.mark.parametrize("key", CONFINED_KEYS, ids=[repr(k)[:30] for k in CONFINED_KEYS])
+def test_local_store_confines_prefixed_keys(tmp_path, key):
+    root = tmp_path / "root"
+    store = open_blob_store(str(root))
+    store.write_key(io.BytesIO(b"confined"), key)
+    with store.open_read(key) as f:
+        assert f.read() == b"confined"
+    assert [b.key for b in store.list()] == [key]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files and all(str(p).startswith(str(root) + os.sep) for p in files)
+    assert store.delete(key) and not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
 def test_local_store_never_follows_symlinks(tmp_path):

@@ -1,35 +1,26 @@
-"""Blob stores, chosen by URL scheme through a small registry (papermill-style handlers).
+"""Blob stores, chosen by URL scheme through a registry (built-ins, ``register()``, entry points).
 
 ``file:///dir`` or a plain path: :mod:`.local`; ``memory://``: :mod:`.memory`;
-``azblob://CONTAINER`` or ``azblob://ACCOUNT.blob.core.windows.net/CONTAINER``: :mod:`.azure`.
+``azblob://CONTAINER`` or ``azblob://ACCOUNT.blob.core.windows.net/CONTAINER``: :mod:`.azure`;
+``s3://BUCKET``: :mod:`.s3`. Every URL may carry Sekiban's key prefix as ``?prefix=...``.
+Third-party backends: entry point group ``sekiops.blob_stores``.
 """
 
 from __future__ import annotations
 
-import importlib
+from ..registry import SchemeRegistry, url_scheme
+from ..urls import BLOB_URL_ENV, remember_environment_secrets, remember_url_secrets, resolve
+from .base import BlobCapabilities, BlobInfo, BlobStore, BlobWrite
 
-from ..errors import UsageError
-from ..urls import BLOB_URL_ENV, redact, resolve
-from .base import BlobInfo, BlobStore, BlobWrite
-
-#: scheme -> "module:factory"; factories take the URL and return a BlobStore.
-REGISTRY: dict[str, str] = {
+BACKENDS = SchemeRegistry("blob store", "sekiops.blob_stores", {
     "file": "sekiops.blob.local:LocalBlobStore.from_url",
     "memory": "sekiops.blob.memory:MemoryBlobStore.from_url",
     "azblob": "sekiops.blob.azure:AzureBlobStore.from_url",
-}
-
-
-def register(scheme: str, target: str) -> None:
-    REGISTRY[scheme] = target
-
-
-def _load(target: str):
-    module, _, attr = target.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+    "s3": "sekiops.blob.s3:S3BlobStore.from_url",
+})
+#: The built-in backends (scheme -> "module:factory"); see BACKENDS for the live registry.
+REGISTRY = BACKENDS.builtins
+register = BACKENDS.register
 
 
 def open_blob_store(url: str | None = None, create: bool = True) -> BlobStore | None:
@@ -40,12 +31,11 @@ def open_blob_store(url: str | None = None, create: bool = True) -> BlobStore | 
     url = resolve(url, BLOB_URL_ENV)
     if url is None:
         return None
-    scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
-    if scheme not in REGISTRY:
-        raise UsageError(f"unknown blob store URL scheme {scheme!r} in {redact(url)!r}; "
-                         f"known: {', '.join(sorted(REGISTRY))}")
-    factory = _load(REGISTRY[scheme])
+    remember_environment_secrets()
+    remember_url_secrets(url)
+    factory = BACKENDS.factory(url_scheme(url, default="file"), url)
     return factory(url) if create else factory(url, create=False)
 
 
-__all__ = ["BlobInfo", "BlobStore", "BlobWrite", "open_blob_store", "register", "REGISTRY"]
+__all__ = ["BlobCapabilities", "BlobInfo", "BlobStore", "BlobWrite", "open_blob_store", "register",
+           "BACKENDS", "REGISTRY"]

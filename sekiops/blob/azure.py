@@ -51,9 +51,11 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core import MatchConditions
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
 from ..errors import (
+    BlobChangedError,
     BlobNotFoundError,
     IntegrityError,
     SekiopsError,
@@ -64,9 +66,10 @@ from ..errors import (
     UsageError,
 )
 from ..format.constants import PROVIDER_AZURE
-from ..format.keys import check_key, content_key
+from ..format.keys import check_key, content_hash
 from ..streams import copy_hashing, read_full
-from .base import BlobInfo, BlobWrite
+from ..timeouts import Timeouts, timeouts_for
+from .base import BlobCapabilities, BlobInfo, BlobStore, BlobWrite, check_if_version
 
 log = logging.getLogger(__name__)
 
@@ -87,26 +90,32 @@ INCOMING = ".sekiops-incoming"
 CONTENT_TYPE = "application/octet-stream"
 #: Bounded retries (the SDK's defaults wait 15 s, 18 s, 24 s...): with 3 retries a refusing
 #: endpoint fails after ~11 s of backoff, a silent one after 4 connect timeouts more (~27 s).
-#: A server that accepts and then hangs is given READ_TIMEOUT per try.
+#: A server that accepts and then goes silent is given the store's silence deadline
+#: (sekiops.timeouts: ``?timeout=``, $SEKIOPS_TIMEOUT, default 60 s) per try.
 RETRY_TOTAL = 3
 RETRY_INITIAL_BACKOFF = 1.0
 RETRY_INCREMENT_BASE = 1.6
 RETRY_JITTER = 0.5
+#: per-try connect timeout (a lower ``?connect_timeout=`` wins)
 CONNECTION_TIMEOUT = 4
-READ_TIMEOUT = 30
 
 _CONTAINER_RE = re.compile(r"^(\$root|\$web|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
 _ACCOUNT_RE = re.compile(r"^[a-z0-9]{3,24}$")
 
 
-class AzureBlobStore:
-    """A :class:`~sekiops.blob.base.BlobStore` over one Azure Blob Storage container."""
+class AzureBlobStore(BlobStore):
+    """A :class:`~sekiops.blob.base.BlobStore` over one Azure Blob Storage container.
+
+    Versions are ETags (every write, even of the same bytes, changes it), so a conditional
+    delete is one ``Delete Blob`` with ``If-Match``.
+    """
 
     provider = PROVIDER_AZURE
+    capabilities = BlobCapabilities(range_reads=True, conditional_delete=True)
 
     def __init__(self, service: BlobServiceClient, container: str, *,
                  block_size: int = DEFAULT_BLOCK_SIZE, concurrency: int = DEFAULT_CONCURRENCY,
-                 credential_kind: str = "unknown", provider: str | None = None):
+                 credential_kind: str = "unknown", provider: str | None = None, prefix: str = ""):
         if block_size < 1 or block_size > MAX_BLOCK_SIZE:
             raise UsageError(f"azure block size must be 1..{MAX_BLOCK_SIZE} bytes, not {block_size}")
         if concurrency < 1 or concurrency > 64:
@@ -122,6 +131,7 @@ class AzureBlobStore:
         self.credential_kind = credential_kind
         self._container_ready = False
         self._lock = threading.Lock()
+        self.prefix = prefix
         if provider:
             self.provider = provider
 
@@ -134,9 +144,10 @@ class AzureBlobStore:
             raise UsageError(f"not an azblob:// URL: {_redact_url(url)!r}")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         sas = None
+        prefix = query.pop("prefix", "")
         if "sig" in query:
-            # The whole query is a SAS token; our own options cannot be mixed into it.
-            sas = parts.query
+            # The rest of the query is a SAS token; only ``prefix`` may be mixed into it.
+            sas = "&".join(p for p in parts.query.split("&") if not p.startswith("prefix="))
             query = {}
         for k, v in query.items():
             options.setdefault(k, v)
@@ -144,6 +155,7 @@ class AzureBlobStore:
         concurrency = _parse_int(options.pop("concurrency", DEFAULT_CONCURRENCY), "concurrency")
         api_version = options.pop("api_version", None) or os.environ.get(API_VERSION_ENV, "").strip() or None
         retries = _parse_int(options.pop("retries", RETRY_TOTAL), "retries")
+        timeouts = timeouts_for({k: str(options.pop(k)) for k in ("timeout", "connect_timeout") if k in options})
         if not 0 <= retries <= 10:
             raise UsageError(f"azblob option retries={retries} must be 0..10")
         credential = options.pop("credential", None)
@@ -155,7 +167,7 @@ class AzureBlobStore:
         host = parts.hostname or ""
         path = unquote(parts.path).strip("/")
         conn = os.environ.get(CONNECTION_STRING_ENV, "").strip()
-        kw = _client_kwargs(api_version, retries)
+        kw = _client_kwargs(api_version, retries, timeouts)
 
         if "." not in (parts.netloc or ""):
             # azblob://CONTAINER: everything about the account comes from the connection string.
@@ -176,7 +188,7 @@ class AzureBlobStore:
                                  f"string ({_safe_value_error(exc)})") from None
             kind = "connection-string"
             return cls(service, container, block_size=block_size, concurrency=concurrency,
-                       credential_kind=kind, provider=provider)
+                       credential_kind=kind, provider=provider, prefix=prefix)
 
         # azblob://ACCOUNT.blob.core.windows.net/CONTAINER
         container = path
@@ -208,7 +220,7 @@ class AzureBlobStore:
         except ValueError as exc:
             raise UsageError(f"azblob URL {_redact_url(url)!r}: {_safe_value_error(exc)}") from None
         return cls(service, container, block_size=block_size, concurrency=concurrency,
-                   credential_kind=kind, provider=provider)
+                   credential_kind=kind, provider=provider, prefix=prefix)
 
     @property
     def credential(self) -> Any:
@@ -219,7 +231,7 @@ class AzureBlobStore:
 
     def _key(self, key: str) -> str:
         check_key(key)
-        if key.split("/", 1)[0] == INCOMING:
+        if key.split("/", 1)[0].startswith(".sekiops-"):
             raise UnsafeKeyError(f"blob key {key!r} names the store's private incoming folder")
         return key
 
@@ -227,7 +239,7 @@ class AzureBlobStore:
 
     def write(self, stream: BinaryIO, name: str, *, sha256: str | None = None,
               size: int | None = None) -> BlobWrite:
-        self._key(f"{name}/x")
+        self._key(self.key_for(name, "0" * 64))  # a bad name or an over-long prefixed key: refused first
         if sha256 is not None:
             sha256 = sha256.lower()
             if not re.fullmatch(r"[0-9a-f]{64}", sha256):
@@ -250,8 +262,32 @@ class AzureBlobStore:
                 expect_sha, expect_size = digest, n
             else:
                 expect_sha, expect_size = sha256, size
-            key = content_key(name, expect_sha)
+            key = self._key(self.key_for(name, expect_sha))
             return self._write_key(stream, key, expect_sha, expect_size, hashed=sha256 is None)
+        finally:
+            if spool is not None:
+                spool.close()
+
+    def write_key(self, stream: BinaryIO, key: str, *, sha256: str | None = None,
+                  size: int | None = None) -> BlobWrite:
+        """Bytes under exactly ``key`` (a content-addressed key must be their hash), hashed first."""
+        self._key(key)
+        promised = content_hash(key)
+        spool = None
+        try:
+            start = _seek_start(stream)
+            if start is None:
+                spool, n, digest = self._spool(stream, key)
+                stream, start = spool, 0
+            else:
+                n, digest = copy_hashing(stream, None)
+                stream.seek(start)
+            for want, what in ((sha256, "the caller's sha256"), (promised, "the sha256 its key promises")):
+                if want and want != digest:
+                    raise IntegrityError(f"{self.location}: bytes for {key!r} differ from {what}; nothing written")
+            if size is not None and size != n:
+                raise IntegrityError(f"{self.location}: stream for {key!r} has {n} bytes, the caller declared {size}")
+            return self._write_key(stream, key, digest, n, hashed=True)
         finally:
             if spool is not None:
                 spool.close()
@@ -281,14 +317,14 @@ class AzureBlobStore:
             if hashed:
                 # We hashed these bytes ourselves: the key proves the content is already there.
                 log.debug("%s: %s already stored (%d bytes)", self.location, key, existing.size)
-                self._touch(blob, key)
-                return BlobWrite(key, existing.size, expect_sha)
+                if self._touch(blob, key):
+                    return BlobWrite(key, existing.size, expect_sha)
+                existing = None  # deleted between the HEAD and the touch: upload it again
             # The caller's hint names an existing blob: make sure the stream really is those bytes.
             start = _seek_start(stream)
             n, digest = copy_hashing(stream, None)
             self._check(key, expect_sha, expect_size, digest, n)
-            if n == existing.size:
-                self._touch(blob, key)
+            if n == existing.size and self._touch(blob, key):
                 return BlobWrite(key, n, digest)
             # The stored blob's size contradicts its own key: it is damaged. Rewrite it.
             if start is None:
@@ -399,11 +435,17 @@ class AzureBlobStore:
                 raise self._error(exc, "create container for", key) from None
             self._container_ready = True
 
-    def _touch(self, blob, key: str) -> None:
-        """Refresh Last-Modified of a blob written again (skipped upload), so an orphan audit's grace
-        window counts from this write: a snapshot about to point at it is never collected."""
+    def _touch(self, blob, key: str) -> bool:
+        """Refresh Last-Modified and the ETag of a blob written again (skipped upload), so an orphan
+        audit's grace window counts from this write and a gc's conditional delete of the version it
+        certified fails: a snapshot about to point at it is never collected. False when the blob
+        was deleted meanwhile (the caller uploads it again)."""
         try:
-            blob.set_blob_metadata({"sekiopswritten": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")})
+            blob.set_blob_metadata({"sekiopswritten": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")})
+            return True
+        except ResourceNotFoundError as exc:
+            self._real_404(exc, "touch", key)
+            return False
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
             raise self._error(exc, "touch", key) from None
 
@@ -417,7 +459,7 @@ class AzureBlobStore:
             return None
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
             raise self._error(exc, "stat", key) from None
-        return BlobInfo(key, int(p.size), p.last_modified)
+        return BlobInfo(key, int(p.size), p.last_modified, _etag(p.etag))
 
     def open_read(self, key: str) -> BinaryIO:
         self._key(key)
@@ -447,18 +489,40 @@ class AzureBlobStore:
         self._key(key)
         return self._head(self._container.get_blob_client(key), key)
 
-    def exists(self, key: str) -> bool:
-        return self.stat(key) is not None
+    def canonical_key(self, key: str) -> str:
+        """Azure Storage keeps a ``\\`` in a blob name as ``/`` (the listing shows the latter)."""
+        return key.replace("\\", "/")
 
-    def delete(self, key: str) -> bool:
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
         self._key(key)
+        blob = self._container.get_blob_client(key)
         try:
-            self._container.delete_blob(key)
+            return blob.download_blob(offset=offset, length=length, max_concurrency=1).readall()
+        except ResourceNotFoundError as exc:
+            self._real_404(exc, "read", key)
+            raise BlobNotFoundError(f"blob {key!r} not found in {self.location}") from None
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+            if getattr(exc, "status_code", None) == 416:  # range past the end
+                return b""
+            raise self._error(exc, "read", key) from None
+
+    def delete(self, key: str, *, if_version: str | None = None) -> bool:
+        self._key(key)
+        check_if_version(self, if_version)
+        condition = {} if if_version is None else {"etag": if_version,
+                                                    "match_condition": MatchConditions.IfNotModified}
+        try:
+            self._container.delete_blob(key, **condition)
             return True
         except ResourceNotFoundError as exc:
             self._real_404(exc, "delete", key)
             return False
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+            if getattr(exc, "status_code", None) == 412 and if_version is not None:
+                if self.stat(key) is None:  # If-Match on a blob that is gone: nothing to delete
+                    return False
+                raise BlobChangedError(f"{self.location}: blob {key!r} was written again since it was "
+                                       "certified (ETag changed); not deleted") from None
             if _code(exc) == "SnapshotsPresent":
                 raise StoreError(f"{self.location}: blob {key!r} has snapshots; not deleted "
                                  f"(remove the snapshots first)") from None
@@ -480,7 +544,7 @@ class AzureBlobStore:
             for b in items:
                 if b.name.split("/", 1)[0] == INCOMING:
                     continue
-                yield BlobInfo(b.name, int(b.size or 0), b.last_modified)
+                yield BlobInfo(b.name, int(b.size or 0), b.last_modified, _etag(b.etag))
 
     def close(self) -> None:
         for obj in (self._service, self._service.credential if self.credential_kind == "entra-id" else None):
@@ -597,19 +661,28 @@ class _ChunkStream(io.RawIOBase):
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _client_kwargs(api_version: str | None, retries: int = RETRY_TOTAL) -> dict[str, Any]:
+def _client_kwargs(api_version: str | None, retries: int = RETRY_TOTAL,
+                   timeouts: Timeouts | None = None) -> dict[str, Any]:
+    timeouts = timeouts or timeouts_for()
     kw: dict[str, Any] = dict(
         max_single_get_size=DEFAULT_GET_SIZE,
         max_chunk_get_size=DEFAULT_GET_SIZE,
         retry_policy=ExponentialRetry(initial_backoff=RETRY_INITIAL_BACKOFF,
                                       increment_base=RETRY_INCREMENT_BASE, retry_total=retries,
                                       random_jitter_range=RETRY_JITTER),
-        connection_timeout=CONNECTION_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
+        connection_timeout=min(CONNECTION_TIMEOUT, timeouts.connect),
+        read_timeout=timeouts.io,
     )
     if api_version:
         kw["api_version"] = api_version
     return kw
+
+
+def _etag(value: str | None) -> str | None:
+    """One form for an ETag (listings and property reads quote it differently): quoted."""
+    if not value:
+        return None
+    return value if value.startswith('"') else f'"{value}"'
 
 
 def _seek_start(stream: BinaryIO) -> int | None:

@@ -104,6 +104,41 @@ def add_store_args(p: argparse.ArgumentParser, blob: bool = True) -> None:
                    "(default: %(default)s)")
 
 
+def size_type(what: str):
+    """argparse ``type=`` for sizes: ``500MB``, ``4GiB``, ``1_560_576`` (sekiops.units)."""
+    from ..errors import SekiopsError
+    from ..units import parse_size
+
+    def parse(text: str) -> int:
+        try:
+            return parse_size(text, what=what)
+        except SekiopsError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = "size"
+    return parse
+
+
+def duration_type(what: str):
+    """argparse ``type=`` for durations, in seconds: ``90s``, ``30m``, ``24h``, ``7d``, ``3600``."""
+    from ..errors import SekiopsError
+    from ..units import parse_seconds
+
+    def parse(text: str) -> float:
+        try:
+            return parse_seconds(text, what=what)
+        except SekiopsError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = "duration"
+    return parse
+
+
+#: how --help names the accepted forms
+SIZE_HELP = "bytes, or 500MB / 1.5MiB / 4GiB"
+DURATION_HELP = "seconds, or 90s / 30m / 24h / 7d"
+
+
 def open_stores(args, blob: bool = True, create: bool = True):
     """Open the state (and blob) store; read-only commands pass create=False so nothing appears."""
     from ..blob import open_blob_store
@@ -114,9 +149,9 @@ def open_stores(args, blob: bool = True, create: bool = True):
 
 
 def print_json(obj, stream=None) -> None:
-    import json
+    """Indented JSON; long record lists (audit orphans held on disk) are streamed, not built."""
+    from ..spill import write_json
 
     stream = stream or sys.stdout
-    json.dump(obj, stream, indent=2, default=str)
-    stream.write("\n")
+    write_json(obj, stream)
     stream.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .main import add_store_args, print_json
+from .main import DURATION_HELP, SIZE_HELP, add_store_args, duration_type, print_json, size_type
 
 KINDS = ("offload", "reencode", "copy", "gc-blobs")
 SHOWN_ITEMS = 50
@@ -59,15 +59,15 @@ def _migration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
     add_store_args(p)
     p.add_argument("--projector", metavar="NAME", help="only this projector's rows")
-    p.add_argument("--threshold", type=int, metavar="BYTES", help="offload: envelopes larger than this "
-                   "(default: the state store's Sekiban record-offload threshold)")
+    p.add_argument("--threshold", type=size_type("--threshold"), metavar="SIZE", help="offload: envelopes larger "
+                   f"than this ({SIZE_HELP}; default: the state store's Sekiban record-offload threshold)")
     p.add_argument("--payload-level", action="store_true", help="offload: move the payload to a blob and keep a "
                    "small envelope inline (Sekiban-compatible on SQLite) instead of the whole envelope")
     p.add_argument("--to-state", metavar="URL", help="copy: target state store (default: the source's)")
     p.add_argument("--to-blob", metavar="URL", help="copy: target blob store (default: the source's)")
     p.add_argument("--to-service-id", metavar="ID", help="copy: target service id (default: the source's)")
-    p.add_argument("--grace", type=float, default=24.0, metavar="HOURS",
-                   help="gc-blobs: keep blobs modified within this many hours (default %(default)s)")
+    p.add_argument("--grace", type=duration_type("--grace"), default=24 * 3600.0, metavar="DURATION",
+                   help=f"gc-blobs: keep blobs written within this window ({DURATION_HELP}; default 24h)")
     p.add_argument("--services", metavar="A,B,...", help="gc-blobs: every service id whose rows may use the blob "
                    "container (default: all, when the state store can list them)")
     p.add_argument("--rate", type=float, metavar="ROWS_PER_S", help="rate limit (also used by the time estimate)")
@@ -95,7 +95,7 @@ def _open_and_plan(args):
     try:
         services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
         plan = make_plan(args.kind, ep, projector=args.projector, threshold=args.threshold,
-                         payload_level=args.payload_level, grace_hours=args.grace, services=services,
+                         payload_level=args.payload_level, grace_hours=args.grace / 3600, services=services,
                          rate=args.rate)
     except BaseException:
         ep.close()

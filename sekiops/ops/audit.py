@@ -1,108 +1,85 @@
 """Orphan-blob audit: which blobs of a container no snapshot row of any service references.
 
 Report only: nothing is deleted here (``gc-blobs`` consumes the report). Sekiban's rule is that
-absence alone never authorises deletion, so the audit is conservative:
+absence alone never authorises deletion, so the audit follows its ``OffloadKeyEnumerator``
+(dcb-v10.23) and is conservative:
 
-* referenced keys = every row's OffloadKey plus every envelope's ``offloadedState.offloadKey``,
-  over every row (tombstoned included) of every service that may use the container: envelopes
-  are decoded in full (inline StateData or record-level blob; the payload is streamed through,
-  never kept; payload blobs are never opened);
-* an orphan is a listed blob that is not referenced and whose last modification is older than
-  the grace window (default 24 h): a persist uploads its blobs *before* writing the row;
-* if any row cannot be read or decoded, or any service cannot be listed, or the set of services
-  is not known to be complete, the audit certifies nothing: ``orphans`` is empty,
-  ``certified`` is False and ``reason`` says why (``undecodable`` lists the rows).
+* referenced keys = every row's OffloadKey (when offloaded) plus every envelope's
+  ``offloadedState.offloadKey`` (when ``isOffloaded``), over every row — every version,
+  tombstones included — of every service sharing the container (keys carry no ServiceId).
+  Envelopes are walked forward-only (:mod:`sekiops.format.references`): an inline state of any
+  size is never materialised; payload blobs are never opened;
+* a row that cannot be read, or whose envelope Sekiban would call undecodable (not exactly one
+  JSON object, ``isOffloaded`` missing, not a boolean or given twice in any casing, invalid
+  UTF-8, an offloaded envelope without an object ``offloadedState`` and a non-empty string
+  ``offloadKey``...), makes the audit certify nothing: ``orphans`` is empty, ``certified`` is
+  False and ``reason`` says why (``undecodable`` lists the rows);
+* an orphan is a listed blob that is not referenced and whose last write is older than the
+  grace window (default 24 h): a persist uploads its blobs *before* writing the row;
+* references are re-checked after the listing: every row written since the first scan (a new
+  token) is read again, and what it references is no orphan. Between this audit and a delete,
+  gc-blobs re-checks again and deletes only the exact version certified here (``version``).
 
-Services: ``services=[...]`` (explicit), else the store's ``list_service_ids()`` when it has
-one, else a read-only discovery for the built-in stores (distinct ServiceId on SQLite/Postgres,
-pk prefixes on Cosmos), else only the store's own service (then nothing is certified). The
-report's ``services`` / ``servicesSource`` say which were covered.
+Scale: the blob listing is streamed page by page; referenced keys and orphans stay in memory
+up to a budget and then move to private temp files (:mod:`sekiops.spill`), so memory does not
+grow with the number of blobs.
 """
 
 from __future__ import annotations
 
-import copy
-import re
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from ..errors import ConcurrencyConflictError, SekiopsError, UsageError
+from ..format.record import check_service_id
+from ..format.references import read_envelope_reference
+from ..pipeline import failpoints
+from ..spill import KeySet, SpilledList
 from ..state.base import StateStore, iter_rows
+from ..units import format_bytes, format_count, format_duration, parse_duration
 
 DEFAULT_GRACE = timedelta(hours=24)
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days|w|wk|weeks?)\s*$", re.I)
-_UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600,
-          "d": 86400, "day": 86400, "days": 86400, "w": 604800, "wk": 604800, "week": 604800, "weeks": 604800}
-
-
-def parse_duration(text: str | int | float | timedelta) -> timedelta:
-    """``30m``, ``24h``, ``7d``, ``90s``, ``2w`` or ``0`` as a timedelta."""
-    if isinstance(text, timedelta):
-        return text
-    if isinstance(text, (int, float)):
-        if text == 0:
-            return timedelta(0)
-        raise UsageError(f"grace {text!r} needs a unit: e.g. 30m, 24h, 7d")
-    s = str(text).strip()
-    if s in ("0", "0s", "0h", "0m", "0d"):
-        return timedelta(0)
-    m = _DURATION.match(s)
-    if not m:
-        raise UsageError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d or 0)")
-    seconds = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    return timedelta(seconds=seconds)
+__all__ = ["audit_orphans", "audit", "discover_service_ids", "scoped_store", "row_references", "RowWatch",
+           "summary_lines", "orphans_frame", "parse_duration", "DEFAULT_GRACE"]
 
 
 # --- services ------------------------------------------------------------------------------------
 
 
 def discover_service_ids(state: StateStore) -> tuple[list[str] | None, str]:
-    """(service ids, source) of every service in the store, or (None, "own-only") when unknown.
+    """(service ids, source) of every service in the store's table or container.
 
-    ``source``: ``store`` (its ``list_service_ids()``) or ``own-only`` (a store without it).
+    ``source`` is ``store``; (None, ``partial``) when the store declares that its listing may
+    miss services (then only an explicit list lets an audit certify).
     """
-    lister = getattr(state, "list_service_ids", None)
-    if not callable(lister):
-        return None, "own-only"
-    return sorted(set(lister()) | {state.service_id}), "store"
+    if not state.capabilities.lists_all_services:
+        return None, "partial"
+    return sorted(set(state.list_service_ids()) | {state.service_id}), "store"
 
 
 def scoped_store(state: StateStore, service_id: str) -> StateStore:
-    """The same store scoped to another service id (its ``for_service`` when it has one).
-
-    Fallback for the built-in stores, which read ``self.service_id`` on every call: a shallow
-    copy sharing the connection. Do not close the copy (it would close the original's client).
-    """
-    if service_id == state.service_id:
-        return state
-    maker = getattr(state, "for_service", None)
-    if callable(maker):
-        return maker(service_id)
-    from ..format.record import check_service_id
-
-    check_service_id(service_id)
-    clone = copy.copy(state)
-    clone.service_id = service_id
-    return clone
+    """The same store scoped to another service id (it shares the connection; do not close it)."""
+    return state if service_id == state.service_id else state.for_service(check_service_id(service_id))
 
 
 # --- references ----------------------------------------------------------------------------------
 
 
 def row_references(state: StateStore, blob, row) -> list[str]:
-    """Blob keys one row references: its OffloadKey and its envelope's payload key (full decode).
+    """Blob keys one row references, as Sekiban's OffloadKeyEnumerator reads them.
 
-    Raises SekiopsError when the envelope cannot be read or decoded.
+    The row's OffloadKey when it is offloaded, then the envelope's payload key when the envelope
+    is offloaded. Raises SekiopsError when the row is undecodable (see the module docstring).
     """
-    from ..format.envelope import read_envelope
+    from ..errors import CorruptSnapshotError
 
     refs: list[str] = []
     where = f"{state.location} {row.where}"
     if row.is_offloaded:
         if not row.offload_key:
-            raise UsageError(f"{where}: row is offloaded but has no OffloadKey")
+            raise CorruptSnapshotError(f"{where}: row is offloaded but has no OffloadKey")
         refs.append(row.offload_key)
         if blob is None:
             raise UsageError(f"{where}: envelope is in blob storage but no blob store was given")
@@ -112,15 +89,76 @@ def row_references(state: StateStore, blob, row) -> list[str]:
         stream = state.open_state_stream(row)
         where += " StateData"
     try:
-        env = read_envelope(stream, where, payload_sink=None)
+        ref = read_envelope_reference(stream, where)
     finally:
         try:
             stream.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - closing a read stream must not hide the real outcome
             pass
-    if env.is_offloaded and env.offload_key:
-        refs.append(env.offload_key)
+    if ref.is_offloaded and ref.key:
+        refs.append(ref.key)
     return refs
+
+
+class RowWatch:
+    """Row tokens of every service at one moment, and the references of rows written since.
+
+    ``snapshot()`` records every row's compare-and-swap token; ``refresh()`` lists the rows
+    again (metadata only) and reads the references of every row that is new or whose token
+    moved. A changed row that cannot be decoded raises (its references are unknown).
+    """
+
+    def __init__(self, stores: dict[str, StateStore], blob):
+        self.stores = stores
+        self.blob = blob
+        self.tokens: dict[tuple[str, str, str], str | None] = {}
+        self.refs: dict[str, str] = {}
+
+    def remember(self, row) -> None:
+        self.tokens[(row.service_id, row.projector_name, row.projector_version)] = row.token
+
+    def snapshot(self) -> None:
+        self.tokens.clear()
+        for store in self.stores.values():
+            for row in iter_rows(store):
+                self.remember(row)
+
+    def refresh(self) -> list[str]:
+        """Read the references of rows written since the last look; return the new keys."""
+        found: list[str] = []
+        for store in self.stores.values():
+            for row in iter_rows(store):
+                key = (row.service_id, row.projector_name, row.projector_version)
+                if key in self.tokens and self.tokens[key] == row.token:
+                    continue
+                for ref in _changed_row_references(store, self.blob, row):
+                    if ref not in self.refs:
+                        self.refs[ref] = row.where
+                        found.append(ref)
+                self.tokens[key] = row.token
+        return found
+
+    def referenced_by(self, key: str) -> str | None:
+        return self.refs.get(key)
+
+
+def _changed_row_references(store, blob, row) -> list[str]:
+    from ..errors import GuardRefusedError
+
+    refs: list[str] = []
+    for _ in range(3):
+        if row.is_offloaded and row.offload_key:
+            refs.append(row.offload_key)  # kept even if the envelope then fails to decode
+        try:
+            return refs + row_references(store, blob, row)
+        except ConcurrencyConflictError:
+            row = store.get(row.projector_name, row.projector_version)
+            if row is None:
+                return refs
+        except SekiopsError as exc:
+            raise GuardRefusedError(f"{row.where} was written during the audit and cannot be decoded ({exc}); "
+                                    "its references are unknown, so nothing is certified") from None
+    raise GuardRefusedError(f"{row.where} keeps changing; nothing is certified")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -131,27 +169,29 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
                   states: Iterable[StateStore] | None = None,
                   state_for: Callable[[str], StateStore] | None = None,
                   grace: timedelta | str = DEFAULT_GRACE, now: datetime | None = None, prefix: str = "",
-                  progress: Callable[[str, int], object] | None = None) -> dict:
+                  progress: Callable[[str, int], object] | None = None,
+                  after_listing: Callable[[], object] | None = None) -> dict:
     """Audit ``blob`` against the rows of every service; see the module docstring.
 
     ``states``: stores already scoped to each service (their service ids are the services covered
-    unless ``services`` is given); ``state_for(service_id)``: opens a store for a service (the CLI
-    reopens the URL); otherwise :func:`scoped_store`. ``prefix`` limits the blob listing.
-    ``progress(phase, n)`` is called as rows and blobs are counted.
+    unless ``services`` is given); ``state_for(service_id)``: opens a store for a service;
+    otherwise ``state.for_service``. ``prefix`` limits the blob listing. ``progress(phase, n)``
+    is called as rows and blobs are counted. ``after_listing`` runs between the listing and the
+    final reference re-check (tests interleave writes there).
 
-    Returns a dict: ``orphans`` [{key, bytes, lastModified}], ``certified``, ``reason``,
-    ``referenced`` (distinct keys), ``undecodable`` [{serviceId, projectorName, projectorVersion,
-    error}], ``services``, ``servicesSource``, ``rows``, ``tombstonedRows``, ``blobs``,
-    ``blobBytes``, ``orphanBytes``, ``unreferencedWithinGrace`` (young unreferenced blobs),
-    ``missingReferenced`` (referenced keys absent from the listing), ``graceSeconds``, ``asOf``,
-    ``state``, ``blob``, ``warnings``, ``seconds``.
+    Returns a dict: ``orphans`` [{key, bytes, lastModified, version}] (a sequence that may live on
+    disk: iterate it), ``certified``, ``reason``, ``referenced`` (distinct keys), ``undecodable``
+    [{serviceId, projectorName, projectorVersion, error}], ``services``, ``servicesSource``,
+    ``rows``, ``tombstonedRows``, ``blobs``, ``blobBytes``, ``orphanBytes``,
+    ``unreferencedWithinGrace`` (young unreferenced blobs), ``referencedSinceListing`` (blobs a row
+    written during the audit references: no orphans), ``missingReferenced`` (referenced keys
+    absent from the listing), ``graceSeconds``, ``asOf``, ``state``, ``blob``, ``warnings``,
+    ``seconds``.
     """
     if blob is None:
         raise UsageError("the orphan audit needs a blob store (--blob URL or SEKIOPS_BLOB_URL)")
     t0 = time.perf_counter()
-    grace_td = parse_duration(grace)
-    if grace_td < timedelta(0):
-        raise UsageError("grace must not be negative")
+    grace_td = parse_duration(grace, what="grace")
     now = now or datetime.now(timezone.utc)
     warnings: list[str] = []
     reasons: list[str] = []
@@ -160,8 +200,6 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
     for s in states or []:
         by_service.setdefault(s.service_id, s)
     if services is not None:
-        from ..format.record import check_service_id
-
         service_ids = sorted({check_service_id(s) for s in services})
         source = "explicit"
     elif by_service:
@@ -170,66 +208,95 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
         found, source = discover_service_ids(state)
         if found is None:
             service_ids = [state.service_id]
-            reasons.append(f"{state.location} cannot list its service ids: only service {state.service_id!r} "
-                           "was covered; pass services=[...] (--services) naming every service that may use "
-                           "this blob container")
+            reasons.append(f"{state.location} cannot list every service sharing its table: only service "
+                           f"{state.service_id!r} was covered; pass services=[...] (--services) naming every "
+                           "service that may use this blob container")
         else:
             service_ids = found
 
-    refs: dict[str, str] = {}
+    refs = KeySet()
     undecodable: list[dict] = []
     rows = tombstoned = 0
+    watch_stores: dict[str, StateStore] = {}
+    watch = RowWatch(watch_stores, blob)
     for sid in service_ids:
         store = by_service.get(sid)
         try:
             if store is None:
                 store = state_for(sid) if state_for is not None else scoped_store(state, sid)
                 by_service[sid] = store
+            watch_stores[sid] = store
             for row in iter_rows(store):
                 rows += 1
                 tombstoned += int(row.is_tombstoned)
+                watch.remember(row)
                 for ref in _references_with_retry(store, blob, row, undecodable):
-                    refs.setdefault(ref, row.where)
+                    refs.add(ref, row.where)
                 if progress is not None:
                     progress("rows", rows)
         except SekiopsError as exc:
             undecodable.append({"serviceId": sid, "projectorName": None, "projectorVersion": None,
                                 "error": f"cannot list the rows of service {sid!r}: {_short(exc)}"})
-    if undecodable:
-        reasons.append(f"{len(undecodable)} row(s) could not be decoded: their references are unknown, so no "
-                       "blob can be certified as an orphan")
+    if state.capabilities.eventually_consistent_listing:
+        warnings.append(f"{state.location} lists rows with eventual consistency: rows written in the last "
+                        "moments may be missing; gc-blobs re-checks references right before each delete")
 
-    listed = 0
-    total_bytes = 0
-    unreferenced: list[dict] = []
-    young: list[dict] = []
-    seen: set[str] = set()
+    listed = total_bytes = 0
+    candidates = SpilledList()
+    young = SpilledList()
     cutoff = now - grace_td
-    for info in blob.list(prefix):
-        listed += 1
-        total_bytes += info.size
-        seen.add(info.key)
-        if progress is not None and listed % 1000 == 0:
-            progress("blobs", listed)
-        if info.key in refs:
-            continue
-        entry = {"key": info.key, "bytes": info.size, "lastModified": _iso(info.last_modified)}
-        if info.last_modified is None:
-            young.append(entry)
-            warnings.append(f"blob {info.key!r} has no last-modified time: treated as within the grace window")
-        elif info.last_modified > cutoff:
-            young.append(entry)
-        else:
-            unreferenced.append(entry)
-    missing = sorted(k for k in refs if k not in seen and k.startswith(prefix))
-
-    certified = not reasons
-    orphans = unreferenced if certified else []
-    report = {
+    try:
+        for info in blob.list(prefix):
+            listed += 1
+            total_bytes += info.size
+            if progress is not None and listed % 1000 == 0:
+                progress("blobs", listed)
+            if refs.mark_seen(info.key):
+                continue
+            entry = {"key": info.key, "bytes": info.size, "lastModified": _iso(info.last_modified),
+                     "version": info.version}
+            if info.last_modified is None:
+                young.append(entry)
+                warnings.append(f"blob {info.key!r} has no last-modified time: treated as within the grace window")
+            elif info.last_modified > cutoff:
+                young.append(entry)
+            else:
+                candidates.append(entry)
+        failpoints.hit("audit_after_listing")
+        if after_listing is not None:
+            after_listing()
+        late: dict[str, str] = {}
+        try:
+            for key in watch.refresh():
+                late[key] = watch.referenced_by(key) or ""
+                refs.add(key, late[key])
+        except SekiopsError as exc:
+            reasons.append(str(exc))
+        if undecodable:
+            reasons.append(f"{len(undecodable)} row(s) could not be decoded: their references are unknown, so no "
+                           "blob can be certified as an orphan")
+        certified = not reasons
+        orphans = SpilledList()
+        unreferenced = 0
+        referenced_since: list[dict] = []
+        for entry in candidates:
+            if entry["key"] in late:
+                referenced_since.append({**entry, "referencedBy": late[entry["key"]]})
+                continue
+            unreferenced += 1
+            if certified:
+                orphans.append(entry)
+        missing = [{"key": k, "referencedBy": r} for k, r in refs.unseen()
+                   if k.startswith(prefix) and k not in late]
+        referenced = len(refs)
+    finally:
+        candidates.close()
+        refs.close()
+    return {
         "orphans": orphans,
         "certified": certified,
         "reason": "; ".join(reasons) if reasons else None,
-        "referenced": len(refs),
+        "referenced": referenced,
         "undecodable": undecodable,
         "services": service_ids,
         "servicesSource": source,
@@ -239,9 +306,10 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
         "blobBytes": total_bytes,
         "orphanCount": len(orphans),
         "orphanBytes": sum(o["bytes"] for o in orphans),
-        "uncertifiedUnreferencedCount": 0 if certified else len(unreferenced),
+        "uncertifiedUnreferencedCount": 0 if certified else unreferenced,
         "unreferencedWithinGrace": young,
-        "missingReferenced": [{"key": k, "referencedBy": refs[k]} for k in missing],
+        "referencedSinceListing": referenced_since,
+        "missingReferenced": missing,
         "graceSeconds": grace_td.total_seconds(),
         "asOf": now.isoformat(),
         "prefix": prefix or None,
@@ -250,7 +318,6 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
         "warnings": warnings,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return report
 
 
 #: The name gc-blobs looks for first.
@@ -290,18 +357,22 @@ def summary_lines(report: dict) -> list[str]:
     lines = [
         f"state {report['state']}  blob {report['blob']}",
         f"services covered ({report['servicesSource']}): {', '.join(report['services'])}",
-        f"rows {report['rows']} (tombstoned {report['tombstonedRows']}), referenced keys {report['referenced']}, "
-        f"blobs listed {report['blobs']} ({report['blobBytes']} bytes)",
-        f"grace {report['graceSeconds']:.0f} s as of {report['asOf']}",
+        f"rows {format_count(report['rows'])} (tombstoned {format_count(report['tombstonedRows'])}), "
+        f"referenced keys {format_count(report['referenced'])}, blobs listed {format_count(report['blobs'])} "
+        f"({format_bytes(report['blobBytes'])})",
+        f"grace {format_duration(report['graceSeconds'])} as of {report['asOf']}",
     ]
     if report["certified"]:
-        lines.append(f"certified: {report['orphanCount']} orphan(s), {report['orphanBytes']} bytes")
+        lines.append(f"certified: {format_count(report['orphanCount'])} orphan(s), "
+                     f"{format_bytes(report['orphanBytes'])}")
     else:
         lines.append(f"NOT certified: {report['reason']}")
     for u in report["undecodable"]:
         lines.append(f"  undecodable: {u['serviceId']}/{u['projectorName']}/{u['projectorVersion']}: {u['error']}")
     for m in report["missingReferenced"]:
         lines.append(f"  referenced but missing: {m['key']} (by {m['referencedBy']})")
+    for r in report.get("referencedSinceListing") or []:
+        lines.append(f"  referenced by a row written during the audit (no orphan): {r['key']} (by {r['referencedBy']})")
     if report["unreferencedWithinGrace"]:
         lines.append(f"  {len(report['unreferencedWithinGrace'])} unreferenced blob(s) within the grace window "
                      "(not orphans)")
@@ -312,4 +383,4 @@ def orphans_frame(report: dict):
     """The certified orphans of a report as a DataFrame (key, bytes, lastModified)."""
     import pandas as pd
 
-    return pd.DataFrame(report.get("orphans") or [], columns=["key", "bytes", "lastModified"])
+    return pd.DataFrame(list(report.get("orphans") or []), columns=["key", "bytes", "lastModified"])

@@ -16,8 +16,7 @@ What is read, per row:
   envelope fits in the head, its metadata (version, payload sizes). Sekiban writes the metadata
   *after* the inline Base64 payload, so for a bigger inline envelope the metadata is taken from
   a bounded *tail* read (:data:`TAIL_BYTES`) when the source can seek (memory and local-file
-  blobs, a store's ``read_state_range(row, offset, length)`` when it has one, and SQLite's
-  incremental blob I/O); otherwise ``envelopeMetaKnown`` is False and the envelope-derived
+  blobs, and every store that declares range reads in its capabilities); otherwise ``envelopeMetaKnown`` is False and the envelope-derived
   fields are empty;
 * with ``check_blobs``: ``blob.exists`` of every referenced key (row OffloadKey, payload key).
   ``flag_missing_blob`` is also raised without it when the ``stat`` above finds a record-level
@@ -30,8 +29,8 @@ head was not read or its metadata was out of reach (``envelopeMetaKnown``).
 
 What the stores transfer can exceed what is read: PostgreSQL sends a StateData value of up to
 4 MiB in one query, Cosmos DB point-reads the whole document (<= 2 MB) and Azure downloads the
-first 4 MiB range of a blob. Stores that offer ``read_state_range`` / ``read_range`` are asked
-for the bounded ranges only.
+first 4 MiB range of a blob. Stores that declare range reads (``capabilities.range_reads``) are
+asked for the bounded ranges only.
 """
 
 from __future__ import annotations
@@ -193,44 +192,14 @@ def _stitch(head: bytes, tail: bytes, where: str):
     return None
 
 
-def _sqlite_range(state, row: SnapshotRow, offset: int, length: int) -> bytes | None:
-    """A byte range of a SQLite row's StateData through SQLite's incremental blob I/O.
-
-    Stopgap until the state stores offer ``read_state_range``: reads Sekiban's documented table
-    read-only, and only when the row still has the length the listing reported.
-    """
-    import sqlite3
-    from urllib.parse import quote
-
-    path = getattr(state, "path", None)
-    if not path:
-        return None
-    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=10)
-    try:
-        rec = conn.execute("SELECT rowid, length(StateData) FROM dcb_multi_projection_states "
-                           "WHERE ServiceId=? AND ProjectorName=? AND ProjectorVersion=?",
-                           (row.service_id, row.projector_name, row.projector_version)).fetchone()
-        if rec is None or rec[1] is None or rec[1] != row.state_length:
-            return None
-        with conn.blobopen("dcb_multi_projection_states", "StateData", rec[0], readonly=True) as b:
-            b.seek(offset)
-            return b.read(length)
-    except sqlite3.Error:
-        return None
-    finally:
-        conn.close()
-
-
 def _open_head(state, blob, row: SnapshotRow, source: str, head_bytes: int):
     """(stream, ranged): the store's bounded range read when it offers one, else its stream."""
     if source == "state":
-        reader = getattr(state, "read_state_range", None)
-        if callable(reader):
-            return io.BytesIO(reader(row, 0, head_bytes)), True
+        if state.capabilities.range_reads:
+            return io.BytesIO(state.read_state_range(row, 0, head_bytes)), True
         return state.open_state_stream(row), False
-    reader = getattr(blob, "read_range", None)
-    if callable(reader):
-        return io.BytesIO(reader(row.offload_key, 0, head_bytes)), True
+    if blob.capabilities.range_reads:
+        return io.BytesIO(blob.read_range(row.offload_key, 0, head_bytes)), True
     return blob.open_read(row.offload_key), False
 
 
@@ -258,16 +227,8 @@ def _tail(stream, ranged: bool, length: int | None, head_len: int, source, row: 
         except (OSError, ValueError):
             pass
     if source == "state":
-        reader = getattr(state, "read_state_range", None)
-        if callable(reader):
-            return reader(row, start, n)
-        if getattr(state, "kind", None) == "sqlite":
-            return _sqlite_range(state, row, start, n)
-    else:
-        reader = getattr(blob, "read_range", None)
-        if callable(reader):
-            return reader(row.offload_key, start, n)
-    return None
+        return state.read_state_range(row, start, n) if state.capabilities.range_reads else None
+    return blob.read_range(row.offload_key, start, n) if blob.capabilities.range_reads else None
 
 
 def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = HEAD_BUDGET,

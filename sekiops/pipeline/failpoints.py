@@ -1,19 +1,26 @@
 """Named fail points for crash and fault tests (the etcd/gofail pattern), off unless asked.
 
 ``SEKIOPS_FAILPOINTS="after_upload=kill,row_write=raise"`` makes the pipeline SIGKILL itself or
-raise at that stage. Reading the variable once per process keeps the cost to a dict lookup.
+raise at that stage; ``stage=pause`` stops there until a test lets it go on, so another process
+can be interleaved deterministically: the process creates ``$SEKIOPS_FAILPOINT_DIR/STAGE.paused``
+and waits (at most 120 s) for ``STAGE.resume``. Reading the variable once per process keeps the
+cost to a dict lookup.
 Stages of a persist: ``body`` (while the body is written), ``after_spool``, ``mid_upload``,
 ``after_upload``, ``row_write`` (just before the row write), ``after_row`` (row written, temp
 files not yet deleted). Migrations add ``migrate_after_begin``, ``migrate_after_write`` and
-``migrate_after_done`` (sekiops/ops/migrate).
+``migrate_after_done`` (sekiops/ops/migrate); gc-blobs ``gc_before_delete`` (references
+re-checked, the conditional delete next); the audit ``audit_after_listing``.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "SEKIOPS_FAILPOINTS"
+DIR_ENV = "SEKIOPS_FAILPOINT_DIR"
+PAUSE_LIMIT = 120.0
 _ACTIVE: dict[str, str] | None = None
 
 
@@ -37,6 +44,20 @@ def hit(stage: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "raise":
         raise InjectedFault(f"injected fault at {stage}")
+    if action == "pause":
+        _pause(stage)
+
+
+def _pause(stage: str) -> None:
+    folder = os.environ.get(DIR_ENV) or "."
+    paused, resume = os.path.join(folder, f"{stage}.paused"), os.path.join(folder, f"{stage}.resume")
+    with open(paused, "w"):
+        pass
+    deadline = time.monotonic() + PAUSE_LIMIT
+    while not os.path.exists(resume):
+        if time.monotonic() > deadline:
+            raise InjectedFault(f"fail point {stage} paused for {PAUSE_LIMIT:.0f} s and was never resumed")
+        time.sleep(0.02)
 
 
 class FailingReader:

@@ -270,11 +270,11 @@ class _Job:
         self.envelope_len = length
         threshold = self.record_threshold()
         if self.blob is not None and threshold is not None and length > threshold:
-            if getattr(self.state, "strict", False):
+            caps = self.state.capabilities
+            if not caps.record_offload:
                 raise GuardRefusedError(
-                    f"{self.state.location}: Sekiban's SQLite store never offloads at record level; the "
-                    f"{length}-byte envelope of {self.where} would need it (use ?record_threshold=N to allow "
-                    "sekiops' extension). Nothing was uploaded or written")
+                    f"{self.state.location}: {caps.record_offload_refusal or 'the store holds no record-level offloaded rows'}; "
+                    f"the {length}-byte envelope of {self.where} would need it. Nothing was uploaded or written")
             name = f"{self.meta.projector_name}/{self.meta.projector_version}"
             self.envelope_key = self._upload(stream, name, sha256, length)
             self.inline_envelope = None

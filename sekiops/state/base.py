@@ -1,50 +1,76 @@
-"""The state store protocol: Sekiban's MultiProjection rows with compare-and-swap.
+"""The state store contract: Sekiban's MultiProjection rows with compare-and-swap.
 
-One class per backend implements it (memory, sqlite, postgres, cosmos). Stores know rows and
+One small abstract class, one module per backend (memory, sqlite, postgres, cosmos, dynamodb),
+and a conformance suite every backend runs (:mod:`sekiops.testing`). Stores know rows and
 StateData bytes only; which bytes go inline and which to a blob is the pipeline's decision
 (:mod:`sekiops.pipeline`), taken with the store's ``record_offload_threshold``.
+
+What a backend can do beyond the core is declared in :class:`StateCapabilities`, never probed:
+callers read ``store.capabilities`` and only then call the optional methods.
 """
 
 from __future__ import annotations
 
-from typing import BinaryIO, Iterator, Protocol, runtime_checkable
+import abc
+import dataclasses
+from typing import BinaryIO, Iterator
 
 from ..format.record import SnapshotRow
 
 
-@runtime_checkable
-class StateStore(Protocol):
-    #: Short kind name: ``memory``, ``sqlite``, ``postgres``, ``cosmos``.
+@dataclasses.dataclass(frozen=True)
+class StateCapabilities:
+    """What a state store offers beyond the core contract."""
+
+    #: ``read_state_range(row, offset, length)`` reads a slice of inline StateData without the rest
+    range_reads: bool = False
+    #: the store may hold rows offloaded at record level (Sekiban's SQLite store never does)
+    record_offload: bool = True
+    #: when ``record_offload`` is False: why, and how to allow it, in the store's own words
+    record_offload_refusal: str | None = None
+    #: ``list_service_ids()`` sees every service of the table/container (an audit may certify)
+    lists_all_services: bool = True
+    #: listings may miss writes of the last moments (DynamoDB Scan): re-check before deleting
+    eventually_consistent_listing: bool = False
+    #: largest item the store accepts, in bytes, metadata included (None = no fixed limit)
+    item_limit: int | None = None
+
+
+class StateStore(abc.ABC):
+    #: Short kind name: ``memory``, ``sqlite``, ``postgres``, ``cosmos``, ``dynamodb``.
     kind: str
     #: The service id every read and write is scoped to.
     service_id: str
     #: Redacted location for messages: never contains a secret.
     location: str
     #: Envelope bytes above which Sekiban offloads at record level; None = never offloads.
-    record_offload_threshold: int | None
+    record_offload_threshold: int | None = None
     #: Largest inline StateData the store can hold (None = no limit beyond memory-safe streaming).
-    inline_limit: int | None
+    inline_limit: int | None = None
+    #: What the store offers beyond the core contract.
+    capabilities: StateCapabilities = StateCapabilities()
 
+    @abc.abstractmethod
     def get(self, projector_name: str, projector_version: str) -> SnapshotRow | None:
         """The row for that projector and version (tombstoned included), or None."""
-        ...
 
+    @abc.abstractmethod
     def latest_active(self, projector_name: str) -> SnapshotRow | None:
         """The active row with the most EventsProcessed (ties: latest UpdatedAt)."""
-        ...
 
+    @abc.abstractmethod
     def list_page(self, after: tuple[str, str] | None = None, limit: int = 500,
                   projector_name: str | None = None) -> list[SnapshotRow]:
         """Up to ``limit`` rows ordered by (ProjectorName, ProjectorVersion), strictly after ``after``.
 
         Metadata only: StateData is never fetched by a listing.
         """
-        ...
 
+    @abc.abstractmethod
     def open_state_stream(self, row: SnapshotRow) -> BinaryIO:
         """A stream over the row's inline StateData, read in bounded slices."""
-        ...
 
+    @abc.abstractmethod
     def write(self, row: SnapshotRow, state: BinaryIO | None, state_length: int,
               expected: SnapshotRow | None) -> SnapshotRow:
         """Create (``expected`` None) or replace (``expected`` = the row as last read) one row.
@@ -54,17 +80,37 @@ class StateStore(Protocol):
         nothing. ``state`` supplies ``state_length`` bytes of StateData (None when offloaded).
         Returns the row as stored, with its new token.
         """
-        ...
 
+    @abc.abstractmethod
     def list_service_ids(self) -> list[str]:
         """Every service id with rows in the underlying table or container (audits cover them all)."""
-        ...
 
+    @abc.abstractmethod
     def tombstone(self, expected: SnapshotRow) -> SnapshotRow:
         """Mark the row Lifecycle 1 (compare-and-swap on ``expected``)."""
-        ...
 
-    def close(self) -> None: ...
+    @abc.abstractmethod
+    def for_service(self, service_id: str) -> "StateStore":
+        """The same table/container scoped to another service id, sharing this store's connection.
+
+        Closing the returned store does not close this one.
+        """
+
+    def read_state_range(self, row: SnapshotRow, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the row's inline StateData from ``offset`` (``capabilities.range_reads``).
+
+        Raises ConcurrencyConflictError when the row no longer has the token ``row`` carries.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares no range reads")
+
+    def close(self) -> None:
+        """Release connections; idempotent."""
+
+    def __enter__(self) -> "StateStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def iter_rows(store: StateStore, page_size: int = 500,

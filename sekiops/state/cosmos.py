@@ -61,9 +61,7 @@ import io
 import json
 import logging
 import os
-import random
 import threading
-import time
 import warnings
 from datetime import datetime
 from typing import Any, BinaryIO, Callable
@@ -72,8 +70,11 @@ from urllib.parse import unquote, urlsplit
 from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, ItemTooLargeError,
                       StoreError, StoreUnavailableError, TombstonedError, UsageError)
 from ..format.constants import COSMOS_ITEM_LIMIT, LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, RECORD_THRESHOLD_COSMOS
-from ..format.record import SnapshotRow, format_dotnet_timestamp, parse_timestamp, utcnow
+from ..format.record import SnapshotRow, check_service_id, format_dotnet_timestamp, parse_timestamp, utcnow
+from ..retry import RetryPolicy, call_with_retry, retry_after_of
+from ..timeouts import timeouts_for
 from ..urls import query_flags, redact
+from .base import StateCapabilities, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -185,18 +186,27 @@ def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-class CosmosStateStore:
+class _Transient(StoreUnavailableError):
+    """A failure the server asks us to retry (429, 503; timeouts and 5xx of reads)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason, retry_after=retry_after)
+        self.reason = reason
+
+
+class CosmosStateStore(StateStore):
     """Sekiban MultiProjection rows in a Cosmos DB (NoSQL) container; see the module docstring."""
 
     kind = "cosmos"
     record_offload_threshold = RECORD_THRESHOLD_COSMOS
     inline_limit = INLINE_LIMIT
+    capabilities = StateCapabilities(item_limit=COSMOS_ITEM_LIMIT)
 
     def __init__(self, endpoint: str, database: str = DEFAULT_DATABASE, container: str = DEFAULT_CONTAINER,
                  service_id: str = "default", *, key: str | None = None, credential: Any = None,
                  verify: bool = True, create: bool = True, location: str | None = None,
                  retry_attempts: int = 5, retry_max_wait: float = 30.0,
-                 connection_timeout: float = 10.0, read_timeout: float = 60.0,
+                 connection_timeout: float | None = None, read_timeout: float | None = None,
                  transport: Any = None, client_kwargs: dict | None = None):
         from ..format.record import check_service_id
 
@@ -208,6 +218,8 @@ class CosmosStateStore:
             parts = urlsplit(endpoint)
             location = f"cosmos+{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/{database}/{container}"
         self.location = location
+        self.timeouts = timeouts_for(connect=connection_timeout, io=read_timeout)
+        self._borrowed = False
         self.retry_attempts = max(1, int(retry_attempts))
         self.retry_max_wait = float(retry_max_wait)
         self._secret = _Secret(key)  # only to scrub it from messages; its repr hides it
@@ -217,7 +229,6 @@ class CosmosStateStore:
         self._credential_to_close = None
         try:
             from azure.cosmos import CosmosClient, documents
-            from azure.cosmos._retry_options import RetryOptions
         except ImportError as exc:  # pragma: no cover - dependency missing
             raise UsageError(f"Cosmos DB support needs azure-cosmos ({exc})") from None
         if key:
@@ -247,10 +258,10 @@ class CosmosStateStore:
         # sekiops retries 429/503 itself (bounded, with jitter); the SDK's throttle retries would
         # multiply the attempts, and its regional failover would chase an emulator's advertised
         # endpoints. 0 can only be set through the policy object (the kwargs treat 0 as "unset").
-        policy.RetryOptions = RetryOptions(max_retry_attempt_count=0, max_wait_time_in_seconds=0)
+        policy.RetryOptions = documents.RetryOptions(max_retry_attempt_count=0, max_wait_time_in_seconds=0)
         kwargs: dict[str, Any] = dict(
             connection_policy=policy, enable_endpoint_discovery=False,
-            connection_timeout=connection_timeout, read_timeout=read_timeout,
+            connection_timeout=self.timeouts.connect, read_timeout=self.timeouts.io,
             retry_connect=1, retry_read=0, retry_backoff_factor=0.2, retry_backoff_max=2,
         )
         if not verify:
@@ -273,6 +284,10 @@ class CosmosStateStore:
             options["verify"] = _flag(flags["verify"])
         if "create" in flags and "create" not in options:
             options["create"] = _flag(flags["create"])
+        if "timeout" in flags and "read_timeout" not in options:
+            options["read_timeout"] = flags["timeout"]
+        if "connect_timeout" in flags and "connection_timeout" not in options:
+            options["connection_timeout"] = flags["connect_timeout"]
         if "key" not in options and "credential" not in options:
             options["key"] = os.environ.get(KEY_ENV, "").strip() or None
         return cls(endpoint, database, container, service_id=service_id, location=location, **options)
@@ -296,79 +311,78 @@ class CosmosStateStore:
         return self._scrub(msg.split("\nCode:")[0] if isinstance(msg, str) else msg)
 
     def _run(self, what: str, fn: Callable[[], Any], idempotent: bool = True) -> Any:
-        """Call ``fn`` with sekiops' retry rule and error mapping (see the module docstring).
+        """Call ``fn`` with sekiops' retry rule (sekiops.retry) and error mapping (module docstring).
 
         CosmosHttpResponseError 404/409/412 are re-raised untouched for the caller to interpret.
         """
+        policy = RetryPolicy(attempts=self.retry_attempts, initial=0.1, maximum=5.0, total=self.retry_max_wait)
+
+        def once() -> Any:
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - classified below; unknown ones re-raised
+                raise self._classify(exc, what, idempotent)
+
+        def give_up(exc: BaseException, backoff) -> StoreUnavailableError:
+            return StoreUnavailableError(
+                f"{self.location}: {what}: {getattr(exc, 'reason', exc)}; gave up after {backoff.attempt} attempts "
+                f"and {backoff.waited:.1f} s of waiting (retry later, or raise the container's RU/s)",
+                retry_after=retry_after_of(exc))
+
+        return call_with_retry(once, what=f"cosmos {what}", policy=policy, retry_on=(_Transient,), give_up=give_up)
+
+    def _classify(self, exc: Exception, what: str, idempotent: bool) -> BaseException:
+        """The error to raise for an SDK failure: _Transient (retried), a final SekiopsError, or
+        the SDK's own 404/409/412 for the caller."""
         from azure.core.exceptions import (AzureError, ClientAuthenticationError, ServiceRequestError,
                                            ServiceResponseError)
         from azure.cosmos.exceptions import CosmosClientTimeoutError, CosmosHttpResponseError
 
-        attempt = 0
-        waited = 0.0
-        while True:
-            attempt += 1
-            retry_after: float | None = None
-            try:
-                return fn()
-            except CosmosHttpResponseError as exc:
-                status = exc.status_code
-                if status in (404, 409, 412):
-                    raise
-                if status == 413:
-                    raise ItemTooLargeError(
-                        f"{self.location}: {what}: Cosmos DB refused the item as too large (HTTP 413, "
-                        f"limit {COSMOS_ITEM_LIMIT} bytes)") from None
-                if status in (401, 403):
-                    raise StoreError(f"{self.location}: {what}: access denied (HTTP {status}): "
-                                     f"{self._http_message(exc)}") from None
-                transient = status in RETRYABLE_ALWAYS or (idempotent and status in RETRYABLE_READS)
-                if not transient:
-                    if status in (408, 500, 502, 504):
-                        raise StoreUnavailableError(
-                            f"{self.location}: {what}: HTTP {status}; the write may or may not have been "
-                            f"applied: re-read before retrying") from None
-                    raise StoreError(f"{self.location}: {what}: HTTP {status}: {self._http_message(exc)}") from None
-                headers = exc.headers or {}
-                raw = headers.get("x-ms-retry-after-ms") or headers.get("retry-after-ms")
-                if raw is not None:
-                    try:
-                        retry_after = max(0.0, float(raw) / 1000.0)
-                    except ValueError:
-                        retry_after = None
-                reason = f"HTTP {status}" + (" (throttled: request rate too large)" if status == 429 else "")
-            except CosmosClientTimeoutError:
-                if not idempotent:
-                    raise StoreUnavailableError(f"{self.location}: {what} timed out; the write may or may not "
-                                                f"have been applied: re-read before retrying") from None
-                reason = "timed out"
-            except ServiceRequestError as exc:
-                hint = ("; for an emulator's self-signed certificate add ?verify=false"
-                        if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "")
-                raise StoreUnavailableError(
-                    f"{self.location}: cannot reach Cosmos DB ({self._scrub(exc)}){hint}") from None
-            except ServiceResponseError as exc:
-                if not idempotent:
-                    raise StoreUnavailableError(
-                        f"{self.location}: {what}: connection lost before the answer "
-                        f"({self._scrub(exc)}); the write may or may not have been applied: re-read "
-                        f"before retrying") from None
-                reason = f"no answer ({self._scrub(exc)})"
-            except ClientAuthenticationError as exc:
-                raise StoreError(f"{self.location}: {what}: cannot sign in to Cosmos DB "
-                                 f"({self._scrub(exc)}); set {KEY_ENV} or an Entra ID identity") from None
-            except AzureError as exc:
-                raise StoreError(f"{self.location}: {what}: {type(exc).__name__}: {self._scrub(exc)}") from None
-            delay = retry_after if retry_after is not None else min(0.1 * 2 ** (attempt - 1), 5.0)
-            delay *= 1.0 + random.uniform(0.0, 0.2)
-            if attempt >= self.retry_attempts or waited + delay > self.retry_max_wait:
-                raise StoreUnavailableError(
-                    f"{self.location}: {what}: {reason}; gave up after {attempt} attempts and "
-                    f"{waited:.1f} s of waiting (retry later, or raise the container's RU/s)",
-                    retry_after=retry_after)
-            log.debug("cosmos %s: %s; retry %d in %.3f s", what, reason, attempt, delay)
-            time.sleep(delay)
-            waited += delay
+        if isinstance(exc, CosmosHttpResponseError):
+            status = exc.status_code
+            if status in (404, 409, 412):
+                return exc
+            if status == 413:
+                return ItemTooLargeError(f"{self.location}: {what}: Cosmos DB refused the item as too large "
+                                         f"(HTTP 413, limit {COSMOS_ITEM_LIMIT} bytes)")
+            if status in (401, 403):
+                return StoreError(f"{self.location}: {what}: access denied (HTTP {status}): "
+                                  f"{self._http_message(exc)}")
+            if not (status in RETRYABLE_ALWAYS or (idempotent and status in RETRYABLE_READS)):
+                if status in (408, 500, 502, 504):
+                    return StoreUnavailableError(f"{self.location}: {what}: HTTP {status}; the write may or may "
+                                                 "not have been applied: re-read before retrying")
+                return StoreError(f"{self.location}: {what}: HTTP {status}: {self._http_message(exc)}")
+            retry_after = None
+            raw = (exc.headers or {}).get("x-ms-retry-after-ms") or (exc.headers or {}).get("retry-after-ms")
+            if raw is not None:
+                try:
+                    retry_after = max(0.0, float(raw) / 1000.0)
+                except ValueError:
+                    retry_after = None
+            return _Transient(f"HTTP {status}" + (" (throttled: request rate too large)" if status == 429 else ""),
+                              retry_after)
+        if isinstance(exc, CosmosClientTimeoutError):
+            if not idempotent:
+                return StoreUnavailableError(f"{self.location}: {what} timed out; the write may or may not "
+                                             "have been applied: re-read before retrying")
+            return _Transient("timed out")
+        if isinstance(exc, ServiceRequestError):
+            hint = ("; for an emulator's self-signed certificate add ?verify=false"
+                    if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "")
+            return StoreUnavailableError(f"{self.location}: cannot reach Cosmos DB ({self._scrub(exc)}){hint}")
+        if isinstance(exc, ServiceResponseError):
+            if not idempotent:
+                return StoreUnavailableError(
+                    f"{self.location}: {what}: connection lost before the answer ({self._scrub(exc)}); the "
+                    "write may or may not have been applied: re-read before retrying")
+            return _Transient(f"no answer ({self._scrub(exc)})")
+        if isinstance(exc, ClientAuthenticationError):
+            return StoreError(f"{self.location}: {what}: cannot sign in to Cosmos DB ({self._scrub(exc)}); "
+                              f"set {KEY_ENV} or an Entra ID identity")
+        if isinstance(exc, AzureError):
+            return StoreError(f"{self.location}: {what}: {type(exc).__name__}: {self._scrub(exc)}")
+        return exc
 
     def _open_container(self, create: bool):
         from azure.cosmos import PartitionKey
@@ -848,7 +862,18 @@ class CosmosStateStore:
             return self.get(expected.projector_name, expected.projector_version)
         return self._row_from_full(stored)
 
+    def for_service(self, service_id: str) -> "CosmosStateStore":
+        """The same container scoped to another service, on this store's client."""
+        import copy
+
+        scoped = copy.copy(self)
+        scoped.service_id = check_service_id(service_id)
+        scoped._borrowed = True
+        return scoped
+
     def close(self) -> None:
+        if self._borrowed:  # the client belongs to the store this one was scoped from
+            return
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -861,12 +886,6 @@ class CosmosStateStore:
                 cred.close()
             except Exception:  # pragma: no cover
                 pass
-
-    def __enter__(self) -> "CosmosStateStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"CosmosStateStore({self.location!r}, service_id={self.service_id!r})"

@@ -6,24 +6,27 @@ import io
 import threading
 from typing import BinaryIO
 
-from ..errors import CorruptSnapshotError
+from ..errors import ConcurrencyConflictError, CorruptSnapshotError
 from ..format.constants import LIFECYCLE_TOMBSTONED
-from ..format.record import SnapshotRow, utcnow
-from .base import check_expected
+from ..format.record import SnapshotRow, check_service_id, utcnow
+from .base import StateCapabilities, StateStore, check_expected
 
 _DATA: dict[str, dict] = {}
+_LOCKS: dict[str, threading.Lock] = {}
 _LOCK = threading.Lock()
 
 
-class MemoryStateStore:
+class MemoryStateStore(StateStore):
     kind = "memory"
+    capabilities = StateCapabilities(range_reads=True)
 
     def __init__(self, name: str = "default", service_id: str = "default",
                  record_offload_threshold: int | None = None, inline_limit: int | None = None,
                  create: bool = True):
         with _LOCK:
             self._rows: dict[tuple[str, str, str], tuple[SnapshotRow, bytes | None]] = _DATA.setdefault(name, {})
-        self._lock = threading.Lock()
+            self._lock = _LOCKS.setdefault(name, threading.Lock())
+        self._name = name
         self.service_id = service_id
         self.location = f"memory://{name}"
         self.record_offload_threshold = record_offload_threshold
@@ -62,6 +65,19 @@ class MemoryStateStore:
             raise CorruptSnapshotError(f"{self.location}: {row.where} has no inline StateData")
         return io.BytesIO(item[1])
 
+    def read_state_range(self, row: SnapshotRow, offset: int, length: int) -> bytes:
+        item = self._rows.get(self._key(row.projector_name, row.projector_version))
+        if item is None or (row.token is not None and item[0].token != row.token):
+            raise ConcurrencyConflictError(f"{self.location}: {row.where} changed since it was listed")
+        if item[1] is None:
+            raise CorruptSnapshotError(f"{self.location}: {row.where} has no inline StateData")
+        return item[1][offset:offset + length]
+
+    def for_service(self, service_id: str) -> "MemoryStateStore":
+        return MemoryStateStore(self._name, service_id=check_service_id(service_id),
+                                record_offload_threshold=self.record_offload_threshold,
+                                inline_limit=self.inline_limit)
+
     def write(self, row: SnapshotRow, state: BinaryIO | None, state_length: int,
               expected: SnapshotRow | None) -> SnapshotRow:
         row.validate_for_write()
@@ -91,9 +107,6 @@ class MemoryStateStore:
                                      token=str(current.revision + 1), updated_at=utcnow())
             self._rows[key] = (stored, self._rows[key][1])
             return stored
-
-    def close(self) -> None:
-        pass
 
     def __repr__(self) -> str:
         return f"MemoryStateStore({self.location!r}, service_id={self.service_id!r})"

@@ -33,10 +33,14 @@ Sekiban's.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import os
+import socket
 import struct
 import threading
+import time
 import weakref
 from datetime import datetime, timezone
 from typing import BinaryIO
@@ -49,9 +53,10 @@ from psycopg.conninfo import conninfo_to_dict
 from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, SekiopsError, StoreError,
                       StoreUnavailableError, UsageError)
 from ..format.constants import LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, RECORD_THRESHOLD_POSTGRES
-from ..format.record import SnapshotRow, utcnow
+from ..format.record import SnapshotRow, check_service_id, utcnow
+from ..timeouts import timeouts_for
 from ..urls import redact
-from .base import check_expected
+from .base import StateCapabilities, StateStore, check_expected
 
 TABLE = "dcb_multi_projection_states"
 PRIMARY_KEY = "PK_dcb_multi_projection_states"
@@ -114,28 +119,39 @@ _TRANSIENT_STATES = {"53300", "55P03", "57014"}
 WRITE_METHODS = ("copy", "append")
 
 
-def split_schema(url: str) -> tuple[str, str | None]:
-    """Remove sekiops' ``schema=NAME`` query parameter; return (libpq URL, schema or None).
+#: query parameters that are sekiops' own, not libpq's (stripped before connecting)
+OWN_PARAMETERS = ("schema", "timeout")
 
-    Other parameters (sslmode, options, ...) are kept byte for byte for libpq.
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """Remove sekiops' own query parameters; return (libpq URL, schema or None).
+
+    ``schema=NAME`` and ``timeout=DURATION`` (sekiops.timeouts) are sekiops'; other parameters
+    (sslmode, options, connect_timeout, ...) are kept byte for byte for libpq.
     """
+    return _split_own(url)[:2]
+
+
+def _split_own(url: str) -> tuple[str, str | None, dict[str, str]]:
     base, sep, query = url.partition("?")
     if not sep:
-        return url, None
+        return url, None, {}
     fragment = ""
     if "#" in query:
         query, _, fragment = query.partition("#")
-    kept, schema = [], None
+    kept, schema, own = [], None, {}
     for part in query.split("&"):
         name, _, value = part.partition("=")
         if unquote(name) == "schema":
             schema = unquote(value)
+        elif unquote(name) in OWN_PARAMETERS:
+            own[unquote(name)] = unquote(value)
         elif part:
             kept.append(part)
     out = base + ("?" + "&".join(kept) if kept else "")
     if schema is not None and not schema:
         raise UsageError(f"empty schema= parameter in {redact(url)!r}")
-    return out + ("#" + fragment if fragment else ""), schema
+    return out + ("#" + fragment if fragment else ""), schema, own
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -155,17 +171,66 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
-class PostgresStateStore:
+class _Silence:
+    """Ends a call that stays silent past its deadline by shutting its connection's socket down.
+
+    libpq waits on the socket without a deadline of its own, and a server that is stopped
+    (SIGSTOP), partitioned or wedged enforces no statement_timeout: shutting the socket makes
+    the blocked wait return with an error at once. ``poke()`` counts as progress (a COPY chunk
+    sent, a slice received), so long transfers are bounded in silence, not in total.
+    """
+
+    def __init__(self, conn: psycopg.Connection, seconds: float):
+        self._conn = conn
+        self.seconds = seconds
+        self.fired = False
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="sekiops-pg-deadline", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(max(0.05, self._last + self.seconds - time.monotonic())):
+            if time.monotonic() - self._last >= self.seconds:
+                self.fired = True
+                try:
+                    sock = socket.socket(fileno=os.dup(self._conn.pgconn.socket))
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.close()
+                except (OSError, psycopg.Error):
+                    pass
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+
+
+class _Shared:
+    """What a store and the stores scoped from it (``for_service``) share: one connection."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.conn: psycopg.Connection | None = None
+
+
+class PostgresStateStore(StateStore):
     kind = "postgres"
     inline_limit = None
     record_offload_threshold = RECORD_THRESHOLD_POSTGRES
+    capabilities = StateCapabilities(range_reads=True)
 
     def __init__(self, url: str, service_id: str = "default", schema: str | None = None,
                  create: bool = True, write_method: str = "copy", chunk_size: int = CHUNK,
-                 connect_timeout: int | None = None, application_name: str = "sekiops"):
+                 connect_timeout: float | None = None, application_name: str = "sekiops",
+                 timeout: float | None = None, server_timeouts: bool = True):
         self.service_id = service_id
         self.location = redact(url)
-        conninfo, url_schema = split_schema(url)
+        conninfo, url_schema, own = _split_own(url)
         self.schema = schema if schema is not None else url_schema
         if write_method not in WRITE_METHODS:
             raise UsageError(f"unknown Postgres write_method {write_method!r}; known: {', '.join(WRITE_METHODS)}")
@@ -182,21 +247,84 @@ class PostgresStateStore:
         self._secrets = self._secrets_of(url, params.get("password"))
         self.location = self._scrub(self.location)
         self._conninfo = conninfo
-        self._connect_kwargs: dict = {}
-        if connect_timeout is not None:
-            self._connect_kwargs["connect_timeout"] = int(connect_timeout)
-        elif "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
-            self._connect_kwargs["connect_timeout"] = 10
-        if "application_name" not in params and "PGAPPNAME" not in os.environ:
-            self._connect_kwargs["application_name"] = application_name
-        self._lock = threading.RLock()
-        self._conn: psycopg.Connection | None = None
+        if timeout is None and own.get("timeout"):
+            timeout = own["timeout"]
+        if connect_timeout is None and params.get("connect_timeout"):
+            connect_timeout = params["connect_timeout"]
+        self.timeouts = timeouts_for(connect=connect_timeout, io=timeout)
+        self._connect_kwargs = self._session_options(params, application_name, server_timeouts)
+        self._shared = _Shared()
+        self._borrowed = False
+        self._silence: _Silence | None = None
         self._streams: "weakref.WeakSet[_SliceReader]" = weakref.WeakSet()
         self._prepare(create)
 
     @classmethod
     def from_url(cls, url: str, service_id: str = "default", **options) -> "PostgresStateStore":
         return cls(url, service_id=service_id, **options)
+
+    def _session_options(self, params: dict, application_name: str, server_timeouts: bool) -> dict:
+        """libpq settings that bound every wait (sekiops.timeouts), unless the URL sets its own.
+
+        Client side: connect_timeout; TCP keepalives and tcp_user_timeout (a peer that vanishes
+        is noticed); and :class:`_Silence` around every call (a peer that stops answering).
+        Server side, as a backstop for sessions we lose: statement_timeout (ten silences: a
+        COPY of a big value is one long statement) and idle_in_transaction_session_timeout.
+        """
+        t = self.timeouts
+        kw: dict = {}
+        if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
+            kw["connect_timeout"] = max(1, int(round(t.connect)))
+        if "application_name" not in params and "PGAPPNAME" not in os.environ:
+            kw["application_name"] = application_name
+        defaults = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+                    "keepalives_count": "3", "tcp_user_timeout": str(int(t.io * 1000))}
+        kw.update({k: v for k, v in defaults.items() if k not in params})
+        if server_timeouts and "options" not in params and "PGOPTIONS" not in os.environ:
+            kw["options"] = (f"-c statement_timeout={int(t.io * 10_000)} "
+                             f"-c idle_in_transaction_session_timeout={int(t.io * 10_000)}")
+        return kw
+
+    # shared with stores scoped from this one (for_service)
+    @property
+    def _lock(self) -> threading.RLock:
+        return self._shared.lock
+
+    @property
+    def _conn(self) -> psycopg.Connection | None:
+        return self._shared.conn
+
+    @_conn.setter
+    def _conn(self, value: psycopg.Connection | None) -> None:
+        self._shared.conn = value
+
+    def for_service(self, service_id: str) -> "PostgresStateStore":
+        scoped = copy.copy(self)
+        scoped.service_id = check_service_id(service_id)
+        scoped._borrowed = True
+        scoped._streams = weakref.WeakSet()
+        return scoped
+
+    @contextlib.contextmanager
+    def _deadline(self, conn: psycopg.Connection):
+        """Bound the silence of the calls in the block (see :class:`_Silence`)."""
+        silence = _Silence(conn, self.timeouts.io)
+        outer, self._silence = self._silence, silence
+        try:
+            yield silence
+        finally:
+            silence.stop()
+            self._silence = outer
+
+    def _poke(self) -> None:
+        if self._silence is not None:
+            self._silence.poke()
+
+    def _timed_out(self, what: str, where: str | None) -> StoreUnavailableError:
+        at = f"{what} {where}" if where else what
+        return StoreUnavailableError(
+            f"{self.location}: no answer from the server for {self.timeouts.io:g} s while it was asked to "
+            f"{at.removeprefix('cannot ')}; the connection was closed (deadline: ?timeout= or $SEKIOPS_TIMEOUT)")
 
     # --- secrets and errors ------------------------------------------------------------------
 
@@ -244,8 +372,16 @@ class PostgresStateStore:
         try:
             # prepare_threshold=None: no server-side prepared statements, so a transaction-mode
             # pooler (PgBouncer) in front of the server works.
-            conn = psycopg.connect(self._conninfo, autocommit=False, prepare_threshold=None,
-                                   **self._connect_kwargs)
+            try:
+                conn = psycopg.connect(self._conninfo, autocommit=False, prepare_threshold=None,
+                                       **self._connect_kwargs)
+            except psycopg.OperationalError as exc:
+                if "options" not in self._connect_kwargs or "startup parameter" not in str(exc):
+                    raise
+                # A pooler that refuses the options startup parameter: go on without server limits.
+                self._connect_kwargs.pop("options")
+                conn = psycopg.connect(self._conninfo, autocommit=False, prepare_threshold=None,
+                                       **self._connect_kwargs)
         except psycopg.ProgrammingError as exc:
             raise UsageError(f"{self.location}: cannot connect ({self._scrub(self._message(exc))})") from None
         except psycopg.Error as exc:
@@ -292,10 +428,16 @@ class PostgresStateStore:
                 reused = self._conn is not None and not self._conn.closed and not self._conn.broken
                 conn = self._connection()
                 try:
-                    result = fn(conn)
-                    conn.commit()
+                    with self._deadline(conn) as silence:
+                        result = fn(conn)
+                        conn.commit()
                     return result
                 except psycopg.Error as exc:
+                    if silence.fired:
+                        self._discard(conn)
+                        if self._conn is conn:
+                            self._conn = None
+                        raise self._timed_out(what, where) from None
                     self._rollback(conn)
                     dead = conn.closed or conn.broken
                     if dead and self._conn is conn:
@@ -498,18 +640,36 @@ class PostgresStateStore:
             return io.BytesIO(bytes(data))
         # Big: a dedicated connection and one REPEATABLE READ snapshot for every slice.
         conn = self._connect(read_only=True)
+        silence = _Silence(conn, self.timeouts.io)
         try:
             rec = conn.execute(head + self._key_where, (0, *key), binary=True).fetchone()
             length = self._check_stream_row(rec, row)
         except psycopg.Error as exc:
             self._discard(conn)
+            if silence.fired:
+                raise self._timed_out("cannot read StateData of", row.where) from None
             raise self._error(exc, "cannot read StateData of", row.where) from None
         except BaseException:
             self._discard(conn)
             raise
+        finally:
+            silence.stop()
         raw = _SliceReader(self, conn, key, length, row.where)
         self._streams.add(raw)
         return io.BufferedReader(raw, buffer_size=min(self.chunk_size, COPY_PIECE))
+
+    def read_state_range(self, row: SnapshotRow, offset: int, length: int) -> bytes:
+        """``substring()`` of StateData, checked against the row's token in the same query."""
+        key = self._key(row.projector_name, row.projector_version)
+        q = sql.SQL("SELECT {}, {} IS NULL, octet_length({}), substring({} from %s for %s) FROM {}").format(
+            self._token_select(), *[sql.Identifier("StateData")] * 3, self._t) + self._key_where
+
+        def go(conn):
+            rec = conn.execute(q, (offset + 1, length, *key), binary=True).fetchone()
+            self._check_stream_row(rec, row)
+            return bytes(rec[-1] or b"")
+
+        return self._run(go, "cannot read StateData of", row.where, retry=True)
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -596,6 +756,7 @@ class PostgresStateStore:
         left = length
         size = size or self.chunk_size
         while left:
+            self._poke()
             chunk = state.read(min(size, left))
             if not chunk:
                 raise CorruptSnapshotError(
@@ -714,16 +875,12 @@ class PostgresStateStore:
                 stream.close()
             except Exception:
                 pass
+        if self._borrowed:  # the connection belongs to the store this one was scoped from
+            return
         with self._lock:
             if self._conn is not None:
                 self._discard(self._conn)
                 self._conn = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresStateStore({self.location!r}, service_id={self.service_id!r})"
@@ -752,10 +909,15 @@ class _SliceReader(io.RawIOBase):
         n = min(n, self._length - self._offset)
         if n <= 0:
             return b""
+        silence = _Silence(self._conn, self._store.timeouts.io)
         try:
             rec = self._conn.execute(self._query, (self._offset + 1, n, *self._key), binary=True).fetchone()
         except psycopg.Error as exc:
+            if silence.fired:
+                raise self._store._timed_out("cannot read StateData of", self._where) from None
             raise self._store._error(exc, "cannot read StateData of", self._where) from None
+        finally:
+            silence.stop()
         data = rec[0] if rec else None
         if data is None or len(data) != n:
             # Cannot happen inside one snapshot; say so rather than return a short value.

@@ -20,9 +20,9 @@ from urllib.parse import unquote
 from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, GuardRefusedError,
                       StoreError, StoreUnavailableError, UsageError)
 from ..format.constants import LIFECYCLE_TOMBSTONED
-from ..format.record import SnapshotRow, format_dotnet_timestamp, parse_timestamp, utcnow
+from ..format.record import SnapshotRow, check_service_id, format_dotnet_timestamp, parse_timestamp, utcnow
 from ..urls import query_flags
-from .base import check_expected
+from .base import StateCapabilities, StateStore, check_expected
 
 TABLE = "dcb_multi_projection_states"
 INDEX = "IX_MultiProjectionStates_Service_ProjectorName"
@@ -73,7 +73,11 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-class SqliteStateStore:
+STRICT_REFUSAL = ("Sekiban's SQLite store never offloads at record level (this file is open in strict "
+                  "Sekiban mode; add ?record_threshold=N to the URL to allow sekiops' record-offload extension)")
+
+
+class SqliteStateStore(StateStore):
     kind = "sqlite"
     inline_limit = None
 
@@ -87,6 +91,8 @@ class SqliteStateStore:
             raise UsageError("SQLite strict mode (Sekiban-compatible) never offloads at record level; "
                              "drop strict or record_threshold")
         self.record_offload_threshold = record_threshold
+        self.capabilities = StateCapabilities(range_reads=True, record_offload=not self.strict,
+                                              record_offload_refusal=STRICT_REFUSAL if self.strict else None)
         self._timeout = timeout
         self._local = threading.local()
         if not create and not os.path.exists(self.path):
@@ -233,6 +239,18 @@ class SqliteStateStore:
             raise
         return _BlobReader(conn, blob)
 
+    def read_state_range(self, row: SnapshotRow, offset: int, length: int) -> bytes:
+        """A slice of StateData through incremental blob I/O, inside one read transaction."""
+        with self.open_state_stream(row) as f:
+            if offset:
+                f.seek(offset)
+            return f.read(length)
+
+    def for_service(self, service_id: str) -> "SqliteStateStore":
+        return SqliteStateStore(self.path, service_id=check_service_id(service_id),
+                                record_threshold=self.record_offload_threshold, strict=self.strict,
+                                create=False, timeout=self._timeout)
+
     # --- writes ------------------------------------------------------------------------------
 
     def write(self, row: SnapshotRow, state: BinaryIO | None, state_length: int,
@@ -342,6 +360,16 @@ class _BlobReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._blob.seek(offset, whence)
+        return self._blob.tell()
+
+    def tell(self) -> int:
+        return self._blob.tell()
 
     def readinto(self, b) -> int:
         data = self._blob.read(len(b))

@@ -1,13 +1,11 @@
-"""Factories that open a fresh, isolated store of each kind for the conformance suites.
-
-Each factory takes pytest's ``request`` (to reach the session's real servers) and a unique
-name, and returns ``open(service_id) -> store`` so a test can open several services over the
-same underlying database or container.
-"""
+"""How the test suite opens a fresh, isolated store of each built-in kind, on the session's real
+servers (tests/conftest.py). Used by the conformance subclasses and by suites that run on every
+store pair (crash matrix, faults, concurrency)."""
 
 from __future__ import annotations
 
 import uuid
+from urllib.parse import quote
 
 STATE_KINDS = ["memory", "sqlite", "postgres", "cosmos"]
 BLOB_KINDS = ["memory", "local", "azure"]
@@ -16,41 +14,39 @@ SERVER_MARK = {"postgres": "postgres", "cosmos": "cosmos", "azure": "azurite", "
                "sqlite": "sqlite_store", "local": "local_store"}
 
 
-def state_opener(kind: str, request, tmp_path):
-    from sekiops.state import open_state_store
-
+def state_url(kind: str, request, tmp_path) -> str:
     name = "t" + uuid.uuid4().hex[:12]
     if kind == "memory":
-        url = f"memory://{name}"
-    elif kind == "sqlite":
-        url = f"sqlite:///{tmp_path}/{name}.db"
-    elif kind == "postgres":
-        server = request.getfixturevalue("postgres_server")
-        url = server.url  # a fresh schema/table is not needed: rows are isolated by service id
-    elif kind == "cosmos":
+        return f"memory://{name}"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/{name}.db"
+    if kind == "postgres":
+        return request.getfixturevalue("postgres_server").url  # rows are isolated by service id
+    if kind == "cosmos":
         server = request.getfixturevalue("cosmos_env")  # sets COSMOS_KEY for this test only
         host = server.endpoint.split("://", 1)[1]
-        url = f"cosmos+https://{host}/db{name}/multiProjectionStates?verify=false"
-    else:
-        raise AssertionError(kind)
+        return f"cosmos+https://{host}/db{name}/multiProjectionStates?verify=false"
+    raise AssertionError(kind)
 
+
+def state_opener(kind: str, request, tmp_path):
+    """``open(service_id="default", **options)`` over one fresh table/container of ``kind``."""
+    from sekiops.state import open_state_store
+
+    url = state_url(kind, request, tmp_path)
     opened = []
     request.addfinalizer(lambda: [s.close() for s in opened])
 
     def open_(service_id: str = "default", **options):
-        # Tests isolate themselves by service id (a shared server database holds many).
         store = open_state_store(url, service_id=service_id, **options)
         opened.append(store)
         return store
 
     open_.kind = kind
-
     return open_
 
 
-def blob_opener(kind: str, request, tmp_path):
-    from sekiops.blob import open_blob_store
-
+def blob_url(kind: str, request, tmp_path, prefix: str = "") -> str:
     name = "t" + uuid.uuid4().hex[:12]
     if kind == "memory":
         url = f"memory://{name}"
@@ -61,4 +57,12 @@ def blob_opener(kind: str, request, tmp_path):
         url = f"azblob://{name}"
     else:
         raise AssertionError(kind)
-    return lambda: open_blob_store(url)
+    return url + (f"?prefix={quote(prefix, safe='')}" if prefix else "")
+
+
+def blob_opener(kind: str, request, tmp_path):
+    """``open(prefix="")`` over one fresh container of ``kind`` (each call: same container)."""
+    from sekiops.blob import open_blob_store
+
+    base = blob_url(kind, request, tmp_path)
+    return lambda prefix="": open_blob_store(base + (f"?prefix={quote(prefix, safe='')}" if prefix else ""))

@@ -52,6 +52,8 @@ class PlanItem:
     #: where the envelope goes: ``inline`` or ``blob`` (``-`` for gc-blobs)
     placement: str = "-"
     note: str = ""
+    #: gc-blobs: the blob version the audit certified (the delete is conditional on it)
+    version: str | None = None
 
     def to_dict(self) -> dict:
         return {_camel(k): v for k, v in dataclasses.asdict(self).items()}
@@ -167,12 +169,12 @@ def _skip(row: SnapshotRow, reason: str) -> dict:
 
 
 def record_offload_refusal(state) -> str | None:
-    """Why a state store refuses record-level offloaded rows, or None."""
-    if state.kind == "sqlite" and getattr(state, "strict", False):
-        return ("the SQLite store is in strict Sekiban mode, which never offloads at record level "
-                "(Sekiban's SQLite store cannot read such rows); use --payload-level, or open the store "
-                "with ?record_threshold=N to allow sekiops' extension")
-    return None
+    """Why a state store refuses record-level offloaded rows (its declared capability), or None."""
+    caps = state.capabilities
+    if caps.record_offload:
+        return None
+    return (f"{state.location}: {caps.record_offload_refusal or 'this store holds no record-level offloaded rows'}"
+            "; use --payload-level to offload the payload instead")
 
 
 def plan_offload(ep: Endpoints, *, threshold: int | None, payload_level: bool, projector: str | None,
@@ -296,19 +298,26 @@ def plan_copy(ep: Endpoints, *, projector: str | None, rate: float | None = None
 
 
 def plan_gc(ep: Endpoints, *, grace_hours: float, services: list[str] | None, rate: float | None = None) -> Plan:
-    """Certified orphans of the orphan audit, to delete; nothing when the audit cannot certify."""
-    from .gcscan import ReferenceWatch, run_audit, service_ids
+    """Certified orphans of the orphan audit, to delete; nothing when the audit cannot certify.
+
+    Refused on a blob store that cannot delete conditionally (it could delete a blob written
+    again after the audit), with the store's own explanation.
+    """
+    from .gcscan import reference_watch, run_audit, service_ids
 
     if grace_hours < 0:
         raise UsageError("--grace must not be negative")
+    caps = ep.blob.capabilities if ep.blob is not None else None
     sids = service_ids(ep, services)
-    watch = ReferenceWatch(ep, sids)
-    watch.snapshot()  # before the audit: rows that change after this are re-read before each delete
+    watch = reference_watch(ep, sids)  # before the audit: rows that change after it are re-read before each delete
     report = run_audit(ep, sids, grace_hours)
     cutoff = utcnow() - timedelta(hours=grace_hours)
     params = {"graceHours": grace_hours, "services": sids}
     items, skipped, refused = [], [], None
-    if not report["certified"]:
+    if caps is not None and not caps.conditional_delete:
+        refused = (f"{ep.blob.location} cannot delete only the version the audit certified"
+                   + (f": {caps.conditional_delete_note}" if caps.conditional_delete_note else ""))
+    elif not report["certified"]:
         refused = f"the orphan audit certified nothing: {report.get('reason') or 'no reason given'}"
     else:
         for orphan in report["orphans"]:
@@ -318,9 +327,10 @@ def plan_gc(ep: Endpoints, *, grace_hours: float, services: list[str] | None, ra
                 continue
             size = int(orphan["bytes"])
             items.append(PlanItem(item=orphan["key"], action="delete-blob", stored_bytes=size, delete_bytes=size,
-                                  backup_bytes=size, read_bytes=size, note=f"last modified {when.isoformat()}"))
+                                  backup_bytes=size, read_bytes=size, note=f"last modified {when.isoformat()}",
+                                  version=orphan.get("version")))
     plan = _finish("gc-blobs", ep, params, items, skipped, rate, refused=refused,
-                   per_delete_rows=watch.row_count)
+                   per_delete_rows=len(watch.tokens))
     plan.warnings += report.get("warnings") or []
     plan.context.update(watch=watch, cutoff=cutoff, audit=report)
     return plan

@@ -211,11 +211,8 @@ class RollbackDelete(_Rollback):
         return prep
 
     def apply(self, prep):
-        import posixpath
-
-        with self.backups.open(prep.backup) as f:
-            written = self.blob.write(f, posixpath.dirname(prep.item.item), sha256=prep.backup.sha256,
-                                      size=prep.backup.bytes)
+        with self.backups.open(prep.backup) as f:  # under its exact key: prefixed and GUID keys too
+            written = self.blob.write_key(f, prep.item.item, sha256=prep.backup.sha256, size=prep.backup.bytes)
         return {"key": written.key, "bytes": written.size}
 
     def verify(self, stored, begin):

@@ -117,7 +117,7 @@ def run_plan(plan: Plan, ep, options: RunOptions, controls: Controls | None = No
     with Journal.open(path, header) as journal:
         backups = BackupDir(journal.backup_dir)
         backups.clean_incoming()
-        step = make_step(plan, ep, Spool(), backups)
+        step = make_step(plan, ep, Spool(), backups, options.hooks)
         runner = Runner(journal, step, plan.items, options, phase="migrate", kind=plan.kind, where=plan.where,
                         params=plan.params, controls=controls, progress=progress)
         return runner.run()

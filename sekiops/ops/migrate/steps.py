@@ -29,17 +29,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import posixpath
 import socket
 from typing import BinaryIO
 
 from ...blob.base import BlobStore
-from ...errors import (BlobNotFoundError, GuardRefusedError, ItemTooLargeError, SekiopsError, UsageError)
+from ...errors import (BlobChangedError, BlobNotFoundError, GuardRefusedError, ItemTooLargeError, SekiopsError,
+                       UsageError)
 from ...format import keys
 from ...format.constants import BUILD_SOURCE_MIGRATE
 from ...format.envelope import (EnvelopeMeta, offloaded_envelope_bytes, read_envelope,
                                 write_inline_envelope)
 from ...format.record import SnapshotRow, utcnow
+from ...pipeline import failpoints
 from ...pipeline.spool import Spool
 from ...state.base import StateStore
 from ...streams import CountingWriter, copy_hashing
@@ -160,10 +161,12 @@ class Step:
 
     phase = "migrate"
 
-    def __init__(self, ep, spool: Spool, backups: BackupDir, **params):
+    def __init__(self, ep, spool: Spool, backups: BackupDir, hooks: dict | None = None, **params):
         self.ep = ep
         self.spool = spool
         self.backups = backups
+        #: test hooks at points a run cannot otherwise be interleaved (e.g. "before_delete")
+        self.hooks = hooks or {}
         self.params = params
 
     #: the stores whose rows the step changes
@@ -464,10 +467,11 @@ class CopyRow(Step):
 
 
 class DeleteOrphanBlob(Step):
-    """Delete one certified orphan blob, re-checked just before and saved to the backups first."""
+    """Delete one certified orphan blob: saved to the backups first, references re-checked right
+    before the delete, and the delete conditional on the exact version the audit certified."""
 
-    def __init__(self, ep, spool, backups, *, watch, cutoff, **params):
-        super().__init__(ep, spool, backups, **params)
+    def __init__(self, ep, spool, backups, hooks=None, *, watch, cutoff, **params):
+        super().__init__(ep, spool, backups, hooks, **params)
         self.watch = watch
         self.cutoff = cutoff
 
@@ -477,6 +481,8 @@ class DeleteOrphanBlob(Step):
     def skip_reason(self, info, item, done_after):
         if info is None:
             return "already gone"
+        if item.version and info.version and info.version != item.version:
+            return "written again since the audit (its version changed)"
         if info.size != item.delete_bytes:
             return f"size changed since the audit ({item.delete_bytes} -> {info.size})"
         if info.last_modified is not None and info.last_modified >= self.cutoff:
@@ -490,12 +496,25 @@ class DeleteOrphanBlob(Step):
     def prepare(self, info, item):
         with self.blob.open_read(item.item) as f:
             ref = self.backups.save(f, expected_size=info.size)
-        before = {"key": info.key, "bytes": info.size,
+        before = {"key": info.key, "bytes": info.size, "version": item.version or info.version,
                   "lastModified": info.last_modified.isoformat() if info.last_modified else None}
         return Prepared(item, "delete-blob", info, before, ref, None, intended={"deleted": True})
 
     def apply(self, prep):
-        self.blob.delete(prep.item.item)
+        key = prep.item.item
+        # Sekiban's rule: re-check references at deletion time, then delete only what was certified.
+        self.watch.refresh()
+        ref = self.watch.referenced_by(key)
+        if ref:
+            raise Skip(f"referenced by {ref} (written since the audit); not deleted")
+        failpoints.hit("gc_before_delete")
+        hook = self.hooks.get("before_delete")
+        if hook is not None:
+            hook(key)
+        try:
+            self.blob.delete(key, if_version=prep.before["version"])
+        except BlobChangedError as exc:
+            raise Skip(f"written again since the audit; not deleted ({exc})") from None
         return None
 
     def verify(self, stored, begin) -> Verdict:
@@ -507,15 +526,20 @@ class DeleteOrphanBlob(Step):
 
     def identify(self, begin):
         info = self.blob.stat(begin["item"])
-        return ("applied" if info is None else "untouched"), info
+        if info is None:
+            return "applied", None
+        certified = (begin.get("before") or {}).get("version")
+        if certified and info.version and info.version != certified:
+            return "foreign", info  # written again by someone else: not ours to delete
+        return "untouched", info
 
     def revert(self, begin, stored) -> str:
         ref = BackupRef.from_dict(begin["backup"])
         key = begin["item"]
+        if self.blob.stat(key) is not None:
+            return "the blob is there again (written by another writer); backup kept"
         with self.backups.open(ref) as f:
-            written = self.blob.write(f, posixpath.dirname(key), sha256=ref.sha256, size=ref.bytes)
-        if written.key != key:
-            return f"blob put back under {written.key} (its old key {key} was not content-addressed)"
+            self.blob.write_key(f, key, sha256=ref.sha256, size=ref.bytes)
         return "blob put back from the backup"
 
     def describe(self, obj):
@@ -526,11 +550,12 @@ STEP_CLASSES = {"offload-record": OffloadRecord, "offload-payload": OffloadPaylo
                 "copy": CopyRow, "gc-blobs": DeleteOrphanBlob}
 
 
-def make_step(plan, ep, spool: Spool, backups: BackupDir) -> Step:
+def make_step(plan, ep, spool: Spool, backups: BackupDir, hooks: dict | None = None) -> Step:
     params = dict(plan.params)
     if plan.kind == "offload":
         cls = OffloadPayload if params.get("payloadLevel") else OffloadRecord
-        return cls(ep, spool, backups, threshold=params["threshold"])
+        return cls(ep, spool, backups, hooks, threshold=params["threshold"])
     if plan.kind == "gc-blobs":
-        return DeleteOrphanBlob(ep, spool, backups, watch=plan.context["watch"], cutoff=plan.context["cutoff"])
-    return STEP_CLASSES[plan.kind](ep, spool, backups)
+        return DeleteOrphanBlob(ep, spool, backups, hooks, watch=plan.context["watch"],
+                                cutoff=plan.context["cutoff"])
+    return STEP_CLASSES[plan.kind](ep, spool, backups, hooks)
