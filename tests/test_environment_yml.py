@@ -9,6 +9,9 @@ import tomllib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: PyPI name -> conda-forge name, where they differ
 CONDA_NAMES = {"isal": "python-isal"}
+#: conda packages with no PyPI counterpart: the C libraries a wheel would have bundled
+#: (ijson's wheel ships libyajl; conda's ijson links a separate yajl package)
+CONDA_ONLY = {"yajl"}
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:
@@ -30,7 +33,7 @@ def _environment() -> dict[str, str]:
             in_deps = True
             continue
         m = re.match(r"^  - ([A-Za-z0-9_.-]+)\s*(.*)$", line)
-        if in_deps and m and m.group(1) not in ("pip", "python"):
+        if in_deps and m and m.group(1) not in ("pip", "python", *CONDA_ONLY):
             deps[m.group(1).lower()] = m.group(2).replace(" ", "")
     return deps
 

@@ -456,7 +456,8 @@ RECORD_THRESHOLDS = st.sampled_from([None, 0, 100, 10**12])
 def test_any_payload_round_trips(prop_stores, payload, payload_threshold, record_threshold, mode):
     state, blob = prop_stores
     version = uuid.uuid4().hex[:16]
-    opts = PersistOptions(mode=mode, payload_threshold=payload_threshold, record_threshold=record_threshold)
+    opts = PersistOptions(mode=mode, payload_threshold=payload_threshold, record_threshold=record_threshold,
+                          input_format="raw", allow_empty=True)  # any bytes: an opaque payload
     res = persist_stream(state, blob, io.BytesIO(payload), projector_name="Prop", projector_version=version,
                          events_processed=7, last_sortable_unique_id=SLUI, options=opts)
     assert res.payload_location == ("blob" if res.compressed_size_bytes > payload_threshold else "inline")

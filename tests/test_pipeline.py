@@ -494,10 +494,23 @@ def exact_json(size: int, seed: int = 1) -> bytes:
 
 
 def noise(size: int, seed: int = 3) -> bytes:
+    """Opaque bytes (persisted with input_format="raw": a custom serializer's payload)."""
     return random.Random(seed).randbytes(size)
 
 
+def json_of(doc: bytes, copies: int) -> bytes:
+    """One JSON document holding ``copies`` copies of ``doc`` (an array)."""
+    return b"[" + b",".join([doc] * copies) + b"]"
+
+
 def persist_bytes(state, blob, data: bytes, *, name="Orders", version="1.0.0", events=42, options=None, **kw):
+    """Persist ``data``; bytes that are not one JSON document (noise, b"") go as an opaque
+    payload (input_format="raw"), as a custom serializer's would."""
+    options = options or PersistOptions()
+    try:
+        json.loads(data)
+    except ValueError:
+        options = dataclasses.replace(options, input_format="raw", allow_empty=True)
     return persist_stream(state, blob, io.BytesIO(data), projector_name=name, projector_version=version,
                           events_processed=events, last_sortable_unique_id=SLUI, options=options, **kw)
 
@@ -628,7 +641,7 @@ def test_reference_reader_accepts_sqlite_rows(tmp_path, mode, row_level, payload
     state = open_state_store(f"sqlite:///{db}?record_threshold=1000000")
     assert state.record_offload_threshold == 1_000_000 and not state.strict
     blob = LocalBlobStore(str(blob_dir))
-    data = STATE * 40  # ~5 KB, gzips to well over 100 bytes
+    data = json_of(STATE, 40)  # ~5 KB, gzips to well over 100 bytes
     opts = _forced(row_level, payload_level)
     opts.mode = mode
     res = persist_bytes(state, blob, data, name=name, version="2.0.0+build.7", options=opts)
@@ -647,12 +660,12 @@ def test_sqlite_store_threshold_from_url_offloads_records(tmp_path):
     db = tmp_path / "ext.db"
     state = open_state_store(f"sqlite:///{db}?record_threshold=300")
     blob = LocalBlobStore(str(tmp_path / "blobs"))
-    res = persist_bytes(state, blob, STATE * 10)
+    res = persist_bytes(state, blob, json_of(STATE, 10))
     assert res.envelope_location == "blob" and res.envelope_bytes > 300
     row = raw_sqlite_row(db, "Orders", "1.0.0")
     assert row["IsOffloaded"] == 1 and row["StateData"] is None
     assert row["OffloadKey"] == res.envelope_key and row["OffloadProvider"]
-    ref.check_written_row(row, dir_blobs(tmp_path / "blobs"), record_threshold=300, expected_state=STATE * 10)
+    ref.check_written_row(row, dir_blobs(tmp_path / "blobs"), record_threshold=300, expected_state=json_of(STATE, 10))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -661,7 +674,7 @@ def test_reference_reader_accepts_memory_rows(mode, row_level, payload_level):
     state = MemoryStateStore(f"ref-{uuid.uuid4().hex}",
                              record_offload_threshold=200 if row_level == "blob" else None)
     blob = MemoryBlobStore("ref")
-    data = STATE * 40
+    data = json_of(STATE, 40)
     opts = PersistOptions(mode=mode, payload_threshold=100 if payload_level == "blob" else PAYLOAD_THRESHOLD)
     res = persist_bytes(state, blob, data, options=opts)
     assert (res.envelope_location, res.payload_location) == (row_level, payload_level)
@@ -677,7 +690,7 @@ def test_strict_sqlite_refuses_record_offload_and_uploads_nothing(embedded):
     state, blob, db, blob_dir = embedded
     assert state.strict
     with pytest.raises(GuardRefusedError, match="(?i)strict|record level"):
-        persist_bytes(state, blob, STATE * 10, options=PersistOptions(record_threshold=100))
+        persist_bytes(state, blob, json_of(STATE, 10), options=PersistOptions(record_threshold=100))
     assert sqlite_fingerprint(db)[0] == 0
     assert dir_blobs(blob_dir) == {}, "strict refusal came after the envelope blob was uploaded"
 

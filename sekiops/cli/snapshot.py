@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .main import add_store_args, open_stores, print_json
+from .main import SIZE_HELP, add_store_args, open_stores, print_json, size_type
 
 
 def register(sub) -> None:
@@ -23,12 +23,18 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["streaming", "legacy"], default="streaming",
                    help="streaming (bounded memory, default) or legacy (Sekiban's byte[] path modelled: the "
                    "state as a UTF-16 string, its UTF-8 copy, gzip, Base64: about 3x the state in memory)")
-    p.add_argument("--payload-threshold", type=int, help="offload the payload when compressed bytes exceed this "
+    p.add_argument("--payload-threshold", type=size_type("--payload-threshold"), metavar="SIZE",
+                   help=f"offload the payload when compressed bytes exceed this ({SIZE_HELP}) "
                    "(default 1,560,576)")
-    p.add_argument("--record-threshold", type=int, help="offload the envelope when its bytes exceed this "
+    p.add_argument("--record-threshold", type=size_type("--record-threshold"), metavar="SIZE",
+                   help=f"offload the envelope when its bytes exceed this ({SIZE_HELP}) "
                    "(default: the state store's Sekiban default)")
     p.add_argument("--allow-regress", action="store_true", help="write even if the stored row has more EventsProcessed")
-    p.add_argument("--raw", action="store_true", help="store the payload uncompressed (default: gzip)")
+    p.add_argument("--raw", action="store_true", help="the input is opaque payload bytes (a projector with its own "
+                   "serializer): stored exactly as given, not checked as JSON, not gzipped. Default: the input "
+                   "must be exactly one complete JSON document (refused with the byte offset otherwise) and is "
+                   "gzipped as Sekiban does")
+    p.add_argument("--allow-empty", action="store_true", help="with --raw: accept an empty payload")
     p.add_argument("--gzip", choices=["isal", "zlib-ng", "zlib"], help="gzip backend (default: fastest installed)")
     p.add_argument("--build-source", help="BuildSource column (default SEKIOPS_STREAM / SEKIOPS_LEGACY)")
     p.add_argument("--heap", action="store_true", help="also measure the Python heap peak (tracemalloc; slower)")
@@ -58,6 +64,7 @@ def run_persist(args) -> int:
                           payload_threshold=args.payload_threshold if args.payload_threshold is not None
                           else PAYLOAD_OFFLOAD_THRESHOLD,
                           allow_regress=args.allow_regress, gzip=args.gzip, compress=not args.raw,
+                          input_format="raw" if args.raw else "json", allow_empty=args.allow_empty,
                           build_source=args.build_source, measure_heap=args.heap)
     try:
         result = persist_stream(state, blob, source, projector_name=args.projector,
@@ -65,7 +72,7 @@ def run_persist(args) -> int:
                                 events_processed=args.events_processed,
                                 last_sortable_unique_id=args.last_sortable_unique_id,
                                 last_event_id=args.last_event_id, payload_type_name=args.payload_type_name,
-                                options=opts)
+                                options=opts, input_name="stdin" if args.input == "-" else repr(args.input))
     finally:
         if source is not sys.stdin.buffer:
             source.close()

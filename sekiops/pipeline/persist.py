@@ -22,12 +22,13 @@ from typing import BinaryIO, Callable
 
 from .. import metrics
 from ..blob.base import BlobStore
-from ..errors import (ConcurrencyConflictError, GuardRefusedError, ItemTooLargeError,
+from ..errors import (BadInputError, ConcurrencyConflictError, GuardRefusedError, ItemTooLargeError,
                       StoreUnavailableError, TombstonedError, UsageError)
 from ..format.constants import (BUILD_SOURCE_LEGACY, BUILD_SOURCE_MAX, BUILD_SOURCE_STREAM, PAYLOAD_OFFLOAD_THRESHOLD,
                                 PAYLOAD_TYPE)
 from ..format.envelope import (EnvelopeMeta, inline_envelope_bytes, offloaded_envelope_bytes,
                                write_inline_envelope)
+from ..format.jsoncheck import JsonChecker
 from ..format.payload import PayloadEncoder, PayloadStats, gzip_backend
 from ..format.record import SnapshotRow, check_projector, utcnow
 from ..state.base import StateStore
@@ -59,6 +60,12 @@ class PersistOptions:
     gzip: str | None = None
     compress: bool = True
     measure_heap: bool = False
+    #: ``json``: the input must be exactly one complete JSON document (checked while it streams);
+    #: ``raw``: opaque payload bytes (custom serializers), not checked (``compress`` still applies;
+    #: the CLI's --raw turns both off: stored exactly as given)
+    input_format: str = "json"
+    #: ``raw`` only: accept an empty payload (a JSON document is never empty)
+    allow_empty: bool = False
 
 
 @dataclasses.dataclass
@@ -100,9 +107,16 @@ def persist(state: StateStore, blob: BlobStore | None, write_body: Callable[[Bin
             last_sortable_unique_id: str, last_event_id: str | None = None,
             payload_type_name: str = "", is_safe_state: bool = True, is_catched_up: bool = True,
             safe_window_threshold: str | None = None, options: PersistOptions | None = None,
-            spool: Spool | None = None) -> PersistResult:
-    """Store one snapshot; ``write_body`` writes the projector state JSON to the stream it is given."""
+            spool: Spool | None = None, input_name: str = "the projector state") -> PersistResult:
+    """Store one snapshot; ``write_body`` writes the projector state JSON to the stream it is given.
+
+    The bytes must form exactly one complete JSON document (``options.input_format="raw"`` for
+    opaque payloads): anything else raises BadInputError naming ``input_name`` and the byte
+    offset, before anything is uploaded or written.
+    """
     opts = options or PersistOptions()
+    if opts.input_format not in ("json", "raw"):
+        raise UsageError(f"unknown input format {opts.input_format!r}; use json or raw")
     if opts.mode not in MODES:
         raise UsageError(f"unknown persist mode {opts.mode!r}; use one of {', '.join(MODES)}")
     check_projector(projector_name, projector_version)
@@ -119,6 +133,7 @@ def persist(state: StateStore, blob: BlobStore | None, write_body: Callable[[Bin
                         is_catched_up=is_catched_up, is_safe_state=is_safe_state,
                         payload_type_name=payload_type_name)
     job = _Job(state, blob, opts, meta, safe_window_threshold or last_sortable_unique_id)
+    job.input_name = input_name
     with MemoryProbe(heap=opts.measure_heap) as probe:
         start = now_ms()
         current = job.check_current()
@@ -180,14 +195,20 @@ class _Job:
             t = now_ms()
             # Compression runs here; hashing and the temp-file write run on a second thread.
             sink = CountingWriter(payload.file, hash_it=True)
+            checker = JsonChecker(self.input_name) if self.opts.input_format == "json" else None
             try:
-                with WriteBehind(sink.write) as behind:
+                # the JSON check runs on its own thread (C, GIL released) beside the compression
+                with WriteBehind(sink.write) as behind, _Checking(checker) as check:
                     enc = PayloadEncoder(behind, self.backend, compress=self.opts.compress, hash_output=False)
-                    write_body(_FailAfterFirstWrite(enc) if failpoints.active() else enc)
+                    body = _Tee(check, enc) if checker is not None else enc
+                    write_body(_FailAfterFirstWrite(body) if failpoints.active() else body)
                     sizes = enc.finish()
                 payload.file.flush()
             except OSError as exc:
                 raise spool_write_error(exc, self.where) from exc
+            if sizes.original_size == 0 and checker is None and not self.opts.allow_empty:
+                raise BadInputError(f"{self.input_name} is empty: an empty payload is refused unless allowed "
+                                    "(--allow-empty); nothing was stored")
             stats = PayloadStats(sizes.original_size, sink.count, sink.sha256)
             self.build_ms += now_ms() - t
             self._payload_stats(stats)
@@ -385,6 +406,42 @@ def _same_write(stored: SnapshotRow, written: SnapshotRow) -> bool:
             and stored.last_sortable_unique_id == written.last_sortable_unique_id)
 
 
+class _Checking:
+    """The JSON checker fed from a write-behind thread; on leaving, the check is finished
+    (truncated or empty input raises there), or abandoned if the body failed."""
+
+    def __init__(self, checker: JsonChecker | None):
+        self._checker = checker
+        self._behind = WriteBehind(checker.feed) if checker is not None else None
+
+    def __enter__(self) -> "WriteBehind | None":
+        return self._behind
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._behind is None:
+            return
+        try:
+            self._behind.__exit__(exc_type, exc, tb)
+            if exc_type is None:
+                self._checker.finish()
+        finally:
+            self._checker.close()
+
+
+class _Tee:
+    """The body stream: every chunk to the JSON check and to the compressor."""
+
+    def __init__(self, check, enc):
+        self._check, self._enc = check, enc
+
+    def write(self, data) -> int:
+        self._check.write(data)
+        return self._enc.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+
 class _FailAfterFirstWrite:
     """Body stream wrapper for the ``body`` fail point: fires after the first write."""
 
@@ -408,6 +465,7 @@ def _sha(data: bytes) -> str:
 
 def persist_stream(state: StateStore, blob: BlobStore | None, source: BinaryIO, **kwargs) -> PersistResult:
     """Persist the projector state JSON read from ``source`` (a file or stdin), chunk by chunk."""
+    kwargs.setdefault("input_name", getattr(source, "name", None) or "the input stream")
 
     def write_body(out: BinaryIO) -> None:
         with ReadAhead(source.read) as chunks:  # reading overlaps compression
