@@ -8,8 +8,13 @@ The public library, imported lazily so the CLI starts fast::
 from __future__ import annotations
 
 import importlib
+import logging
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where it goes. Without this, Python's last-resort
+# handler would print warnings (a retried row write) on stderr beside the CLI's one error line.
+logging.getLogger("sekiops").addHandler(logging.NullHandler())
 
 _EXPORTS = {
     "open_state_store": "sekiops.state",

@@ -71,6 +71,16 @@ class StoreError(SekiopsError):
     """A store refused an operation permanently (permissions, limits, schema)."""
 
 
+class StoreMissingError(StoreError):
+    """The database, table, container or directory does not exist and the store was opened with
+    ``create=False``. ``shape`` (when the backend knows it) describes the store that would be
+    created: what a plan needs to say where rows would land (see state.base.AbsentStateStore)."""
+
+    def __init__(self, message: str = "", shape: dict | None = None):
+        super().__init__(message)
+        self.shape = shape
+
+
 class ItemTooLargeError(StoreError):
     """The row would exceed the store's item size limit (Cosmos DB: 2 MB)."""
 

@@ -285,7 +285,9 @@ class ReadAhead:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        # A reader blocked on a pipe (stdin) cannot be woken: it is a daemon thread, so an
+        # interrupted command must not wait for it; it ends with the process.
+        self._thread.join(timeout=5)
 
     def __enter__(self) -> "ReadAhead":
         return self

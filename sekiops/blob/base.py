@@ -121,6 +121,11 @@ class BlobStore(abc.ABC):
         """Up to ``length`` bytes of the blob from ``offset`` (``capabilities.range_reads``)."""
         raise NotImplementedError(f"{type(self).__name__} declares no range reads")
 
+    def local_paths(self) -> list[str]:
+        """Directories of this machine the store keeps blobs in (the local store's root): an
+        output must never be written inside them."""
+        return []
+
     def close(self) -> None:
         """Release clients; idempotent."""
 
@@ -139,3 +144,41 @@ def check_if_version(store: BlobStore, if_version: str | None) -> None:
         raise UsageError(f"{store.location} cannot delete conditionally"
                          + (f": {store.capabilities.conditional_delete_note}"
                             if store.capabilities.conditional_delete_note else ""))
+
+
+class AbsentBlobStore(BlobStore):
+    """A blob store that does not exist yet (a copy's target directory before ``run --execute``):
+    empty, nothing writable; built from StoreMissingError's ``shape``."""
+
+    def __init__(self, shape: dict):
+        self.provider = shape.get("provider", "absent")
+        self.location = shape.get("location", "(absent)")
+        self.prefix = shape.get("prefix", "")
+        self.capabilities = shape.get("capabilities") or BlobCapabilities()
+        self._shape = shape
+
+    def _absent(self):
+        from ..errors import StoreMissingError
+
+        raise StoreMissingError(f"{self.location} does not exist yet; `migrate run --execute` creates it",
+                                shape=self._shape)
+
+    def write(self, stream, name, *, sha256=None, size=None):
+        self._absent()
+
+    def write_key(self, stream, key, *, sha256=None, size=None):
+        self._absent()
+
+    def open_read(self, key):
+        from ..errors import BlobNotFoundError
+
+        raise BlobNotFoundError(f"blob {key!r} not found: {self.location} does not exist yet")
+
+    def stat(self, key):
+        return None
+
+    def delete(self, key, *, if_version=None):
+        return False
+
+    def list(self, prefix=""):
+        return iter(())

@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from typing import BinaryIO, Iterator
 from urllib.parse import unquote, urlsplit
 
-from ..errors import (BlobChangedError, BlobNotFoundError, IntegrityError, StoreError, StoreUnavailableError,
-                      UnsafeKeyError, os_reason)
+from ..errors import (BlobChangedError, BlobNotFoundError, IntegrityError, StoreError, StoreMissingError,
+                      StoreUnavailableError, UnsafeKeyError, os_reason)
 from ..format.constants import PROVIDER_LOCAL
 from ..format.keys import check_key, content_hash
 from ..lockfiles import remove_if_unlocked
@@ -127,7 +127,11 @@ class LocalBlobStore(BlobStore):
         if create:
             os.makedirs(root, mode=0o750, exist_ok=True)
         if not os.path.isdir(root):
-            raise StoreError(f"blob root {root!r} does not exist or is not a directory")
+            if not os.path.exists(root):
+                raise StoreMissingError(f"blob root {root!r} does not exist", shape={
+                    "provider": provider or self.provider, "location": f"file://{os.path.abspath(root)}",
+                    "prefix": prefix, "capabilities": self.capabilities})
+            raise StoreError(f"blob root {root!r} is not a directory")
         self.root = os.path.realpath(root)
         self.location = f"file://{self.root}"
         self.prefix = prefix
@@ -282,7 +286,7 @@ class LocalBlobStore(BlobStore):
             if exc.errno == errno.ELOOP:
                 raise UnsafeKeyError(f"blob key {key!r} is a symlink in {self.location}") from None
             if exc.errno in (errno.ENXIO, errno.ENODEV, errno.EISDIR):
-                raise BlobNotFoundError(f"blob {key!r} in {self.location} is not a regular file") from None
+                raise UnsafeKeyError(f"blob {key!r} in {self.location} is not a regular file; refused") from None
             raise _os_error(exc, self.location, key) from exc
         try:
             self._check_fd(fd, key)
@@ -294,7 +298,8 @@ class LocalBlobStore(BlobStore):
             kind = ("a FIFO" if stat_mod.S_ISFIFO(st.st_mode) else "a socket" if stat_mod.S_ISSOCK(st.st_mode)
                     else "a device" if stat_mod.S_ISCHR(st.st_mode) or stat_mod.S_ISBLK(st.st_mode)
                     else "a directory" if stat_mod.S_ISDIR(st.st_mode) else "not a regular file")
-            raise BlobNotFoundError(f"blob {key!r} in {self.location} is {kind}, not a regular file; refused")
+            raise UnsafeKeyError(f"blob {key!r} in {self.location} is {kind}, not a regular file; refused "
+                                 "(never opened for reading)")
         os.set_blocking(fd, True)
         return fd
 
@@ -399,6 +404,9 @@ class LocalBlobStore(BlobStore):
         except FileExistsError:
             pass
         os.unlink(held)
+
+    def local_paths(self) -> list[str]:
+        return [self.root]
 
     def __repr__(self) -> str:
         return f"LocalBlobStore({self.location!r})"

@@ -49,7 +49,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupted(signum, frame) -> None:
+    from ..errors import Interrupted
+
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """SIGTERM and SIGHUP raise like SIGINT does, so the same cleanup runs (partial outputs and
+    temp files removed); returns the previous handlers."""
+    import signal
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, _raise_interrupted)
+        except (ValueError, OSError):  # not the main thread (an embedding caller): leave them alone
+            pass
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    previous = _install_signal_handlers()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM/SIGHUP as Interrupted
+        from ..pipeline.outputs import completed
+
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        done = completed()
+        if done:  # the work was finished before the signal: say so, not "interrupted"
+            sys.stderr.write(f"sekiops: completed: {'; '.join(done)} ({name} arrived afterwards)\n")
+            sys.stderr.flush()
+            return 0
+        _error(f"interrupted by {name}; partial outputs and temp files were removed, nothing was half-written")
+        return 128 + signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     from ..errors import SekiopsError
     from ..urls import redact
 
@@ -76,9 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 2
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
     except OSError as exc:  # files named on the command line: missing, unreadable, disk full
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
         _error(redact(f"{exc.strerror or exc}{where}"))

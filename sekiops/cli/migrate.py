@@ -86,12 +86,13 @@ def _guard_args(p: argparse.ArgumentParser) -> None:
 # --- commands ------------------------------------------------------------------------------------
 
 
-def _open_and_plan(args):
+def _open_and_plan(args, create: bool = False):
+    """Open the stores and plan; nothing is created unless ``create`` (``run --execute``)."""
     from ..ops.migrate.endpoints import open_endpoints
     from ..ops.migrate.plan import make_plan
 
     ep = open_endpoints(args.kind, args.state, args.blob, service_id=args.service_id, to_state=args.to_state,
-                        to_blob=args.to_blob, to_service_id=args.to_service_id)
+                        to_blob=args.to_blob, to_service_id=args.to_service_id, create=create)
     try:
         services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
         plan = make_plan(args.kind, ep, projector=args.projector, threshold=args.threshold,
@@ -118,7 +119,7 @@ def run_run_command(args) -> int:
     from ..ops.migrate.plan import check_runnable
     from ..ops.migrate.runner import run_plan
 
-    ep, plan = _open_and_plan(args)
+    ep, plan = _open_and_plan(args, create=args.execute)
     try:
         if args.format == "table":
             _print_plan(plan, "table")

@@ -33,7 +33,7 @@ from ..format.payload import PayloadEncoder, PayloadStats, gzip_backend
 from ..format.record import SnapshotRow, check_projector, utcnow
 from ..state.base import StateStore
 from ..streams import CountingWriter, ReadAhead, WriteBehind
-from . import failpoints
+from . import failpoints, outputs
 from .memory import MemoryProbe
 from .spool import Spool, now_ms, spool_write_error
 
@@ -312,6 +312,7 @@ class _Job:
         try:
             failpoints.hit("row_write")
             stored = self._write_row(current)
+            outputs.mark_completed(f"snapshot {self.where} written (revision {stored.revision})")
             failpoints.hit("after_row")
             return stored
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import secrets
@@ -28,6 +29,7 @@ from ..format.payload import GzipBackend, decode_payload_to, gzip_backend, open_
 from ..format.record import SnapshotRow
 from ..state.base import StateStore
 from ..streams import CHUNK, HashingReader, ReadAhead, WriteBehind
+from . import failpoints, outputs
 from .memory import MemoryProbe
 from .spool import Spool, now_ms
 
@@ -111,6 +113,8 @@ def restore(state: StateStore, blob: BlobStore | None, out: str | BinaryIO, *, p
     """
     opts = options or RestoreOptions()
     spool = spool or Spool()
+    if isinstance(out, str):
+        outputs.check_output_path(out, state=state, blob=blob, spool_dir=spool.directory, what="restore output")
     backend = gzip_backend()  # resolved (imported) before the clock starts, as persist does
     with MemoryProbe(heap=opts.measure_heap) as probe:
         start = now_ms()
@@ -308,7 +312,8 @@ class _Restore:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise OutputError(f"output directory {directory!r} does not exist")
-        partial = os.path.join(directory, f".{os.path.basename(path)[:64]}.{secrets.token_hex(6)}.partial")
+        outputs.sweep_partials(directory)
+        partial = outputs.partial_name(path, secrets.token_hex(6))
         try:
             self._write_partial(partial, path, src, where, limit)
         except OSError as exc:
@@ -316,6 +321,7 @@ class _Restore:
 
     def _write_partial(self, partial: str, path: str, src, where: str, limit: int) -> None:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while we live: a sweep never takes a live partial
         try:
             with os.fdopen(fd, "wb", buffering=CHUNK) as f:
                 self._decode_into(f, src, where, limit)
@@ -323,7 +329,10 @@ class _Restore:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(partial, 0o666 & ~umask)
+            failpoints.hit("restore_before_rename")
             os.replace(partial, path)
+            outputs.mark_completed(f"restore output {path!r} written")
+            failpoints.hit("restore_after_rename")
         except BaseException:
             try:
                 os.unlink(partial)

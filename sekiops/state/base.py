@@ -103,6 +103,11 @@ class StateStore(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} declares no range reads")
 
+    def local_paths(self) -> list[str]:
+        """Files of this machine the store keeps its rows in (SQLite: the database and its
+        journals): an output must never be written over them."""
+        return []
+
     def close(self) -> None:
         """Release connections; idempotent."""
 
@@ -149,3 +154,51 @@ def check_expected(current: SnapshotRow | None, expected: SnapshotRow | None, lo
         raise ConcurrencyConflictError(
             f"{location}: {where} moved since it was read (revision {expected.revision} -> "
             f"{current.revision}); nothing overwritten")
+
+
+class AbsentStateStore(StateStore):
+    """A state store that does not exist yet (a copy's target before ``run --execute``): no rows,
+    no services, nothing writable; its limits are those of the store that would be created.
+
+    Built from :class:`~sekiops.errors.StoreMissingError`'s ``shape``, so a plan can say where
+    every row would land without creating a file, table or container.
+    """
+
+    def __init__(self, shape: dict, service_id: str):
+        self.kind = shape.get("kind", "absent")
+        self.location = shape.get("location", "(absent)")
+        self.service_id = service_id
+        self.record_offload_threshold = shape.get("record_offload_threshold")
+        self.inline_limit = shape.get("inline_limit")
+        self.capabilities = shape.get("capabilities") or StateCapabilities()
+        self._shape = shape
+
+    def _absent(self):
+        from ..errors import StoreMissingError
+
+        raise StoreMissingError(f"{self.location} does not exist yet; `migrate run --execute` creates it",
+                                shape=self._shape)
+
+    def get(self, projector_name, projector_version):
+        return None
+
+    def latest_active(self, projector_name):
+        return None
+
+    def list_page(self, after=None, limit=500, projector_name=None):
+        return []
+
+    def open_state_stream(self, row):
+        self._absent()
+
+    def write(self, row, state, state_length, expected):
+        self._absent()
+
+    def list_service_ids(self):
+        return []
+
+    def tombstone(self, expected):
+        self._absent()
+
+    def for_service(self, service_id: str) -> "AbsentStateStore":
+        return AbsentStateStore(self._shape, service_id)

@@ -68,7 +68,7 @@ from typing import Any, BinaryIO, Callable
 from urllib.parse import unquote, urlsplit
 
 from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, ItemTooLargeError,
-                      StoreError, StoreUnavailableError, TombstonedError, UsageError)
+                      StoreError, StoreMissingError, StoreUnavailableError, TombstonedError, UsageError)
 from ..format.constants import COSMOS_ITEM_LIMIT, LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, RECORD_THRESHOLD_COSMOS
 from ..format.record import SnapshotRow, check_service_id, format_dotnet_timestamp, parse_timestamp, utcnow
 from ..retry import RetryPolicy, call_with_retry, retry_after_of
@@ -187,11 +187,15 @@ def _flag(value: str) -> bool:
 
 
 class _Transient(StoreUnavailableError):
-    """A failure the server asks us to retry (429, 503; timeouts and 5xx of reads)."""
+    """A failure the server asks us to retry (429, 503; timeouts and 5xx of reads).
 
-    def __init__(self, reason: str, retry_after: float | None = None):
+    ``silent``: the server did not answer at all (a timeout): retried once, not five times, so a
+    wedged server costs two silence deadlines, not ten."""
+
+    def __init__(self, reason: str, retry_after: float | None = None, silent: bool = False):
         super().__init__(reason, retry_after=retry_after)
         self.reason = reason
+        self.silent = silent
 
 
 class CosmosStateStore(StateStore):
@@ -317,11 +321,21 @@ class CosmosStateStore(StateStore):
         """
         policy = RetryPolicy(attempts=self.retry_attempts, initial=0.1, maximum=5.0, total=self.retry_max_wait)
 
+        silences = 0
+
         def once() -> Any:
+            nonlocal silences
             try:
                 return fn()
             except Exception as exc:  # noqa: BLE001 - classified below; unknown ones re-raised
-                raise self._classify(exc, what, idempotent)
+                err = self._classify(exc, what, idempotent)
+                if isinstance(err, _Transient) and err.silent:
+                    silences += 1
+                    if silences > 1:  # a server that does not answer twice is not coming back soon
+                        raise StoreUnavailableError(
+                            f"{self.location}: {what}: no answer within {self.timeouts.io:g} s, twice (deadline: "
+                            "?timeout= or $SEKIOPS_TIMEOUT)") from None
+                raise err
 
         def give_up(exc: BaseException, backoff) -> StoreUnavailableError:
             return StoreUnavailableError(
@@ -366,7 +380,7 @@ class CosmosStateStore(StateStore):
             if not idempotent:
                 return StoreUnavailableError(f"{self.location}: {what} timed out; the write may or may not "
                                              "have been applied: re-read before retrying")
-            return _Transient("timed out")
+            return _Transient("timed out", silent=True)
         if isinstance(exc, ServiceRequestError):
             hint = ("; for an emulator's self-signed certificate add ?verify=false"
                     if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "")
@@ -376,7 +390,7 @@ class CosmosStateStore(StateStore):
                 return StoreUnavailableError(
                     f"{self.location}: {what}: connection lost before the answer ({self._scrub(exc)}); the "
                     "write may or may not have been applied: re-read before retrying")
-            return _Transient(f"no answer ({self._scrub(exc)})")
+            return _Transient(f"no answer ({self._scrub(exc)})", silent=True)
         if isinstance(exc, ClientAuthenticationError):
             return StoreError(f"{self.location}: {what}: cannot sign in to Cosmos DB ({self._scrub(exc)}); "
                               f"set {KEY_ENV} or an Entra ID identity")
@@ -395,7 +409,8 @@ class CosmosStateStore(StateStore):
             if exc.status_code != 404:
                 raise StoreError(f"{self.location}: read database: HTTP {exc.status_code}") from None
             if not create:
-                raise StoreError(f"{self.location}: no database {self.database_name!r} (create=false)") from None
+                raise StoreMissingError(f"{self.location}: no database {self.database_name!r} (create=false)",
+                                        shape=self._shape()) from None
             try:
                 self._run("create database", lambda: self._client.create_database(self.database_name),
                           idempotent=False)
@@ -409,7 +424,8 @@ class CosmosStateStore(StateStore):
             if exc.status_code != 404:
                 raise StoreError(f"{self.location}: read container: HTTP {exc.status_code}") from None
             if not create:
-                raise StoreError(f"{self.location}: no container {self.container_name!r} (create=false)") from None
+                raise StoreMissingError(f"{self.location}: no container {self.container_name!r} (create=false)",
+                                        shape=self._shape()) from None
             policy = {
                 "indexingMode": "consistent", "automatic": True,
                 "includedPaths": [{"path": "/*"}],
@@ -861,6 +877,10 @@ class CosmosStateStore(StateStore):
         if not isinstance(stored, dict) or not stored.get("_etag"):
             return self.get(expected.projector_name, expected.projector_version)
         return self._row_from_full(stored)
+
+    def _shape(self) -> dict:
+        return {"kind": self.kind, "location": self.location, "record_offload_threshold": self.record_offload_threshold,
+                "inline_limit": self.inline_limit, "capabilities": self.capabilities}
 
     def for_service(self, service_id: str) -> "CosmosStateStore":
         """The same container scoped to another service, on this store's client."""

@@ -51,7 +51,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, SekiopsError, StoreError,
-                      StoreUnavailableError, UsageError)
+                      StoreMissingError, StoreUnavailableError, UsageError)
 from ..format.constants import LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, RECORD_THRESHOLD_POSTGRES
 from ..format.record import SnapshotRow, check_service_id, utcnow
 from ..timeouts import timeouts_for
@@ -504,9 +504,12 @@ class PostgresStateStore(StateStore):
 
         found = self._run(go, "cannot open table", TABLE)
         if found is None:
-            raise StoreError(f"{self.location}: no table {TABLE}"
-                             + (f" in schema {self.schema!r}" if self.schema else "")
-                             + " (opened with create=False)")
+            raise StoreMissingError(f"{self.location}: no table {TABLE}"
+                                    + (f" in schema {self.schema!r}" if self.schema else "")
+                                    + " (opened with create=False)",
+                                    shape={"kind": self.kind, "location": self.location,
+                                           "record_offload_threshold": self.record_offload_threshold,
+                                           "inline_limit": self.inline_limit, "capabilities": self.capabilities})
         nsp, cols = found
         missing = [c for c in META_COLUMNS + ["StateData"] if c not in cols]
         if missing:

@@ -18,7 +18,7 @@ from typing import BinaryIO
 from urllib.parse import unquote
 
 from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, GuardRefusedError,
-                      StoreError, StoreUnavailableError, UsageError)
+                      StoreError, StoreMissingError, StoreUnavailableError, UsageError)
 from ..format.constants import LIFECYCLE_TOMBSTONED
 from ..format.record import SnapshotRow, check_service_id, format_dotnet_timestamp, parse_timestamp, utcnow
 from ..urls import query_flags
@@ -96,7 +96,7 @@ class SqliteStateStore(StateStore):
         self._timeout = timeout
         self._local = threading.local()
         if not create and not os.path.exists(self.path):
-            raise StoreError(f"{self.location}: no such SQLite file")
+            raise StoreMissingError(f"{self.location}: no such SQLite file", shape=self._shape())
         if create:
             d = os.path.dirname(self.path)
             if d and not os.path.isdir(d):
@@ -105,7 +105,10 @@ class SqliteStateStore(StateStore):
         try:
             if not self._table_exists(conn):
                 if not create:
-                    raise StoreError(f"{self.location}: no table {TABLE} (not a Sekiban SQLite store?)")
+                    conn.close()
+                    self._local.conn = None
+                    raise StoreMissingError(f"{self.location}: no table {TABLE} (not a Sekiban SQLite store?)",
+                                            shape=self._shape())
                 conn.executescript(DDL)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.location}: not a usable SQLite database ({exc})") from None
@@ -114,6 +117,10 @@ class SqliteStateStore(StateStore):
         if missing:
             raise StoreError(f"{self.location}: table {TABLE} lacks Sekiban columns {missing}")
         self._control = [c for c in CONTROL_COLUMNS if c in cols]
+
+    def _shape(self) -> dict:
+        return {"kind": self.kind, "location": self.location, "record_offload_threshold": self.record_offload_threshold,
+                "inline_limit": self.inline_limit, "capabilities": self.capabilities}
 
     @classmethod
     def from_url(cls, url: str, service_id: str = "default", **options) -> "SqliteStateStore":
@@ -245,6 +252,9 @@ class SqliteStateStore(StateStore):
             if offset:
                 f.seek(offset)
             return f.read(length)
+
+    def local_paths(self) -> list[str]:
+        return [self.path] + [self.path + suffix for suffix in ("-wal", "-journal", "-shm")]
 
     def for_service(self, service_id: str) -> "SqliteStateStore":
         return SqliteStateStore(self.path, service_id=check_service_id(service_id),

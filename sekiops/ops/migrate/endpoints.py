@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 
 from ...blob import open_blob_store
-from ...blob.base import BlobStore
-from ...errors import UsageError
+from ...blob.base import AbsentBlobStore, BlobStore
+from ...errors import StoreMissingError, UsageError
 from ...format.constants import DEFAULT_SERVICE_ID
 from ...state import open_state_store
-from ...state.base import StateStore
+from ...state.base import AbsentStateStore, StateStore
 from ...urls import BLOB_URL_ENV, STATE_URL_ENV, redact, resolve
 
 
@@ -84,8 +84,12 @@ class Endpoints:
 
 def open_endpoints(kind: str, state_url: str | None, blob_url: str | None = None, *,
                    service_id: str = DEFAULT_SERVICE_ID, to_state: str | None = None,
-                   to_blob: str | None = None, to_service_id: str | None = None) -> Endpoints:
-    """Open the stores a migration of ``kind`` needs (``$SEKIOPS_STATE_URL``/``$SEKIOPS_BLOB_URL`` fill gaps)."""
+                   to_blob: str | None = None, to_service_id: str | None = None, create: bool = True) -> Endpoints:
+    """Open the stores a migration of ``kind`` needs (``$SEKIOPS_STATE_URL``/``$SEKIOPS_BLOB_URL`` fill gaps).
+
+    ``create=False`` (plans and dry runs) creates nothing anywhere: a copy's target that does not
+    exist yet is planned against as empty, with the limits of the store that would be created.
+    """
     from . import KINDS
 
     if kind not in KINDS:
@@ -101,9 +105,9 @@ def open_endpoints(kind: str, state_url: str | None, blob_url: str | None = None
     opened: list = []
     try:
         # A copy's source is read-only: never create a database, container or table there.
-        state = _open_state(state_url, service_id, create=kind not in ("copy", "gc-blobs"))
+        state = _open_state(state_url, service_id, create=create and kind not in ("copy", "gc-blobs"))
         opened.append(state)
-        blob = open_blob_store(blob_url) if blob_url else None
+        blob = open_blob_store(blob_url, create=create and kind != "copy") if blob_url else None
         opened.append(blob)
         target_state, target_blob = state, blob
         if kind == "copy":
@@ -114,9 +118,20 @@ def open_endpoints(kind: str, state_url: str | None, blob_url: str | None = None
             to_blob_url = to_blob or blob_url
             if to_state_url == state_url and target_sid == service_id:
                 raise UsageError("copy source and target are the same rows (same state store and service id)")
-            target_state = _open_state(to_state_url, target_sid, create=True)
+            try:
+                target_state = _open_state(to_state_url, target_sid, create=create)
+            except StoreMissingError as exc:
+                if create or exc.shape is None:
+                    raise
+                target_state = AbsentStateStore(exc.shape, target_sid)
             opened.append(target_state)
-            target_blob = blob if to_blob_url == blob_url else open_blob_store(to_blob_url)
+            try:
+                target_blob = blob if to_blob_url == blob_url else (
+                    open_blob_store(to_blob_url, create=create) if to_blob_url else None)
+            except StoreMissingError as exc:
+                if create or exc.shape is None:
+                    raise
+                target_blob = AbsentBlobStore(exc.shape)
             if target_blob is not blob:
                 opened.append(target_blob)
             return Endpoints(kind, state_url, blob_url, service_id, state, blob, target_state, target_blob,
