@@ -210,9 +210,13 @@ def read_row(row: Mapping[str, Any], blobs: Mapping[str, bytes]) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-def content_key(name: str, data: bytes) -> str:
-    """Section 5: ``{name}/{sha256 lowercase hex of the exact bytes}.bin``."""
-    return f"{name}/{sha256_hex(data)}.bin"
+def content_key(name: str, data: bytes, prefix: str | None = None) -> str:
+    """Section 5: ``{name}/{sha256 lowercase hex of the exact bytes}.bin``, the name with ``\\``
+    turned into ``/`` and ``/`` trimmed; since dcb-v10.23 ``{prefix minus trailing '/'}/`` in
+    front when a prefix is configured (written independently of sekiops.format.keys)."""
+    folder = name.replace("\\", "/").strip("/")
+    key = f"{folder}/{sha256_hex(data)}.bin"
+    return f"{prefix.rstrip('/')}/{key}" if prefix else key
 
 
 def _walk_keys(obj: Any):
@@ -293,6 +297,7 @@ def check_written_envelope(
     *,
     payload_threshold: int | None = PAYLOAD_OFFLOAD_THRESHOLD,
     has_blob_store: bool = True,
+    prefix: str | None = None,
 ) -> dict:
     """Assert the rules for an envelope a writer produces; returns the parsed envelope."""
     data = bytes(data)
@@ -315,8 +320,8 @@ def check_written_envelope(
         key = state["offloadKey"]
         assert isinstance(key, str) and key in blobs, f"offloadedState.offloadKey {key!r} not in blobs"
         payload = bytes(blobs[key])
-        assert key == content_key(state["projectorName"], payload), (
-            f"payload-level key must be {{ProjectorName}}/{{sha256}}.bin, got {key!r}"
+        assert key == content_key(state["projectorName"], payload, prefix), (
+            f"payload-level key must be {{prefix}}/{{ProjectorName}}/{{sha256}}.bin, got {key!r}"
         )
         assert isinstance(state["storageProvider"], str) and state["storageProvider"], (
             "offloadedState.storageProvider must be set"
@@ -369,6 +374,7 @@ def check_written_row(
     payload_threshold: int | None = PAYLOAD_OFFLOAD_THRESHOLD,
     has_blob_store: bool = True,
     expected_state: bytes | None = None,
+    prefix: str | None = None,
 ) -> dict:
     """Assert every rule the format page states for a row (and its envelope and blobs) a writer
     produces.  ``record_threshold`` is the store's record-level threshold (None: not checked;
@@ -398,8 +404,8 @@ def check_written_row(
         key = row_field(row, "OffloadKey")
         assert isinstance(key, str) and key in blobs, f"OffloadKey {key!r} not in blobs"
         env_bytes = bytes(blobs[key])
-        assert key == content_key(f"{name}/{version}", env_bytes), (
-            f"record-level key must be {{ProjectorName}}/{{ProjectorVersion}}/{{sha256}}.bin, got {key!r}"
+        assert key == content_key(f"{name}/{version}", env_bytes, prefix), (
+            f"record-level key must be {{prefix}}/{{ProjectorName}}/{{ProjectorVersion}}/{{sha256}}.bin, got {key!r}"
         )
         provider = row_field(row, "OffloadProvider", None)
         assert isinstance(provider, str) and provider, "offloaded row must name its OffloadProvider"
@@ -421,7 +427,7 @@ def check_written_row(
     assert row_field(row, "CompressedSizeBytes") == len(env_bytes), "CompressedSizeBytes != envelope length"
 
     env = check_written_envelope(
-        env_bytes, blobs, payload_threshold=payload_threshold, has_blob_store=has_blob_store
+        env_bytes, blobs, payload_threshold=payload_threshold, has_blob_store=has_blob_store, prefix=prefix
     )
     state = env["offloadedState"] if env["isOffloaded"] else env["inlineState"]
     assert row_field(row, "EventsProcessed") == state["version"], (

@@ -22,8 +22,8 @@ from typing import BinaryIO, Callable
 
 from .. import metrics
 from ..blob.base import BlobStore
-from ..errors import (BadInputError, ConcurrencyConflictError, GuardRefusedError, ItemTooLargeError,
-                      StoreUnavailableError, TombstonedError, UsageError)
+from ..errors import (BadInputError, ConcurrencyConflictError, GuardRefusedError, IntegrityError,
+                      ItemTooLargeError, StoreUnavailableError, TombstonedError, UsageError)
 from ..format.constants import (BUILD_SOURCE_LEGACY, BUILD_SOURCE_MAX, BUILD_SOURCE_STREAM, PAYLOAD_OFFLOAD_THRESHOLD,
                                 PAYLOAD_TYPE)
 from ..format.envelope import (EnvelopeMeta, inline_envelope_bytes, offloaded_envelope_bytes,
@@ -164,6 +164,10 @@ class _Job:
         self.inline_envelope: BinaryIO | None = None
         self.sha = ""
         self.attempts = 0
+        self.input_name = "the projector state"
+        #: uploads decided but not done yet: (rewind, name, sha256, size, key)
+        self._pending: list = []
+        self._spool_files: list = []
 
     # --- guards ------------------------------------------------------------------------------
 
@@ -215,8 +219,9 @@ class _Job:
             self.tempfile_bytes += stats.compressed_size
             failpoints.hit("after_spool")
             if self.blob is not None and stats.compressed_size > self.opts.payload_threshold:
-                self.payload_key = self._upload(payload.rewind(), self.meta.projector_name,
-                                                stats.sha256, stats.compressed_size)
+                # the key is known from the hash: the upload waits until every key is checked
+                self.payload_key = self._defer_upload(payload.rewind, self.meta.projector_name,
+                                                      stats.sha256, stats.compressed_size)
                 env = offloaded_envelope_bytes(self.meta, self.payload_key, self.blob.provider,
                                                stats.compressed_size)
                 self._envelope_ready(io.BytesIO(env), len(env), _sha(env))
@@ -238,7 +243,7 @@ class _Job:
             raise
 
     def close_spool(self) -> None:
-        for f in getattr(self, "_spool_files", []):
+        for f in self._spool_files:
             f.close()
         self._spool_files = []
 
@@ -277,6 +282,21 @@ class _Job:
         self.meta.compressed_size_bytes = stats.compressed_size
         self.sha = stats.sha256
 
+    def _defer_upload(self, rewind, name: str, sha256: str, size: int) -> str:
+        """The key these bytes will have (checked now: length, name), uploaded by _run_uploads."""
+        key = self.blob.key_for(name, sha256)
+        self._pending.append((rewind, name, sha256, size, key))
+        return key
+
+    def _run_uploads(self) -> None:
+        """Upload what was deferred, in order (payload before the envelope that names it): only
+        now that every key is known to be acceptable, so a refused key leaves nothing behind."""
+        for rewind, name, sha256, size, key in self._pending:
+            written = self._upload(rewind(), name, sha256, size)
+            if written != key:
+                raise IntegrityError(f"{self.blob.location}: wrote {written!r}, expected {key!r}")
+        self._pending = []
+
     def _upload(self, stream: BinaryIO, name: str, sha256: str, size: int) -> str:
         t = now_ms()
         if failpoints.active():
@@ -297,15 +317,22 @@ class _Job:
                     f"{self.state.location}: {caps.record_offload_refusal or 'the store holds no record-level offloaded rows'}; "
                     f"the {length}-byte envelope of {self.where} would need it. Nothing was uploaded or written")
             name = f"{self.meta.projector_name}/{self.meta.projector_version}"
-            self.envelope_key = self._upload(stream, name, sha256, length)
+
+            def rewind(stream=stream):
+                stream.seek(0)
+                return stream
+
+            self.envelope_key = self._defer_upload(rewind, name, sha256, length)
             self.inline_envelope = None
+            self._run_uploads()
             return
         limit = self.state.inline_limit
         if limit is not None and length > limit:
             hint = "configure a blob store (--blob URL)" if self.blob is None else "lower the record threshold"
             raise ItemTooLargeError(
                 f"{self.state.location}: envelope of {length} bytes for {self.where} exceeds the store's "
-                f"inline limit of {limit} bytes; {hint}. Nothing was written to the row")
+                f"inline limit of {limit} bytes; {hint}. Nothing was uploaded or written")
+        self._run_uploads()
         self.inline_envelope = stream
 
     def write_row(self, current: SnapshotRow | None) -> SnapshotRow:
