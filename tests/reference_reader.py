@@ -1,6 +1,6 @@
 """An independent, in-memory reference reader for Sekiban multi-projection snapshots.
 
-Written only from the format reference (/work/shared/spec/sekiban-format.md), never from
+Written only from the format reference (docs/sekiban-format.md), never from
 sekiops/format, so that it can serve as a test oracle for the library.  It loads everything
 into memory and favours being obviously correct over being fast.
 

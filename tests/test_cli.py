@@ -1,4 +1,4 @@
-"""The CLI contract (/work/shared/spec/contract.md), through subprocess runs of ``python -m sekiops``.
+"""The CLI contract (README, section "CLI"), through subprocess runs of ``python -m sekiops``.
 
 Happy paths: persist's JSON summary, ``restore --out -``, ``--verify``, ``inventory --format
 json|csv|table``, ``--help`` everywhere, SEKIOPS_STATE_URL / SEKIOPS_BLOB_URL.

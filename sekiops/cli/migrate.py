@@ -7,12 +7,12 @@ import sys
 
 from .main import DURATION_HELP, SIZE_HELP, add_store_args, duration_type, print_json, size_type
 
-KINDS = ("offload", "reencode", "copy", "gc-blobs")
+KINDS = ("offload", "reencode", "copy", "gc-blobs", "rekey")
 SHOWN_ITEMS = 50
 
 
 def register(sub) -> None:
-    p = sub.add_parser("migrate", help="guarded migrations: offload, reencode, copy, gc-blobs",
+    p = sub.add_parser("migrate", help="guarded migrations: offload, reencode, copy, gc-blobs, rekey",
                        description="Plan and run guarded migrations of snapshot rows. Every migration is "
                        "planned first; 'run' is a dry run unless --execute. Runs keep a checkpoint journal "
                        "(resume, rollback), verify each row through the normal restore path, and never "

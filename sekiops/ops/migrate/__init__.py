@@ -3,7 +3,8 @@
 Kinds: ``offload`` (big inline envelopes to blobs, record or payload level), ``reencode`` (v9 gzip
 and legacy ``payloadJson`` envelopes rewritten as v10, payload unchanged), ``copy`` (one
 deployment/service to another, the source never touched), ``gc-blobs`` (delete certified orphan
-blobs). Every migration is a list of per-row steps run by one runner with the same guards:
+blobs), ``rekey`` (move a deployment's blobs under the blob URL's ``?prefix=``, as Sekiban 10.23
+writes them; the old keys stay for gc-blobs). Every migration is a list of per-row steps run by one runner with the same guards:
 canary, rate limit, bounded backoff, pause/stop flag files, a checkpoint journal (resume and
 rollback), compare-and-swap on every write, verification through the normal restore path, and
 an audit record per run. Modules:
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import importlib
 
-KINDS = ("offload", "reencode", "copy", "gc-blobs")
+KINDS = ("offload", "reencode", "copy", "gc-blobs", "rekey")
 
 _EXPORTS = {
     "open_endpoints": ".endpoints",

@@ -100,7 +100,7 @@ def open_endpoints(kind: str, state_url: str | None, blob_url: str | None = None
         raise UsageError(f"no state store: pass --state URL or set {STATE_URL_ENV}")
     if kind != "copy" and (to_state or to_blob or to_service_id):
         raise UsageError(f"--to-state/--to-blob/--to-service-id belong to 'copy', not {kind!r}")
-    if kind in ("offload", "gc-blobs") and blob_url is None:
+    if kind in ("offload", "gc-blobs", "rekey") and blob_url is None:
         raise UsageError(f"{kind} needs a blob store: pass --blob URL or set {BLOB_URL_ENV}")
     opened: list = []
     try:

@@ -26,6 +26,7 @@ ACTIONS = {
     "reencode": ("reencode-v9", "reencode-payload-json"),
     "copy": ("copy",),
     "gc-blobs": ("delete-blob",),
+    "rekey": ("rekey",),
 }
 DEFAULT_GRACE_HOURS = 24.0
 
@@ -147,6 +148,8 @@ def make_plan(kind: str, ep: Endpoints, *, projector: str | None = None, thresho
         return plan_copy(ep, projector=projector, rate=rate)
     if kind == "gc-blobs":
         return plan_gc(ep, grace_hours=grace_hours, services=services, rate=rate)
+    if kind == "rekey":
+        return plan_rekey(ep, projector=projector, rate=rate)
     raise UsageError(f"unknown migration {kind!r}")
 
 
@@ -267,6 +270,54 @@ def plan_reencode(ep: Endpoints, *, projector: str | None, rate: float | None = 
     plan = _finish("reencode", ep, {"projector": projector}, items, skipped, rate)
     plan.planning_bytes_read = read
     return plan
+
+
+def keys_to_move(blob, row: SnapshotRow, refs: list[str]) -> list[str]:
+    """The keys of ``row`` not where ``blob`` would write them now (another prefix, or old GUID keys).
+
+    ``refs`` are the row's references (row-level key first when offloaded, then the payload key).
+    """
+    from ...format.keys import content_hash
+
+    moves = []
+    for i, key in enumerate(refs):
+        name = (f"{row.projector_name}/{row.projector_version}" if row.is_offloaded and i == 0
+                else row.projector_name)
+        sha = content_hash(key)
+        if sha is None or blob.key_for(name, sha) != key:
+            moves.append(key)
+    return moves
+
+
+def plan_rekey(ep: Endpoints, *, projector: str | None, rate: float | None = None) -> Plan:
+    """Rows whose blobs are not under the blob store's prefix (``?prefix=``): copied there (same
+    bytes, Sekiban's key), the envelope rewritten to name the payload's new key, the row moved by
+    compare-and-swap. The old blobs stay: gc-blobs removes them once no row references them."""
+    from ..audit import row_references
+
+    state, blob = ep.state, ep.blob
+    if blob is None:
+        raise UsageError("rekey needs the blob store, with the new prefix in its URL (?prefix=...)")
+    items, skipped = [], []
+    for row in iter_rows(state, projector_name=projector):
+        if row.is_tombstoned:
+            skipped.append(_skip(row, "tombstoned: never rewritten (its blobs stay under their keys)"))
+            continue
+        try:
+            refs = row_references(state, blob, row)
+        except SekiopsError as exc:
+            skipped.append(_skip(row, f"unreadable: {exc}"))
+            continue
+        moves = keys_to_move(blob, row, refs)
+        if not moves:
+            continue
+        size = row.stored_bytes or 0
+        items.append(_item(row, "rekey", inline_before=0 if row.is_offloaded else size,
+                           inline_after=0 if row.is_offloaded else size, read_bytes=size, backup_bytes=size,
+                           upload_bytes=size if row.is_offloaded else 0,
+                           placement="blob" if row.is_offloaded else "inline",
+                           note=f"moves {', '.join(moves)} under prefix {blob.prefix!r}"))
+    return _finish("rekey", ep, {"projector": projector, "prefix": blob.prefix}, items, skipped, rate)
 
 
 def plan_copy(ep: Endpoints, *, projector: str | None, rate: float | None = None) -> Plan:

@@ -393,6 +393,42 @@ class Reencode(RowRewrite):
         return self._finish(prep, row, out.rewind(), counter.count, counter.sha256)
 
 
+class Rekey(RowRewrite):
+    """Blobs moved under the blob store's prefix: the payload blob copied (same bytes, Sekiban's
+    prefixed key), the envelope naming it, a record-level envelope written under its new key."""
+
+    def skip_reason(self, row, item, done_after):
+        reason = super().skip_reason(row, item, done_after)
+        if reason:
+            return reason
+        from ..audit import row_references
+        from .plan import keys_to_move
+
+        if not keys_to_move(self.blob, row, row_references(self.state, self.blob, row)):
+            return "already under the prefix"
+        return None
+
+    def prepare(self, row, item):
+        return self._guarded(self._backup_and_digest(row, item), self._build, row)
+
+    def _build(self, prep, row):
+        env, payload, sink = self._parse_backup(prep, row)
+        if env.is_offloaded:
+            keys.check_key_scope(env.offload_key, row.projector_name)
+            with self.blob.open_read(env.offload_key) as src:
+                written = self.blob.write(src, row.projector_name, sha256=keys.content_hash(env.offload_key),
+                                          size=env.payload_length)
+            prep.uploads.append(written.key)
+            meta = _sized(env.meta, prep.digest, written.size)
+            data = offloaded_envelope_bytes(meta, written.key, env.storage_provider or self.blob.provider,
+                                            written.size)
+            return self._finish(prep, row, io.BytesIO(data), len(data), _sha(data), force_blob=row.is_offloaded)
+        # inline payload: the envelope bytes stay; a record-level envelope moves under the prefix
+        src = self.backups.open(prep.backup)
+        prep.files.append(src)
+        return self._finish(prep, row, src, prep.backup.bytes, prep.backup.sha256, force_blob=row.is_offloaded)
+
+
 def _sized(meta: EnvelopeMeta, digest: Digest, stored: int) -> EnvelopeMeta:
     """The envelope metadata with the sizes Sekiban writes: decoded and stored payload bytes."""
     return dataclasses.replace(meta, original_size_bytes=digest.original_size, compressed_size_bytes=stored)
@@ -547,7 +583,7 @@ class DeleteOrphanBlob(Step):
 
 
 STEP_CLASSES = {"offload-record": OffloadRecord, "offload-payload": OffloadPayload, "reencode": Reencode,
-                "copy": CopyRow, "gc-blobs": DeleteOrphanBlob}
+                "copy": CopyRow, "gc-blobs": DeleteOrphanBlob, "rekey": Rekey}
 
 
 def make_step(plan, ep, spool: Spool, backups: BackupDir, hooks: dict | None = None) -> Step:
