@@ -548,15 +548,21 @@ def test_cli_inventory_embedded(embedded, capsys):
     assert by["Old/1"]["lifecycle"] == "tombstoned" and by["Old/1"]["flag_tombstoned"]
     assert by["RecOff/1"]["isOffloaded"] and by["RecOff/1"]["storedBytesSource"] == "blob"
     assert by["Multi/1"]["flag_not_newest_version"]
-    assert by["PayOff/1"]["payloadOffloaded"] is None  # no heads unless asked
-    code, out, _ = run_cli(["inventory", "--state", state_url, "--blob", blob_url, "--format", "json", "--heads",
+    # envelope heads are read by default: the payload's location, sizes and blob are known
+    assert by["PayOff/1"]["payloadOffloaded"] is True and by["PayOff/1"]["payloadLocation"] == "blob"
+    assert by["PayOff/1"]["blobKey"] == by["PayOff/1"]["payloadKey"] and by["Legacy9/1"]["flag_v9_envelope"]
+    code, out, _ = run_cli(["inventory", "--state", state_url, "--blob", blob_url, "--format", "json",
+                            "--metadata-only"], capsys)
+    by = {f"{r['projectorName']}/{r['projectorVersion']}": r for r in json.loads(out)}
+    assert by["PayOff/1"]["payloadOffloaded"] is None and by["PayOff/1"]["headBytesRead"] == 0
+    code, out, _ = run_cli(["inventory", "--state", state_url, "--blob", blob_url, "--format", "json",
                             "--check-blobs"], capsys)
     by = {f"{r['projectorName']}/{r['projectorVersion']}": r for r in json.loads(out)}
-    assert by["PayOff/1"]["payloadOffloaded"] is True and by["Legacy9/1"]["flag_v9_envelope"]
+    assert not any(r["flag_missing_blob"] for r in by.values())
     code, out, _ = run_cli(["inventory", "--state", state_url, "--format", "csv"], capsys)
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith(",".join(inv.CONTRACT_COLUMNS)) and len(lines) == 14
-    code, out, _ = run_cli(["inventory", "--state", state_url, "--blob", blob_url, "--heads"], capsys)
+    code, out, _ = run_cli(["inventory", "--state", state_url, "--blob", blob_url], capsys)
     assert code == 0 and "Legacy9" in out and "v9_envelope" in out and "tombstoned" in out
     code, _, err = run_cli(["inventory", "--state", f"sqlite:///{state.path}.missing"], capsys)
     assert code == 2 and err.startswith("error: ")
@@ -586,3 +592,46 @@ def test_cli_inventory_server_backends(kind, request, tmp_path, capsys):
             assert abs(by["Small/1"]["base64Inflation"] - 4 / 3) < 0.01
         code, out, _ = run_cli(["inventory", "--state", state_url, "--format", "table"], capsys)
         assert code == 0 and "RecOffBig" in out
+
+
+def test_plain_inventory_shows_where_the_bytes_really_are(embedded, capsys):
+    """A payload-offloaded projection is a small envelope in the row and a big blob: the plain
+    table says so (payload in a blob, its stored and original size in binary units, the key)."""
+    state, blob, state_url, blob_url = embedded
+    info = build_deployment(state, blob)
+    big = info["PayOff"]
+    code, out, err = run_cli(["inventory", "--state", state_url, "--blob", blob_url], capsys)
+    assert code == 0, err
+    header, *lines = out.splitlines()
+    for title in ("envelope", "envelope size", "payload", "payload stored", "payload original", "blob"):
+        assert title in header
+    line = next(ln for ln in lines if ln.split()[1] == "PayOff")
+    assert big.payload_key in line and " blob " in line
+    from sekiops.units import format_bytes
+
+    assert format_bytes(big.compressed_size_bytes) in line and format_bytes(big.original_size_bytes) in line
+    assert "MB " not in out and "bytes" not in header  # one unit convention: binary, named
+    code, out, _ = run_cli(["inventory", "--state", state_url, "--blob", blob_url, "--metadata-only"], capsys)
+    assert code == 0 and "payload stored" not in out.splitlines()[0]
+
+
+def test_restore_flags_follow_the_sekiban_version_and_the_container(embedded, capsys):
+    state, blob, state_url, blob_url = embedded
+    info = build_deployment(state, blob)
+    base = ["inventory", "--state", state_url, "--blob", blob_url, "--format", "json"]
+
+    def flags(*extra):
+        code, out, err = run_cli(base + list(extra), capsys)
+        assert code == 0, err
+        return {f"{r['projectorName']}/{r['projectorVersion']}": r for r in json.loads(out)}
+
+    small = str(info["PayOff"].compressed_size_bytes - 1)
+    by = flags("--container-disk", small)  # 10.23: the offloaded payload needs a temp file its size
+    assert by["PayOff/1"]["flag_restore_disk"] and by["PayOff/1"]["restoreDiskBytes"] == info["PayOff"].compressed_size_bytes
+    assert not by["PayOff/1"]["flag_restore_memory"] and not by["Small/1"]["flag_restore_disk"]
+    by = flags("--container-disk", small, "--sekiban-version", "10.22")  # buffered: memory, not disk
+    assert not by["PayOff/1"]["flag_restore_disk"] and by["PayOff/1"]["restoreDiskBytes"] == 0
+    need = by["PayOff/1"]["restoreMemoryEstimateBytes"]
+    assert need > info["PayOff"].original_size_bytes
+    by = flags("--sekiban-version", "10.22", "--container-memory", str(need - 1))
+    assert by["PayOff/1"]["flag_restore_memory"]

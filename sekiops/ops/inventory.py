@@ -68,18 +68,19 @@ CONTRACT_COLUMNS = ["serviceId", "projectorName", "projectorVersion", "eventsPro
                     "updatedAt", "buildSource"]
 
 FLAG_COLUMNS = ["flag_cosmos_near_limit", "flag_cosmos_over_limit", "flag_dynamodb_base64_hazard",
-                "flag_tombstoned", "flag_not_newest_version", "flag_events_mismatch",
+                "flag_item_limit", "flag_tombstoned", "flag_not_newest_version", "flag_events_mismatch",
                 "flag_unknown_payload_type", "flag_v9_envelope", "flag_guid_key", "flag_missing_blob",
-                "flag_undecodable"]
+                "flag_undecodable", "flag_restore_memory", "flag_restore_disk"]
 
 ROW_COLUMNS = ["offloadProvider", "payloadType", "lastSortableUniqueId", "createdAt", "buildHost",
                "generation", "revision"]
 
 ENVELOPE_COLUMNS = ["storedLocation", "storedBytesSource", "headRead", "headBytesRead", "envelopeMetaKnown",
                     "envelopeFormat", "envelopeCasing", "envelopeVersion", "envelopeProjectorVersion",
-                    "payloadOffloaded", "payloadKey", "payloadSource", "payloadOriginalBytes",
-                    "payloadCompressedBytes", "keyStyle", "inlineItemBytes", "cosmosItemBytes",
-                    "base64Inflation", "inlineBytes", "blobBytes", "error"]
+                    "payloadOffloaded", "payloadLocation", "payloadKey", "payloadSource", "payloadOriginalBytes",
+                    "payloadCompressedBytes", "blobKey", "keyStyle", "inlineItemBytes", "cosmosItemBytes",
+                    "base64Inflation", "inlineBytes", "blobBytes", "totalBytes", "restoreMemoryEstimateBytes",
+                    "restoreDiskBytes", "error"]
 
 COLUMNS = CONTRACT_COLUMNS + ROW_COLUMNS + ENVELOPE_COLUMNS + FLAG_COLUMNS
 
@@ -358,9 +359,58 @@ def row_record(row: SnapshotRow) -> dict:
     }
 
 
-def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budget: int) -> dict:
+@dataclasses.dataclass(frozen=True)
+class RestoreLimits:
+    """What a grain that restores these snapshots has: for flag_restore_memory / flag_restore_disk.
+
+    ``sekiban_version``: from 10.23 Sekiban restores an offloaded payload streaming (little memory,
+    but a temp file the size of the payload blob); an inline Base64 payload, and every payload
+    before 10.23, is buffered whole. Memory is an *estimate*: the buffered restore modelled in
+    Python from Sekiban's source (not measured on .NET) is about 3.2x the state, plus the app's own
+    baseline (sekiops.ops.capacity).
+    """
+
+    container_memory: int | None = 4 * 1024**3
+    container_disk: int | None = None
+    sekiban_version: str = "10.23"
+
+    @property
+    def streams_offloaded(self) -> bool:
+        parts = [int(p) for p in self.sekiban_version.split(".")[:2] if p.isdigit()]
+        return tuple(parts + [0] * (2 - len(parts))) >= (10, 23)
+
+
+def _restore_needs(rec: dict, limits: RestoreLimits) -> tuple[int | None, int | None]:
+    """(memory estimate, disk) a Sekiban grain needs to restore this row; None when unknown."""
+    from .capacity import DEFAULT_APP_BASELINE, default_bench, fit_costs
+
+    original = rec.get("payloadOriginalBytes")
+    stored = rec.get("payloadCompressedBytes")
+    offloaded = rec.get("payloadOffloaded")
+    if offloaded and limits.streams_offloaded:
+        a, b = fit_costs(default_bench())[("restore", "streaming")]
+        return int(DEFAULT_APP_BASELINE + a + b * (original or 0)), stored
+    if original is None:
+        return None, 0
+    a, b = _buffered_restore_fit()
+    return int(DEFAULT_APP_BASELINE + a + b * original), 0
+
+
+_FIT: dict = {}
+
+
+def _buffered_restore_fit() -> tuple[float, float]:
+    if not _FIT:
+        from .capacity import default_bench, fit_costs
+
+        _FIT["restore"] = fit_costs(default_bench())[("restore", "legacy")]
+    return _FIT["restore"]
+
+
+def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budget: int,
+            limits: RestoreLimits | None = None) -> dict:
     rec = row_record(row)
-    kind = getattr(state, "kind", None)
+    kind = state.kind
     errors: list[str] = []
     missing = False
     # storedBytes: inline length, or the blob's real length when we can ask.
@@ -399,6 +449,7 @@ def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budge
     rec["envelopeVersion"] = head.version
     rec["envelopeProjectorVersion"] = head.projector_version
     rec["payloadOffloaded"] = head.payload_offloaded
+    rec["payloadLocation"] = None if head.payload_offloaded is None else ("blob" if head.payload_offloaded else "inline")
     rec["payloadKey"] = head.payload_key
     rec["payloadSource"] = head.payload_source
     rec["payloadOriginalBytes"] = head.payload_original
@@ -439,6 +490,13 @@ def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budge
         blob_bytes += head.payload_compressed or head.payload_length or 0
     rec["inlineBytes"] = inline_bytes
     rec["blobBytes"] = blob_bytes
+    rec["totalBytes"] = inline_bytes + blob_bytes
+    # where the bulk of the snapshot lives: the payload blob, else the envelope blob
+    rec["blobKey"] = head.payload_key if head.payload_offloaded else (row.offload_key if row.is_offloaded else None)
+    limits = limits or RestoreLimits()
+    memory, disk = _restore_needs(rec, limits) if heads and not row.is_tombstoned else (None, None)
+    rec["restoreMemoryEstimateBytes"] = memory
+    rec["restoreDiskBytes"] = disk
     rec["error"] = "; ".join(errors) if errors else None
 
     cosmos_item = rec["cosmosItemBytes"]
@@ -446,6 +504,12 @@ def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budge
     rec["flag_cosmos_over_limit"] = bool(cosmos_item is not None and cosmos_item > COSMOS_ITEM_LIMIT)
     rec["flag_dynamodb_base64_hazard"] = bool(stored is not None and stored <= RECORD_THRESHOLD_DYNAMODB
                                               and base64_length(stored) > DYNAMODB_ITEM_LIMIT)
+    item_limit = state.capabilities.item_limit
+    rec["flag_item_limit"] = bool(item_limit is not None and not row.is_offloaded and stored is not None
+                                  and base64_length(stored) + COSMOS_METADATA_BYTES > item_limit)
+    rec["flag_restore_memory"] = bool(memory is not None and limits.container_memory is not None
+                                      and memory > limits.container_memory)
+    rec["flag_restore_disk"] = bool(disk and limits.container_disk is not None and disk > limits.container_disk)
     rec["flag_tombstoned"] = row.is_tombstoned
     rec["flag_not_newest_version"] = False  # set per projector below
     rec["flag_events_mismatch"] = bool(head.meta_known and head.version != row.events_processed)
@@ -465,19 +529,23 @@ def _mark_newest(group: list[dict]) -> list[dict]:
     return group
 
 
-def inventory_records(state: StateStore, blob=None, *, read_envelope_heads: bool = False,
+def inventory_records(state: StateStore, blob=None, *, read_envelope_heads: bool = True,
                       check_blobs: bool = False, page_size: int = 500, head_budget: int = HEAD_BUDGET,
-                      progress: Callable[[int], object] | None = None) -> Iterator[dict]:
-    """One dict per snapshot row (status documents skipped, tombstones included), in store order.
+                      progress: Callable[[int], object] | None = None,
+                      limits: RestoreLimits | None = None) -> Iterator[dict]:
+    """One dict per snapshot row (status documents skipped, tombstones included), in store order,
+    streamed (memory does not grow with the number of rows).
 
-    Keys: :data:`COLUMNS` (the contract's JSON fields first). Metadata only unless
-    ``read_envelope_heads`` (bounded head reads) or ``check_blobs`` (``exists`` per key).
+    Keys: :data:`COLUMNS` (the contract's JSON fields first). A bounded head of every envelope is
+    read by default (where the payload lives, its sizes and key: about a millisecond a row);
+    ``read_envelope_heads=False`` reads row metadata only. ``check_blobs`` asks ``exists`` per
+    referenced key. ``limits``: the grain's memory and disk for the restore flags.
     ``progress(rows_done)`` is called after every row.
     """
     group: list[dict] = []
     done = 0
     for row in iter_rows(state, page_size=page_size):
-        rec = _record(state, blob, row, read_envelope_heads, check_blobs, head_budget)
+        rec = _record(state, blob, row, read_envelope_heads, check_blobs, head_budget, limits)
         if group and group[0]["projectorName"] != rec["projectorName"]:
             yield from _mark_newest(group)
             group = []
@@ -491,7 +559,7 @@ def inventory_records(state: StateStore, blob=None, *, read_envelope_heads: bool
 
 def inventory(state: StateStore, blob=None, *, read_envelope_heads: bool = True, check_blobs: bool = False,
               page_size: int = 500, head_budget: int = HEAD_BUDGET,
-              progress: Callable[[int], object] | None = None):
+              progress: Callable[[int], object] | None = None, limits: RestoreLimits | None = None):
     """The inventory as a pandas DataFrame: one row per snapshot row, columns :data:`COLUMNS`.
 
     ``frame.attrs`` holds ``seconds`` (wall time), ``headBytesRead`` (sum), ``stateLocation``,
@@ -502,7 +570,7 @@ def inventory(state: StateStore, blob=None, *, read_envelope_heads: bool = True,
     t = time.perf_counter()
     records = list(inventory_records(state, blob, read_envelope_heads=read_envelope_heads,
                                      check_blobs=check_blobs, page_size=page_size, head_budget=head_budget,
-                                     progress=progress))
+                                     progress=progress, limits=limits))
     df = to_frame(records)
     df.attrs.update({"seconds": round(time.perf_counter() - t, 3),
                      "headBytesRead": int(df["headBytesRead"].sum()) if len(df) else 0,
@@ -514,7 +582,8 @@ def inventory(state: StateStore, blob=None, *, read_envelope_heads: bool = True,
 
 _INT_COLUMNS = ["eventsProcessed", "storedBytes", "originalSizeBytes", "compressedSizeBytes", "generation",
                 "revision", "headBytesRead", "envelopeVersion", "payloadOriginalBytes", "payloadCompressedBytes",
-                "inlineItemBytes", "cosmosItemBytes", "inlineBytes", "blobBytes"]
+                "inlineItemBytes", "cosmosItemBytes", "inlineBytes", "blobBytes", "totalBytes",
+                "restoreMemoryEstimateBytes", "restoreDiskBytes"]
 
 
 def to_frame(records: Iterable[dict]):
