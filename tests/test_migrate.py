@@ -220,7 +220,8 @@ def test_dry_run_writes_nothing(tmp_path, kind, extra):
     out = json.loads(cli("migrate", "run", *common, "--format", "json").stdout)
     assert out["result"]["status"] == "dry-run"
     text = cli("migrate", "run", *common).stdout
-    assert "dry run: nothing was written" in text and "estimated Cosmos RU" in text
+    assert "dry run: nothing was written" in text and "estimated time" in text
+    assert "Cosmos" not in text  # no Cosmos store involved: its limits and RU are not this target's
     assert tree(str(tmp_path)) == before  # no row, blob, journal, backup or audit file appeared
 
 
@@ -799,3 +800,37 @@ def test_reencode_v9_offloaded_shapes_and_rollback(tmp_path):
     assert rb.status == "complete" and rb.counts["done"] == 4
     after = snapshot(state, blob)
     assert {k: (v[0], v[1]) for k, v in after.items()} == {k: (v[0], v[1]) for k, v in original.items()}
+
+
+def test_copy_plan_tells_the_truth_about_the_target(tmp_path):
+    """A payload-offloaded row's blob is counted in the bytes uploaded; each row says where its
+    envelope and payload will live under the target's thresholds; limits are the target's own."""
+    src_db, src_blobs = f"sqlite:///{tmp_path}/src.db", f"file://{tmp_path}/src-blobs"
+    state, blob = open_state_store(src_db), open_blob_store(src_blobs)
+    big = json.dumps({"rows": [os.urandom(16).hex() for _ in range(150000)]}).encode()  # ~5.7 MB, gzips to ~3 MB
+    res = persist(state, blob, lambda out: out.write(big), projector_name="Big", projector_version="1",
+                  events_processed=1, last_sortable_unique_id="0" * 30)
+    assert res.payload_location == "blob"
+    persist(state, blob, lambda out: out.write(b'{"small": true}'), projector_name="Small", projector_version="1",
+            events_processed=1, last_sortable_unique_id="0" * 30)
+    medium = json.dumps({"rows": [os.urandom(16).hex() for _ in range(600)]}).encode()  # envelope ~15 KB
+    persist(state, blob, lambda out: out.write(medium), projector_name="Medium", projector_version="1",
+            events_processed=1, last_sortable_unique_id="0" * 30)
+    state.close()
+    with open_endpoints("copy", src_db, src_blobs, to_state=f"sqlite:///{tmp_path}/dst.db?record_threshold=10000",
+                        to_blob=f"file://{tmp_path}/dst-blobs", create=False) as ep:
+        plan = make_plan("copy", ep)
+    items = {i.item: i for i in plan.items}
+    assert items["Big/1"].payload_location == "blob" and items["Small/1"].payload_location == "inline"
+    assert items["Big/1"].upload_bytes >= res.compressed_size_bytes  # the payload blob is uploaded
+    assert items["Big/1"].placement == "inline"  # its small envelope stays in the row
+    assert items["Medium/1"].placement == "blob" and items["Medium/1"].upload_bytes > 10000
+    assert items["Small/1"].placement == "inline" and items["Small/1"].upload_bytes == 0
+    assert plan.estimate.bytes_uploaded >= res.compressed_size_bytes
+    assert not any(i.flags for i in plan.items)
+    assert not (tmp_path / "dst.db").exists() and not (tmp_path / "dst-blobs").exists()
+    # a Cosmos-sized envelope into a target without a blob store is flagged with that target's limit
+    with open_endpoints("copy", src_db, src_blobs, to_state=f"sqlite:///{tmp_path}/dst2.db", create=False) as ep:
+        ep.target_blob = None
+        plan = make_plan("copy", ep)
+    assert any("no target blob store" in f for f in {i.item: i for i in plan.items}["Big/1"].flags)

@@ -190,13 +190,18 @@ def _print_plan(plan, fmt: str) -> None:
     for line in plan.summary_lines():
         print(line)
     if plan.items:
-        cols = [("action", 22), ("placement", 9), ("stored", 12), ("row before", 12), ("row after", 12),
-                ("blob bytes", 12), ("item", 0)]
+        from ..units import format_bytes
+
+        cols = [("action", 16), ("envelope", 8), ("payload", 7), ("stored", 10), ("row after", 10),
+                ("blob bytes", 10), ("item", 0)]
         print("  ".join(f"{c:<{w}}" if w else c for c, w in cols))
         for i in plan.items[:SHOWN_ITEMS]:
-            vals = [i.action, i.placement, f"{i.stored_bytes:,}", f"{i.inline_before:,}", f"{i.inline_after:,}",
-                    f"{i.upload_bytes or i.delete_bytes:,}", i.item]
+            vals = [i.action, "blob" if i.placement == "blob" else ("row" if i.placement == "inline" else "-"),
+                    i.payload_location, format_bytes(i.stored_bytes), format_bytes(i.inline_after),
+                    format_bytes(i.upload_bytes or i.delete_bytes), i.item]
             print("  ".join(f"{v:<{w}}" if w else v for v, (_, w) in zip(vals, cols)))
+            for flag in i.flags:
+                print(f"    ! {flag}")
         if len(plan.items) > SHOWN_ITEMS:
             print(f"... and {len(plan.items) - SHOWN_ITEMS} more (--format json lists every item)")
     for s in plan.skipped[:10]:

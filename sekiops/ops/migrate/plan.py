@@ -55,6 +55,10 @@ class PlanItem:
     note: str = ""
     #: gc-blobs: the blob version the audit certified (the delete is conditional on it)
     version: str | None = None
+    #: where the payload lives after the change: ``inline``, ``blob`` (``-``: not known or n/a)
+    payload_location: str = "-"
+    #: the target store's own limits this item runs into (each a sentence)
+    flags: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {_camel(k): v for k, v in dataclasses.asdict(self).items()}
@@ -100,6 +104,8 @@ class Plan:
         return pd.DataFrame([i.to_dict() for i in self.items], columns=cols)
 
     def summary_lines(self) -> list[str]:
+        from ...units import format_bytes, format_duration
+
         e = self.estimate
         lines = [f"migration: {self.kind}   target service: {self.target_service_id}",
                  f"where: {json.dumps(self.where, default=str)}",
@@ -107,15 +113,17 @@ class Plan:
         if self.refused:
             lines.append(f"REFUSED: {self.refused}")
         what = "blobs to delete" if self.kind == "gc-blobs" else "rows to change"
-        lines += [f"{what}: {e.rows}   left alone: {len(self.skipped)}",
-                  f"bytes read: {e.bytes_read:,}   uploaded to blobs: {e.bytes_uploaded:,}   "
-                  f"written into rows: {e.bytes_written_rows:,}",
-                  f"bytes freed in the row store: {e.bytes_freed_rows:,}"
-                  + (f"   blob bytes deleted: {e.blob_bytes_deleted:,}" if e.blob_bytes_deleted else ""),
-                  f"backups kept next to the journal: {e.bytes_backed_up:,} bytes",
-                  f"estimated Cosmos RU: {e.cosmos_ru:,.0f}"
-                  + ("" if e.cosmos_applies else " (no Cosmos store involved: what Cosmos would charge)"),
-                  f"estimated time: {_duration(e.seconds)}"]
+        flagged = sum(1 for i in self.items if i.flags)
+        lines += [f"{what}: {e.rows:,}   left alone: {len(self.skipped):,}"
+                  + (f"   running into the target's limits: {flagged:,}" if flagged else ""),
+                  f"read: {format_bytes(e.bytes_read)}   uploaded to blobs: {format_bytes(e.bytes_uploaded)}   "
+                  f"written into rows: {format_bytes(e.bytes_written_rows)}",
+                  f"freed in the row store: {format_bytes(e.bytes_freed_rows)}"
+                  + (f"   blob bytes deleted: {format_bytes(e.blob_bytes_deleted)}" if e.blob_bytes_deleted else ""),
+                  f"backups kept with the journal: {format_bytes(e.bytes_backed_up)}"]
+        if e.cosmos_applies:
+            lines.append(f"estimated Cosmos DB request units: {e.cosmos_ru:,.0f}")
+        lines.append(f"estimated time: {format_duration(e.seconds)}")
         lines += [f"warning: {w}" for w in self.warnings]
         return lines
 
@@ -161,10 +169,10 @@ def _finish(kind, ep: Endpoints, params, items, skipped, rate, **extra) -> Plan:
 
 
 def _item(row: SnapshotRow, action: str, **kw) -> PlanItem:
+    kw.setdefault("stored_bytes", row.stored_bytes or 0)
     return PlanItem(item=f"{row.projector_name}/{row.projector_version}", action=action,
                     projector_name=row.projector_name, projector_version=row.projector_version,
-                    token=row.token, events_processed=row.events_processed,
-                    stored_bytes=row.stored_bytes or 0, **kw)
+                    token=row.token, events_processed=row.events_processed, **kw)
 
 
 def _skip(row: SnapshotRow, reason: str) -> dict:
@@ -321,10 +329,19 @@ def plan_rekey(ep: Endpoints, *, projector: str | None, rate: float | None = Non
 
 
 def plan_copy(ep: Endpoints, *, projector: str | None, rate: float | None = None) -> Plan:
-    src, dst = ep.state, ep.target_state
+    """Every active source row not in the target, and where its bytes will live there.
+
+    A bounded head of each source envelope (sekiops.ops.inventory) tells whether the payload is
+    in a blob and how big it is; the target's own thresholds and limits decide where the
+    envelope goes. ``uploadBytes`` counts every blob byte the copy writes (payload blobs and
+    envelopes that go to blobs); ``flags`` name the target limits a row runs into.
+    """
+    from ..inventory import read_envelope_head
+
+    src, dst, dst_blob = ep.state, ep.target_state, ep.target_blob
     existing = {(r.projector_name, r.projector_version) for r in iter_rows(dst, projector_name=projector)}
     threshold = dst.record_offload_threshold
-    items, skipped = [], []
+    items, skipped, read = [], [], 0
     for row in iter_rows(src, projector_name=projector):
         if row.is_tombstoned:
             skipped.append(_skip(row, "tombstoned in the source"))
@@ -332,17 +349,39 @@ def plan_copy(ep: Endpoints, *, projector: str | None, rate: float | None = None
         if (row.projector_name, row.projector_version) in existing:
             skipped.append(_skip(row, "exists in the target (never overwritten)"))
             continue
-        size = row.stored_bytes or 0
-        to_blob = ep.target_blob is not None and threshold is not None and size > threshold
-        items.append(_item(row, "copy", inline_before=0, inline_after=0 if to_blob else size,
-                           upload_bytes=size if (to_blob or row.is_offloaded) else 0, read_bytes=size,
-                           placement="blob" if to_blob else "inline",
-                           note="payload blob copied too when offloaded"))
+        head = read_envelope_head(src, ep.blob, row)
+        read += head.bytes_read
+        envelope = head.envelope_bytes or row.stored_bytes or 0
+        payload_blob = (head.payload_length or head.payload_compressed or 0) if head.payload_offloaded else 0
+        flags = []
+        if head.undecodable or head.missing_blob:
+            skipped.append(_skip(row, f"unreadable in the source: {head.error}"))
+            continue
+        to_blob = threshold is not None and envelope > threshold and dst.capabilities.record_offload
+        if to_blob and dst_blob is None:
+            flags.append(f"envelope of {envelope:,} bytes is above {dst.kind}'s record threshold ({threshold:,}) "
+                         "and there is no target blob store (--to-blob)")
+            to_blob = False
+        if not to_blob and dst.inline_limit is not None and envelope > dst.inline_limit:
+            flags.append(f"envelope of {envelope:,} bytes exceeds {dst.kind}'s inline limit ({dst.inline_limit:,}): "
+                         "the copy of this row will be refused")
+        if head.payload_offloaded and dst_blob is None:
+            flags.append("payload is in a blob and there is no target blob store (--to-blob): skipped at run time")
+        upload = payload_blob + (envelope if to_blob else 0)
+        items.append(_item(row, "copy", inline_before=0, inline_after=0 if to_blob else envelope,
+                           upload_bytes=upload if dst_blob is not None else 0, read_bytes=envelope + payload_blob,
+                           stored_bytes=envelope, placement="blob" if to_blob else "inline",
+                           payload_location=("blob" if head.payload_offloaded else
+                                             "inline" if head.payload_offloaded is False else "-"),
+                           flags=flags,
+                           note=(f"payload blob of {payload_blob:,} bytes copied" if payload_blob else "payload inline")))
     params = {"projector": projector}
     warnings = []
-    if ep.target_blob is None:
+    if dst_blob is None:
         warnings.append("no target blob store: rows whose envelope or payload is in a blob cannot be copied")
-    return _finish("copy", ep, params, items, skipped, rate, warnings=warnings)
+    plan = _finish("copy", ep, params, items, skipped, rate, warnings=warnings)
+    plan.planning_bytes_read = read
+    return plan
 
 
 # --- gc-blobs ------------------------------------------------------------------------------------
