@@ -628,7 +628,8 @@ def gc_fixture(tmp_path, blob_url=None):
     # both services: record-level (envelope) and payload-level blobs
     for store, n in ((a, 4), (b, 3)):
         for i in range(n):
-            persist(store, blob, lambda out, i=i, s=store.service_id: out.write(os.urandom(400).hex().encode()),
+            persist(store, blob, lambda out, i=i, s=store.service_id: out.write(
+                        json.dumps({"noise": os.urandom(400).hex()}).encode()),
                     projector_name=f"P{i}", projector_version="v1", events_processed=1,
                     last_sortable_unique_id="0" * 30, options=PersistOptions(payload_threshold=300 if i % 2 else 10**9,
                                                                              record_threshold=200))

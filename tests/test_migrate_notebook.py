@@ -43,7 +43,7 @@ def test_notebook_plans_refuses_unconfirmed_and_executes(tmp_path, monkeypatch):
     papermill.execute_notebook(str(NOTEBOOK), str(planned), parameters=params, kernel_name="python3",
                                progress_bar=False, cwd=str(tmp_path))
     text = outputs_text(planned)
-    assert "rows to change: 12" in text and "estimated Cosmos RU" in text and "dry-run" in text
+    assert "rows to change: 12" in text and "estimated time" in text and "dry-run" in text
     assert tree(str(work)) == before  # planning wrote nothing
 
     refused = out / "refused.ipynb"

@@ -22,7 +22,7 @@ def register(sub) -> None:
 
     plan = msub.add_parser("plan", help="show what a migration would change (reads only)",
                            description="Print what the migration would change: rows, bytes moved, bytes "
-                           "freed in the row store, estimated Cosmos RU and time. Writes nothing.")
+                           "freed in the row store, estimated time (and Cosmos DB request units when Cosmos is involved). Writes nothing.")
     _migration_args(plan)
     plan.set_defaults(func=run_plan_command)
 

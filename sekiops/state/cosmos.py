@@ -186,11 +186,15 @@ def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+#: a request that got no answer at all is retried this many times (not the full retry_attempts)
+SILENT_RETRIES = 2
+
+
 class _Transient(StoreUnavailableError):
     """A failure the server asks us to retry (429, 503; timeouts and 5xx of reads).
 
-    ``silent``: the server did not answer at all (a timeout): retried once, not five times, so a
-    wedged server costs two silence deadlines, not ten."""
+    ``silent``: the server did not answer at all (a timeout): retried SILENT_RETRIES times, not
+    five, so a wedged server costs three silence deadlines, not five."""
 
     def __init__(self, reason: str, retry_after: float | None = None, silent: bool = False):
         super().__init__(reason, retry_after=retry_after)
@@ -331,10 +335,10 @@ class CosmosStateStore(StateStore):
                 err = self._classify(exc, what, idempotent)
                 if isinstance(err, _Transient) and err.silent:
                     silences += 1
-                    if silences > 1:  # a server that does not answer twice is not coming back soon
+                    if silences > SILENT_RETRIES:  # a server this silent is not coming back soon
                         raise StoreUnavailableError(
-                            f"{self.location}: {what}: no answer within {self.timeouts.io:g} s, twice (deadline: "
-                            "?timeout= or $SEKIOPS_TIMEOUT)") from None
+                            f"{self.location}: {what}: no answer within {self.timeouts.io:g} s, {silences} times "
+                            "(deadline: ?timeout= or $SEKIOPS_TIMEOUT)") from None
                 raise err
 
         def give_up(exc: BaseException, backoff) -> StoreUnavailableError:
