@@ -6,8 +6,8 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="the main job: demo deployment, benchmark (streaming beside the modelled "
-                       "byte[] path), reports",
+    p = sub.add_parser("demo", help="the main job: demo deployment, benchmark (streaming beside the "
+                       "modelled byte[] path), reports",
                        description="Build a demo Sekiban deployment on the embedded default (SQLite + a local "
                        "blob directory) with a large projection, v9 rows, inline and offloaded rows at both "
                        "levels, an orphan blob and a tombstone; persist and restore the large state with sekiops' "

@@ -230,7 +230,8 @@ class Scenarios:
             m = self.run(self.scenario_argv(op, mode, projector, out, heap=self.heap), gzip, state["bytes"])
             outcome = self._outcome(m, command)
             if outcome.ok:
-                error = self._check_anatomy(outcome.summary, state) if op == "anatomy" else self._check_output(out, state)
+                error = (self._check_anatomy(outcome.summary, state) if op == "anatomy"
+                         else self._check_output(out, state))
                 outcome = dataclasses.replace(outcome, ok=error is None, error=error, verified=error is None)
             return outcome
         finally:

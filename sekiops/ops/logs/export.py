@@ -45,7 +45,8 @@ def load_export(source, recognise: Callable[[Iterable[str]], bool], what: str, *
             for r in rows[:200]:
                 keys.update(norm(k) for k in r)
             if (rows or CONTROL_REASON not in skipped) and not recognise(keys):  # all rows odd: nothing to judge
-                raise SekiopsError(f"{name}: JSON without {what} columns (found {', '.join(sorted(keys)[:8]) or 'none'})")
+                found = ", ".join(sorted(keys)[:8]) or "none"
+                raise SekiopsError(f"{name}: JSON without {what} columns (found {found})")
             return Loaded(rows, fmt, skipped)
     found = csv_rows(text, name, recognise, skipped)
     if found is not None:
