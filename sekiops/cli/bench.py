@@ -20,8 +20,9 @@ def register(sub) -> None:
         "never reads SEKIOPS_STATE_URL/SEKIOPS_BLOB_URL. A progress line per scenario goes to stderr.")
     p.add_argument("--sizes", default="10MB,100MB,1GiB",
                    help=f"state sizes, comma separated: {SIZE_FORMS} (default %(default)s)")
-    p.add_argument("--modes", default="legacy,streaming", help="streaming, and legacy = Sekiban's byte[] path "
-                   "modelled in Python (memory only) (default %(default)s)")
+    p.add_argument("--modes", default="legacy,streaming", help="streaming, and legacy = Sekiban's byte[] path, "
+                   "modelled in Python from Sekiban's source, not measured on .NET (memory only) "
+                   "(default %(default)s)")
     p.add_argument("--ops", default="persist,restore", help="persist, restore, anatomy (anatomy: streaming only, "
                    "beside restore) (default %(default)s)")
     p.add_argument("--gzip", default=None, metavar="NAMES",
