@@ -175,3 +175,18 @@ def test_modelled_persist_records_no_product_metrics(tmp_path):
                      events_processed=1, last_sortable_unique_id="0" * 30)
     state.close()
     assert len(metrics.default_recorder().collected()) == before
+
+
+def test_the_model_reports_no_time(tmp_path):
+    """Its time would be Python's transcoding loops: nothing to compare with .NET, so nothing is reported."""
+    from sekiops.blob.local import LocalBlobStore
+    from sekiops.ops.bench.modelled.persist import modelled_persist
+    from sekiops.state import open_state_store
+
+    state = open_state_store(f"sqlite:///{tmp_path / 't.db'}")
+    src = tmp_path / "s.json"
+    src.write_bytes(b'{"a": 1}')
+    summary = modelled_persist(state, LocalBlobStore(str(tmp_path / "b")), str(src), projector_name="P",
+                               projector_version="1", events_processed=1, last_sortable_unique_id="0" * 30)
+    state.close()
+    assert not [k for k in summary if k.endswith(("_ms", "_s", "seconds"))], summary

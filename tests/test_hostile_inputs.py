@@ -451,12 +451,11 @@ RECORD_THRESHOLDS = st.sampled_from([None, 0, 100, 10**12])
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
-@given(payload=st.binary(max_size=100_000), payload_threshold=THRESHOLDS, record_threshold=RECORD_THRESHOLDS,
-       mode=st.sampled_from(["streaming", "legacy"]))
-def test_any_payload_round_trips(prop_stores, payload, payload_threshold, record_threshold, mode):
+@given(payload=st.binary(max_size=100_000), payload_threshold=THRESHOLDS, record_threshold=RECORD_THRESHOLDS)
+def test_any_payload_round_trips(prop_stores, payload, payload_threshold, record_threshold):
     state, blob = prop_stores
     version = uuid.uuid4().hex[:16]
-    opts = PersistOptions(mode=mode, payload_threshold=payload_threshold, record_threshold=record_threshold)
+    opts = PersistOptions(payload_threshold=payload_threshold, record_threshold=record_threshold)
     res = persist_stream(state, blob, io.BytesIO(payload), projector_name="Prop", projector_version=version,
                          events_processed=7, last_sortable_unique_id=SLUI, options=opts)
     assert res.payload_location == ("blob" if res.compressed_size_bytes > payload_threshold else "inline")

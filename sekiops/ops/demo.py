@@ -71,8 +71,8 @@ def headline(df) -> list[dict]:
         mode = f"{r['mode']} (modelled)" if r["mode"] == "legacy" else r["mode"]
         rows.append({"op": r["op"], "mode": mode, "state_mb": round(r["size_bytes"] / 1e6),
                      "peak_rss_mb": _mb(r["peak_rss_bytes"]), "over_idle_mb": _mb(r["overhead_bytes"]),
-                     "seconds": None if r["op_s"] != r["op_s"] else round(float(r["op_s"]), 2),
-                     "mb_per_s": None if r["throughput_mb_s"] != r["throughput_mb_s"] else round(float(r["throughput_mb_s"]), 1),
+                     "seconds": None if _missing(r["op_s"]) else round(float(r["op_s"]), 2),
+                     "mb_per_s": None if _missing(r["throughput_mb_s"]) else round(float(r["throughput_mb_s"]), 1),
                      "ok": bool(r["ok"])})
     return rows
 
@@ -91,8 +91,12 @@ def memory_lines(table: list[dict]) -> list[str]:
     return lines
 
 
+def _missing(v) -> bool:
+    return v is None or v != v  # None or NaN
+
+
 def _mb(v):
-    return None if v is None or v != v else round(float(v) / 2**20, 1)
+    return None if _missing(v) else round(float(v) / 2**20, 1)
 
 
 def render_notebooks(dep: DemoDeployment, bench_csv: str, reports: str, progress) -> dict:
