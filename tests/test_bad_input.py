@@ -18,7 +18,7 @@ import pytest
 
 from sekiops.blob import open_blob_store
 from sekiops.errors import BadInputError, UsageError
-from sekiops.format import jsoncheck
+from sekiops.pipeline import jsoncheck
 from sekiops.pipeline.persist import PersistOptions, persist_stream
 from sekiops.pipeline.restore import restore
 from sekiops.state import open_state_store

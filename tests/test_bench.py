@@ -11,32 +11,36 @@ import time
 
 import pytest
 
+from sekiops.errors import UsageError
 from sekiops.ops import bench
-from sekiops.ops.bench import MB, MiB, format_size, parse_size, run_benchmark, run_measured
+from sekiops.ops.bench import MB, MiB, MODELLED, run_benchmark, run_measured
+from sekiops.ops.bench import commands
+from sekiops.ops.bench.scenarios import Scenarios
+from sekiops.units import parse_size
 
 pytestmark = pytest.mark.timeout(600)
 
 
-# --- sizes --------------------------------------------------------------------------------------
+# --- sizes (sekiops.units: the benchmark's --sizes forms) --------------------------------------
 
 
 @pytest.mark.parametrize("text,value", [("10MB", 10**7), ("100MB", 10**8), ("1GiB", 2**30), ("2MiB", 2 * 2**20),
                                         ("1.5MB", 1_500_000), ("512kB", 512_000), ("64KiB", 65536),
                                         ("4096", 4096), (" 150mb ", 150 * 10**6), ("1GB", 10**9), (7, 7)])
-def test_parse_size(text, value):
+def test_benchmark_sizes(text, value):
     assert parse_size(text) == value
 
 
 @pytest.mark.parametrize("bad", ["", "MB", "10XB", "-1MB", "0", "1..2MB"])
-def test_parse_size_refuses(bad):
-    with pytest.raises(ValueError):
-        parse_size(bad)
+def test_benchmark_refuses_bad_sizes_before_running_anything(bad, tmp_path):
+    with pytest.raises(UsageError, match="size"):
+        run_benchmark(sizes=[bad], workdir=str(tmp_path))
+    assert not os.listdir(tmp_path)
 
 
-def test_format_size_round_trips():
-    for n in (10 * MB, 100 * MB, 2**30, 150 * MB, 2 * MiB, 1_500_000):
-        assert parse_size(format_size(n)) == n
-    assert format_size(2**30) == "1GiB" and format_size(10 * MB) == "10MB"
+def test_size_labels_are_the_sizes_as_written():
+    assert [bench.size_label(s) for s in ("10MB", " 1 GiB", 32 * MiB, 1_500_000)] == ["10MB", "1GiB", "32.0MiB",
+                                                                                      "1.43MiB"]
 
 
 def test_backend_label():
@@ -81,18 +85,19 @@ def test_run_measured_exit_status_timeout_and_missing_program():
 def small_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("bench-small"))
     lines: list[str] = []
-    df = run_benchmark(sizes=["2MB", "8MB"], workdir=workdir, progress=lines.append, baseline_repeats=1)
+    df = run_benchmark(sizes=["2MB", "8MB"], ops=["persist", "restore", "anatomy"], workdir=workdir,
+                       progress=lines.append, baseline_repeats=1)
     return df, lines, workdir
 
 
 def test_small_run_rows_and_columns(small_run):
     df, lines, workdir = small_run
-    print("\n" + df.drop(columns=["command", "run_id"]).to_string())
     assert list(df.columns) == bench.COLUMNS
     pipe = df[df["mode"] != "codec"]
     codec = df[df["mode"] == "codec"]
-    assert len(pipe) == 2 * 2 * 2  # sizes x modes x ops
-    assert set(zip(pipe["op"], pipe["mode"])) == {(o, m) for o in bench.OPS for m in bench.MODES}
+    assert len(pipe) == 2 * (2 * 2 + 1)  # sizes x (modes x persist/restore + streaming anatomy)
+    assert set(zip(pipe["op"], pipe["mode"])) == {(o, m) for o in ("persist", "restore") for m in bench.MODES} | {
+        ("anatomy", "streaming")}
     assert pipe["ok"].all(), pipe[["op", "mode", "size_label", "error"]].to_string()
     assert set(pipe["backend"]) == {"sqlite+local"}
     default_gzip = bench.machine_info()["gzip_backend"]
@@ -104,26 +109,32 @@ def test_small_run_rows_and_columns(small_run):
     for r in pipe.to_dict("records"):
         assert r["peak_rss_bytes"] > 10 * MB and r["baseline_rss_bytes"] > 10 * MB
         assert r["overhead_bytes"] == r["peak_rss_bytes"] - r["baseline_rss_bytes"]
-        assert r["wall_s"] > 0 and r["op_s"] > 0 and r["throughput_mb_s"] > 0
-        assert r["codec_mb_s"] > 0 and r["ratio_to_codec"] > 0 and r["ratio_to_zlib_codec"] > 0
-        assert r["paired_ratio_to_codec"] > 0
         assert r["envelope_location"] == "inline"
+        assert r["modelled"] == (r["mode"] == MODELLED)
+        if r["modelled"]:  # the model's time is Python's, not .NET's: memory only
+            assert all(r[c] is None or r[c] != r[c] for c in bench.TIME_COLUMNS), r
+            assert "modelled" in r["command"] and r["command"].startswith("sekiops.ops.bench modelled-")
+        else:
+            assert r["wall_s"] > 0 and r["op_s"] > 0 and r["throughput_mb_s"] > 0
+            assert r["codec_mb_s"] > 0 and r["ratio_to_codec"] > 0 and r["ratio_to_zlib_codec"] > 0
+            assert r["paired_ratio_to_codec"] > 0
     # 2 MB compresses below Sekiban's payload threshold (inline), 8 MB above it (blob)
     locations = {(r["size_label"], r["op"], r["mode"]): r["payload_location"] for r in pipe.to_dict("records")}
     assert {v for (size, _, _), v in locations.items() if size == "2MB"} == {"inline"}
     assert {v for (size, _, _), v in locations.items() if size == "8MB"} == {"blob"}
-    restores = pipe[pipe["op"] == "restore"]
-    assert restores["verified"].map(bool).all()
-    legacy_restore = restores[restores["mode"] == "legacy"].iloc[0]
-    assert "legacy" in legacy_restore["command"]
-    # memory: legacy holds the whole state, streaming does not
+    read_back = pipe[pipe["op"] != "persist"]
+    assert read_back["verified"].map(bool).all()  # restores equal the input; anatomies counted every byte
+    assert list(pipe[pipe["op"] == "anatomy"]["command"].unique()) == ["sekiops anatomy"]
+    # memory: the modelled byte[] path holds the whole state, streaming does not
     p8 = pipe[(pipe["size_label"] == "8MB") & (pipe["op"] == "persist")].set_index("mode")
-    assert p8.loc["legacy", "overhead_bytes"] > 8 * MB
-    assert p8.loc["streaming", "overhead_bytes"] < p8.loc["legacy", "overhead_bytes"]
+    assert p8.loc[MODELLED, "overhead_bytes"] > 8 * MB
+    assert p8.loc["streaming", "overhead_bytes"] < p8.loc[MODELLED, "overhead_bytes"]
     assert df.attrs["machine"]["nproc"] >= 1
-    # progress: one line per scenario, numbered
+    # progress: one line per scenario, numbered; modelled lines say what they are
     numbered = [ln for ln in lines if ln.startswith("[")]
-    assert len(numbered) == 8 and numbered[-1].startswith("[8/8]")
+    assert len(numbered) == 10 and numbered[-1].startswith("[10/10]")
+    for ln in numbered:
+        assert ("modelled in Python from Sekiban's source, not measured on .NET" in ln) == ("byte[] path" in ln)
     # the run directory (database, blobs) is gone; the generated states stay for the next run
     assert not [d for d in os.listdir(workdir) if d.startswith("run-")]
     assert os.path.exists(os.path.join(workdir, "states", "state-8000000.json"))
@@ -152,6 +163,42 @@ def test_results_files_round_trip(small_run, tmp_path):
         assert list(back.columns[:len(bench.COLUMNS)]) == bench.COLUMNS
         assert len(back) == len(df)
         assert list(back["peak_rss_bytes"]) == list(df["peak_rss_bytes"])
+        assert list(back["modelled"]) == list(df["mode"] == MODELLED)
+
+
+def test_old_results_files_lose_the_models_times(tmp_path):
+    """Results written before the model left the product had times on legacy rows: not any more."""
+    import pandas as pd
+
+    old = pd.DataFrame([{"op": "persist", "mode": "legacy", "size_bytes": 10, "ok": True, "op_s": 1.4,
+                         "throughput_mb_s": 72.0, "overhead_bytes": 30},
+                        {"op": "persist", "mode": "streaming", "size_bytes": 10, "ok": True, "op_s": 0.25,
+                         "throughput_mb_s": 408.0, "overhead_bytes": 7}])
+    old.to_csv(tmp_path / "old.csv", index=False)
+    back = bench.load_results(str(tmp_path / "old.csv")).set_index("mode")
+    assert pd.isna(back.loc["legacy", "op_s"]) and pd.isna(back.loc["legacy", "throughput_mb_s"])
+    assert back.loc["streaming", "op_s"] == 0.25 and back.loc["legacy", "overhead_bytes"] == 30
+    assert bool(back.loc["legacy", "modelled"]) and not bool(back.loc["streaming", "modelled"])
+
+
+def test_every_argv_the_benchmark_builds_is_accepted_by_its_program(tmp_path):
+    """The benchmark declares its commands (no argparse internals); each argv must parse in the real program."""
+    from sekiops.cli.main import build_parser
+    from sekiops.ops.bench.__main__ import parser as child_parser
+
+    s = Scenarios(workdir=str(tmp_path), state_url=None, blob_url=None, python=sys.executable, heap=True,
+                  verify=True, repeat=1, baseline_repeats=1, timeout=None, progress=None, memory_margin=4.0)
+    argvs = [s.persist_argv("P", "/in.json", m, "zlib", payload_threshold=0, heap=True) for m in bench.MODES]
+    argvs += [s.restore_argv("P", "/out.json", m, heap=True) for m in bench.MODES]
+    argvs += [s.scenario_argv("anatomy", "streaming", "P", "/unused"),
+              commands.codec_argv(sys.executable, "compress", "zlib", "/a", "/b")]
+    programs = {"sekiops": build_parser(), commands.CHILD_MODULE: child_parser()}
+    for argv in argvs:
+        assert argv[:2] == [sys.executable, "-m"]
+        programs[argv[2]].parse_args(argv[3:])  # SystemExit (a test error) if an option is unknown
+    modelled = [a for a in argvs if a[2] == commands.CHILD_MODULE and "codec" not in a]
+    assert {a[3] for a in modelled} == {"modelled-persist", "modelled-restore"}
+    assert all(a[2] == "sekiops" for a in argvs if a[3] in ("persist", "restore", "anatomy"))
 
 
 def test_restore_mismatch_is_marked_failed(tmp_path):
@@ -204,15 +251,15 @@ def test_generated_state_is_synths_output(tmp_path):
 def test_urls_with_secrets_reach_children_through_the_environment(tmp_path):
     secret_state = "postgresql://bench:s3cret@127.0.0.1:5432/db"
     secret_blob = "azblob://acct.blob.core.windows.net/c?sv=2022-11-02&sig=s3cretsig"
-    b = bench._Bench(workdir=str(tmp_path), state_url=secret_state, blob_url=secret_blob, python=sys.executable,
-                     heap=False, verify=True, repeat=1, baseline_repeats=1, timeout=None, progress=None,
-                     cleanup=True, memory_margin=4.0)
-    argv = b.persist_argv("P", "/in.json", "streaming", "zlib") + b.restore_argv("P", "/out", "legacy")[0]
+    b = Scenarios(workdir=str(tmp_path), state_url=secret_state, blob_url=secret_blob, python=sys.executable,
+                  heap=False, verify=True, repeat=1, baseline_repeats=1, timeout=None, progress=None,
+                  memory_margin=4.0)
+    argv = b.persist_argv("P", "/in.json", "streaming", "zlib") + b.restore_argv("P", "/out", MODELLED)
     assert not any("s3cret" in a for a in argv) and "--state" not in argv and "--blob" not in argv
     assert b.env["SEKIOPS_STATE_URL"] == secret_state and b.env["SEKIOPS_BLOB_URL"] == secret_blob
-    plain = bench._Bench(workdir=str(tmp_path), state_url="sqlite:////x.db", blob_url="/tmp/blobs",
-                         python=sys.executable, heap=False, verify=True, repeat=1, baseline_repeats=1, timeout=None,
-                         progress=None, cleanup=True, memory_margin=4.0)
+    plain = Scenarios(workdir=str(tmp_path), state_url="sqlite:////x.db", blob_url="/tmp/blobs",
+                      python=sys.executable, heap=False, verify=True, repeat=1, baseline_repeats=1, timeout=None,
+                      progress=None, memory_margin=4.0)
     argv = plain.persist_argv("P", "/in.json", "streaming", "zlib")
     assert argv[argv.index("--state") + 1] == "sqlite:////x.db" and argv[argv.index("--blob") + 1] == "/tmp/blobs"
     assert "SEKIOPS_STATE_URL" not in plain.env and "SEKIOPS_BLOB_URL" not in plain.env
@@ -252,28 +299,30 @@ def test_cli_bench_out_chart_and_progress(tmp_path):
     assert p.stdout.splitlines()[0].startswith("op,mode,backend,")
 
 
-def test_cli_bench_table_format(tmp_path):
+def test_cli_bench_table_format_labels_the_model(tmp_path):
     p = _cli("--sizes", "2MB", "--modes", "legacy", "--ops", "persist", "--no-codec", "--workdir",
-             str(tmp_path), "--baseline-repeats", "1")
+             str(tmp_path), "--baseline-repeats", "1", "--timeout", "5m")
     assert p.returncode == 0, p.stderr
-    header = p.stdout.splitlines()[0].split()
+    lines = p.stdout.splitlines()
+    header = lines[0].split()
     assert header[:4] == ["op", "mode", "backend", "size_label"] and "overhead_mb" in header
+    assert "legacy (modelled)" in lines[1]
+    assert lines[-1] == ("# legacy (modelled) = Sekiban's byte[] path, modelled in Python from Sekiban's source, "
+                         "not measured on .NET: memory only, no times")
+    assert "modelled in Python from Sekiban's source, not measured on .NET" in p.stderr
 
 
-def test_paired_ratio_is_the_median_of_same_round_ratios(tmp_path):
-    b = bench._Bench(workdir=str(tmp_path), state_url=None, blob_url=None, python=sys.executable, heap=False,
-                     verify=False, repeat=3, baseline_repeats=1, timeout=None, progress=None, cleanup=True,
-                     memory_margin=4.0)
+def test_paired_ratio_is_the_median_of_same_round_ratios():
+    from sekiops.ops.bench.codec import CodecFloor
+
+    floor = CodecFloor(sys.executable, "/nonexistent", run=None)
     state = {"path": "/s.json", "bytes": 10}
     # the machine slows down in round 2: codec and scenario alike; round 1's scenario failed
-    b.codec_rounds[("/s.json", "isal", "decompress")] = [1.0, 2.0, 1.0]
-    b.scenario_rounds[("/s.json", "isal", "streaming", "restore")] = {0: 1.25, 2: 1.0}
-    b.scenario_rounds[("/s.json", "isal", "streaming", "persist")] = {0: 2.0}
-    assert b.paired_ratio(state, "isal", "streaming", "restore") == 0.9  # median of 0.8 and 1.0
-    assert b.paired_ratio(state, "isal", "streaming", "persist") is None  # no compress rounds
-    b.codec_rounds[("/s.json", "isal", "compress")] = [1.0, 9.0, 9.0]
-    b.scenario_rounds[("/s.json", "isal", "streaming", "persist")] = {0: 2.0, 1: 10.0, 2: 9.5}
-    assert b.paired_ratio(state, "isal", "streaming", "persist") == 0.9  # median of 0.5, 0.9, 0.947
+    floor.rounds[("/s.json", "isal", "decompress")] = [1.0, 2.0, 1.0]
+    assert floor.paired_ratio(state, "isal", "decompress", {0: 1.25, 2: 1.0}) == 0.9  # median of 0.8 and 1.0
+    assert floor.paired_ratio(state, "isal", "compress", {0: 2.0}) is None  # no compress rounds
+    floor.rounds[("/s.json", "isal", "compress")] = [1.0, 9.0, 9.0]
+    assert floor.paired_ratio(state, "isal", "compress", {0: 2.0, 1: 10.0, 2: 9.5}) == 0.9  # median of .5 .9 .947
 
 
 def test_cli_bench_out_may_go_into_the_workdir_it_creates(tmp_path):
@@ -284,7 +333,8 @@ def test_cli_bench_out_may_go_into_the_workdir_it_creates(tmp_path):
     assert json.loads((work / "results.json").read_text())["rows"][0]["ok"]
 
 
-@pytest.mark.parametrize("args,needle", [(["--sizes", "10XB"], "bad size"), (["--modes", "fast"], "modes"),
+@pytest.mark.parametrize("args,needle", [(["--sizes", "10XB"], "not a size"), (["--modes", "fast"], "modes"),
+                                         (["--timeout", "soon"], "not a duration"),
                                          (["--out", "/nonexistent-dir/x.csv"], "does not exist"),
                                          (["--out", "x.txt"], ".csv or .json"),
                                          (["--blob", "/tmp/x"], "--blob needs --state")])
@@ -303,7 +353,7 @@ def test_bench_postgres_and_azurite(postgres_server, azure_storage_env, tmp_path
     container = "bench" + secrets.token_hex(4)
     blob_url = f"azblob://{container}"
     lines: list[str] = []
-    df = run_benchmark(sizes=["8MB"], modes=["legacy", "streaming"], ops=["persist", "restore"],
+    df = run_benchmark(sizes=["8MB"], modes=[MODELLED, "streaming"], ops=["persist", "restore"],
                        state_url=postgres_server.url, blob_url=blob_url, workdir=str(tmp_path),
                        progress=lines.append, baseline_repeats=1)
     print("\n" + "\n".join(lines))
@@ -311,7 +361,9 @@ def test_bench_postgres_and_azurite(postgres_server, azure_storage_env, tmp_path
     assert len(pipe) == 4 and pipe["ok"].all(), pipe[["op", "mode", "error"]].to_string()
     assert set(pipe["backend"]) == {"postgresql+azblob"}
     assert set(pipe["payload_location"]) == {"blob"} and set(pipe["envelope_location"]) == {"inline"}
-    assert (pipe["overhead_bytes"].notna()).all() and (pipe["throughput_mb_s"] > 0).all()
+    assert (pipe["overhead_bytes"].notna()).all()
+    assert (pipe[pipe["mode"] == "streaming"]["throughput_mb_s"] > 0).all()
+    assert pipe[pipe["mode"] == MODELLED]["throughput_mb_s"].isna().all()  # the model's time is not reported
     assert pipe[pipe["op"] == "restore"]["verified"].map(bool).all()
     assert df.attrs["service_id"].startswith("bench-")
     # the URL's secrets never reach the frame
@@ -329,3 +381,16 @@ def test_bench_postgres_and_azurite(postgres_server, azure_storage_env, tmp_path
     finally:
         store.close()
         state.close()
+
+
+# --- memory over time (notebook 03's "proof" chart) ---------------------------------------------------
+
+
+def test_persist_memory_timeline_streaming_beside_the_model(tmp_path):
+    frame, runs = bench.measure_persist_memory("8MB", str(tmp_path))
+    assert set(frame["label"]) == set(bench.MODES)
+    assert all(r["returncode"] == 0 for r in runs.values()), runs
+    assert runs[MODELLED]["modelled"] and not runs["streaming"]["modelled"]
+    assert runs[MODELLED]["peak_bytes"] > runs["streaming"]["peak_bytes"] + 8 * MB
+    for r in runs.values():
+        assert r["upload_bytes"] > 0 and r["offload_ratio"] > 0.9 and r["payload_location"] == "blob"

@@ -1,8 +1,9 @@
-"""The byte[]-path model behind ``persist --mode legacy`` (sekiops/pipeline/byte_array_path.py).
+"""Sekiban's byte[] path, modelled in Python (sekiops/ops/bench/modelled/): the benchmark's model.
 
-Its memory is measured by the memory guard and the benchmark; here: what it computes is right
-(the payload is the gzip of exactly the bytes written, whatever they are), the .NET string it
-models is the real UTF-16 text, and every buffer it maps is unmapped again.
+Its memory is measured by the benchmark (and used as the memory guard's control); here: what it
+computes is right (the payload is the gzip of exactly the bytes written, whatever they are), the
+.NET string it models is the real UTF-16 text, every buffer it maps is unmapped again, and the
+rows its persist writes are rows Sekiban (the reference reader) and its restore read back.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import given, settings, strategies as st
 
 from sekiops.format.envelope import EnvelopeMeta, inline_envelope_bytes
 from sekiops.format.payload import gzip_backend
-from sekiops.pipeline import byte_array_path as dotnet
+from sekiops.ops.bench.modelled import dotnet
 
 META = EnvelopeMeta(projector_name="P", projector_version="1", last_sortable_unique_id="0" * 30,
                     last_event_id="00000000-0000-0000-0000-000000000000", version=3)
@@ -118,3 +119,74 @@ def test_a_gzip_bomb_stops_at_the_declared_size():
     buf.append(bomb)
     with pytest.raises(ValueError, match="exceeds 1000"):
         dotnet.decompress_to_string(buf, gzip_backend(), max_bytes=1000)
+
+
+# --- the modelled persist and restore on a real store ---------------------------------------------
+
+
+@pytest.mark.parametrize("row_level,payload_level", [("inline", "inline"), ("inline", "blob"), ("blob", "blob"),
+                                                     ("blob", "inline")])
+def test_modelled_rows_are_sekiban_rows_and_read_back(tmp_path, row_level, payload_level):
+    from sekiops.blob.local import LocalBlobStore
+    from sekiops.ops.bench.modelled.persist import modelled_persist
+    from sekiops.ops.bench.modelled.restore import modelled_restore
+    from sekiops.state import open_state_store
+    from test_pipeline import STATE, dir_blobs, raw_sqlite_row
+
+    try:
+        import reference_reader as ref
+    except ImportError:  # pragma: no cover
+        from tests import reference_reader as ref
+
+    db = tmp_path / "ext.db"
+    state = open_state_store(f"sqlite:///{db}?record_threshold={200 if row_level == 'blob' else 10**9}")
+    blob = LocalBlobStore(str(tmp_path / "blobs"))
+    data = STATE * 40
+    src = tmp_path / "state.json"
+    src.write_bytes(data)
+    threshold = 100 if payload_level == "blob" else 1_560_576
+    summary = modelled_persist(state, blob, str(src), projector_name="Orders", projector_version="1",
+                               events_processed=7, last_sortable_unique_id="0" * 29 + "1", gzip="zlib",
+                               payload_threshold=threshold)
+    assert (summary["envelope_location"], summary["payload_location"]) == (row_level, payload_level)
+    assert summary["original_size_bytes"] == len(data) and "peak_rss_bytes" not in summary  # the child adds it
+    row = raw_sqlite_row(db, "Orders", "1")
+    assert row["BuildSource"] == "SEKIOPS_LEGACY"
+    ref.check_written_row(row, dir_blobs(tmp_path / "blobs"), payload_threshold=threshold,
+                          record_threshold=200 if row_level == "blob" else 10**9, expected_state=data)
+    back = modelled_restore(state, blob, "Orders", "1")
+    out = io.BytesIO()
+    assert back.write_json(out) == len(data) and out.getvalue() == data
+    state.close()
+
+
+def test_modelled_persist_records_no_product_metrics(tmp_path):
+    """The model's numbers never go out as the product's persist metrics."""
+    from sekiops import metrics
+    from sekiops.blob.local import LocalBlobStore
+    from sekiops.ops.bench.modelled.persist import modelled_persist
+    from sekiops.state import open_state_store
+
+    before = len(metrics.default_recorder().collected())
+    state = open_state_store(f"sqlite:///{tmp_path / 'm.db'}")
+    src = tmp_path / "s.json"
+    src.write_bytes(b'{"a": 1}')
+    modelled_persist(state, LocalBlobStore(str(tmp_path / "b")), str(src), projector_name="P", projector_version="1",
+                     events_processed=1, last_sortable_unique_id="0" * 30)
+    state.close()
+    assert len(metrics.default_recorder().collected()) == before
+
+
+def test_the_model_reports_no_time(tmp_path):
+    """Its time would be Python's transcoding loops: nothing to compare with .NET, so nothing is reported."""
+    from sekiops.blob.local import LocalBlobStore
+    from sekiops.ops.bench.modelled.persist import modelled_persist
+    from sekiops.state import open_state_store
+
+    state = open_state_store(f"sqlite:///{tmp_path / 't.db'}")
+    src = tmp_path / "s.json"
+    src.write_bytes(b'{"a": 1}')
+    summary = modelled_persist(state, LocalBlobStore(str(tmp_path / "b")), str(src), projector_name="P",
+                               projector_version="1", events_processed=1, last_sortable_unique_id="0" * 30)
+    state.close()
+    assert not [k for k in summary if k.endswith(("_ms", "_s", "seconds"))], summary

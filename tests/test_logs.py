@@ -38,6 +38,8 @@ SAMPLE_VALUES = {
     "Error": "Exception of type 'System.OutOfMemoryException' was thrown.", "IsOffloaded": True,
     "OffloadKey": "OrdersProjector/v1/" + "ab" * 32 + ".bin", "ProjectorVersion": "v1", "Version": "v1",
     "CurrentSafeVersion": 9000, "LastGoodSafeVersion": 9100,
+    "Registry": "KenbaiApi.Domain.Generated.KenbaiMultiProjectorTypes", "Format": "offloaded",
+    "Reason": "capability-absent",
 }
 SAMPLE_VALUES.update({k: v for k, v in {**STREAMING_VALUES, **LEGACY_VALUES, **RESTORE_VALUES}.items()
                       if k != "ProjectorName"})
@@ -122,14 +124,14 @@ def test_every_charted_event_renders_and_parses():
         values = {n: SAMPLE_VALUES[n] for n in names}
         message = L.render_template(template, values)
         row, _ = _one([{"timestamp": "2026-02-25T10:00:00Z", "message": message}])
-        assert (row["eventId"], row["kind"]) == (eid, kind), message
+        assert row["kind"] == kind and (pd.isna(row["eventId"]) if eid is None else row["eventId"] == eid), message
         assert row["projectorName"] == values["ProjectorName"]
         for n in names:
             if n != "ProjectorName":
                 assert row[n] == values[n], (message, n)
         dims = {**{n: str(values[n]) for n in names}, "{OriginalFormat}": template}
         row2, _ = _one([{"timestamp": "2026-02-25T10:00:00Z", "customDimensions": dims}])
-        assert (row2["eventId"], row2["kind"]) == (eid, kind)
+        assert row2["kind"] == kind and (pd.isna(row2["eventId"]) if eid is None else row2["eventId"] == eid)
     for eid in (1022, 1023):
         dims = {"EventId": str(eid), "EventName": L.EVENTS[eid][0], "ProjectorName": "OrdersProjector",
                 "CurrentSafeVersion": "10", "Reason": "safe version regressed"}
@@ -202,6 +204,103 @@ def test_garbage_is_counted_never_fatal():
     assert reasons["other event id 1004 (CatchUpStarted)"] == 1
     assert reasons["customDimensions is not valid JSON"] == 1
     assert sum(reasons.values()) == result.skipped
+
+
+# --- restore buffered fallback (dcb-v10.23, format reference section 8): every input shape --------
+
+FALLBACK = ("Snapshot restore buffered fallback. Projector={ProjectorName}, Registry={Registry}, Format={Format}, "
+            "Reason={Reason}")  # copied from the format reference, section 8
+REGISTRY = "KenbaiApi.Domain.Generated.KenbaiMultiProjectorTypes"
+
+
+def test_fallback_template_is_the_spec_template():
+    assert L.TEMPLATE_RESTORE_BUFFERED_FALLBACK == FALLBACK
+    assert (None, "restore_buffered_fallback", FALLBACK) in L.TEMPLATES
+
+
+@pytest.mark.parametrize("name,fmt,skipped", [
+    ("restore_fallback_appinsights.csv", "csv", {"not a Sekiban snapshot event": 1}),
+    ("restore_fallback_loganalytics.json", "log-analytics-json", {"not a Sekiban snapshot event": 1}),
+    ("restore_fallback.jsonl", "json-lines", {"not a Sekiban snapshot event": 1}),
+    ("restore_fallback_console.txt", "text", {"console header line (event id carried to the next line)": 4,
+                                              "other event id 14": 1}),
+])
+def test_restore_buffered_fallback_in_every_input_shape(name, fmt, skipped):
+    """App Insights CSV (customDimensions + {OriginalFormat}, and the rendered text alone), Log Analytics
+    (Properties as a JSON string and as an object), .NET JSON console and CLEF lines, kubectl console text."""
+    result = L.parse_log_file(os.path.join(DATA, name))
+    assert result.source_format == fmt
+    assert result.skipped_reasons == skipped
+    f = result.frame
+    fallback = f[f["kind"] == "restore_buffered_fallback"]
+    assert list(fallback["projectorName"]) == ["OrderSummaryProjector", "CustomerDirectoryProjector"]
+    assert fallback["eventId"].isna().all()  # Sekiban logs it without an event id
+    assert list(fallback["Registry"]) == [REGISTRY] * 2
+    assert list(fallback["Format"]) == ["offloaded"] * 2 and list(fallback["Reason"]) == ["capability-absent"] * 2
+    assert fallback["time"].iloc[0] == pd.Timestamp("2026-02-25T12:00:05Z")
+    restores = f[f["kind"] == "restore"]
+    assert len(restores) == (0 if name.endswith(".jsonl") else 1)
+    if len(restores):
+        assert restores.iloc[0]["eventId"] == 1018 and restores.iloc[0]["RecordEvents"] == 52000
+    assert not {"CategoryName", "AspNetCoreEnvironment", "SourceContext"} & set(f.columns)
+
+
+def test_fallback_with_an_event_id_of_another_release_is_still_the_fallback():
+    message = L.render_template(FALLBACK, {"ProjectorName": "P", "Registry": "R", "Format": "inline",
+                                           "Reason": "capability-absent"})
+    row, _ = _one([{"timestamp": "2026-02-25T10:00:00Z", "message": message,
+                    "customDimensions": {"EventId": "1031", "CategoryName": "Sekiban.Dcb.Actors.X"}}])
+    assert row["kind"] == "restore_buffered_fallback" and row["eventId"] == 1031 and row["Format"] == "inline"
+
+
+def test_cli_lists_the_fallback_kind(capsys):
+    assert main(["logs", os.path.join(DATA, "restore_fallback_console.txt"), "--kind", "restore_buffered_fallback",
+                 "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [e["projectorName"] for e in doc["events"]] == ["OrderSummaryProjector", "CustomerDirectoryProjector"]
+    assert doc["events"][0]["eventId"] is None and doc["events"][0]["Reason"] == "capability-absent"
+
+
+# --- control characters: one odd message never refuses a whole export -----------------------------
+
+
+
+@pytest.mark.parametrize("shape", ["csv", "jsonl", "json-array", "log-analytics", "text"])
+def test_a_control_character_in_one_row_skips_that_row_only(tmp_path, shape):
+    good = L.render_template(SPEC_RESTORE, RESTORE_VALUES)
+    odd = "Request failed: bad header \x00\x01 in upstream reply"
+    rows = [{"timestamp": "2026-02-25T10:00:00Z", "message": odd},
+            {"timestamp": "2026-02-25T10:00:01Z", "message": good}]
+    if shape == "csv":
+        text = "timestamp,message\n" + "".join(f'{r["timestamp"]},"{r["message"]}"\n' for r in rows)
+    elif shape == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    elif shape == "json-array":
+        text = json.dumps(rows, ensure_ascii=False)
+    elif shape == "log-analytics":
+        text = json.dumps({"tables": [{"columns": [{"name": "TimeGenerated"}, {"name": "Message"}],
+                                       "rows": [[r["timestamp"], r["message"]] for r in rows]}]}, ensure_ascii=False)
+    else:
+        text = "".join(f'{r["timestamp"]} {r["message"]}\n' for r in rows)
+    if shape != "csv" and shape != "text":  # json.dumps escapes the NUL: put it back raw, as the bad export has it
+        text = text.replace("\\u0000\\u0001", "\x00\x01")
+    assert "\x00" in text
+    p = tmp_path / f"export.{shape}"
+    p.write_bytes(text.encode())
+    result = L.parse_log_file(str(p))
+    assert list(result.frame["kind"]) == ["restore"]
+    assert result.skipped_reasons == {"row holds a NUL or raw control character": 1}
+    assert "row holds a NUL or raw control character (1)" in result.summary_line()
+
+
+def test_cli_counts_the_odd_row_and_parses_the_rest(tmp_path, capsys):
+    p = tmp_path / "traces.csv"
+    good = L.render_template(SPEC_STREAMING, STREAMING_VALUES)
+    p.write_bytes(("timestamp,message\n2026-02-25T10:00:00Z,\"bad \x00 byte\"\n"
+                   f"2026-02-25T10:00:01Z,\"{good}\"\n").encode())
+    assert main(["logs", str(p)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "# parsed 1 events, skipped 1 lines: row holds a NUL or raw control character (1)"
 
 
 # --- files ------------------------------------------------------------------------------------

@@ -527,16 +527,14 @@ def restore_bytes(state, blob, *, name="Orders", version="1.0.0", tmp_path=None,
 # =============================================================================================
 
 SMALL_SIZES = [pytest.param(0, id="0B"), pytest.param(1024, id="1KB"), pytest.param(2 * MB, id="2MB")]
-MODES = ["streaming", "legacy"]
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("size", SMALL_SIZES)
-def test_round_trip_small_embedded(embedded, tmp_path, private_spool, size, mode):
+def test_round_trip_small_embedded(embedded, tmp_path, private_spool, size):
     state, blob, db, blob_dir = embedded
     data = exact_json(size)
-    res = persist_bytes(state, blob, data, options=PersistOptions(mode=mode))
-    assert res.mode == mode and res.original_size_bytes == size
+    res = persist_bytes(state, blob, data, options=PersistOptions())
+    assert res.mode == "streaming" and res.original_size_bytes == size
     assert res.payload_location == "inline" and res.envelope_location == "inline"  # 2 MB gzips below 1.56 MB
     assert spool_files(private_spool) == []
     assert res.payload_sha256 == hashlib.sha256(ref.stored_payload(raw_sqlite_row(db, "Orders", "1.0.0"),
@@ -552,26 +550,24 @@ def test_round_trip_small_embedded(embedded, tmp_path, private_spool, size, mode
                           record_threshold=float("inf"), expected_state=data)
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("size", SMALL_SIZES)
-def test_round_trip_small_memory(size, mode):
+def test_round_trip_small_memory(size):
     state = MemoryStateStore(f"rt-{uuid.uuid4().hex}")
     blob = MemoryBlobStore("rt")
     data = exact_json(size, seed=size + 7)
-    persist_bytes(state, blob, data, options=PersistOptions(mode=mode))
+    persist_bytes(state, blob, data, options=PersistOptions())
     assert restore_bytes(state, blob) == data
     ref.check_written_row(memory_raw_row(state, "Orders", "1.0.0"), memory_blobs(blob), expected_state=data)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", MODES)
-def test_round_trip_150mb_offloaded(embedded, tmp_path, private_spool, big_state, mode, reclaim):
+def test_round_trip_150mb_offloaded(embedded, tmp_path, private_spool, big_state, reclaim):
     path, size, digest = big_state
     state, blob, db, blob_dir = embedded
     with open(path, "rb") as f:
         res = persist_stream(state, blob, f, projector_name="CustomerDirectory", projector_version="3.1.0",
                              events_processed=1_234_567, last_sortable_unique_id=SLUI,
-                             options=PersistOptions(mode=mode))
+                             options=PersistOptions())
     assert res.payload_location == "blob"
     assert res.envelope_location == "inline"  # SQLite (strict) never offloads at record level
     assert spool_files(private_spool) == []
@@ -632,9 +628,8 @@ def _forced(row_level, payload_level, record_threshold=200):
 
 
 @pytest.mark.parametrize("name", ["Orders", "Kunden+Übersicht"])
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("row_level,payload_level", LEVELS)
-def test_reference_reader_accepts_sqlite_rows(tmp_path, mode, row_level, payload_level, name):
+def test_reference_reader_accepts_sqlite_rows(tmp_path, row_level, payload_level, name):
     """SQLite extension mode (?record_threshold=N) so record-level offload is possible."""
     db = tmp_path / "ext.db"
     blob_dir = tmp_path / "blobs"
@@ -643,7 +638,6 @@ def test_reference_reader_accepts_sqlite_rows(tmp_path, mode, row_level, payload
     blob = LocalBlobStore(str(blob_dir))
     data = json_of(STATE, 40)  # ~5 KB, gzips to well over 100 bytes
     opts = _forced(row_level, payload_level)
-    opts.mode = mode
     res = persist_bytes(state, blob, data, name=name, version="2.0.0+build.7", options=opts)
     assert (res.envelope_location, res.payload_location) == (row_level, payload_level)
     row = raw_sqlite_row(db, name, "2.0.0+build.7")
@@ -668,14 +662,13 @@ def test_sqlite_store_threshold_from_url_offloads_records(tmp_path):
     ref.check_written_row(row, dir_blobs(tmp_path / "blobs"), record_threshold=300, expected_state=json_of(STATE, 10))
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("row_level,payload_level", LEVELS)
-def test_reference_reader_accepts_memory_rows(mode, row_level, payload_level):
+def test_reference_reader_accepts_memory_rows(row_level, payload_level):
     state = MemoryStateStore(f"ref-{uuid.uuid4().hex}",
                              record_offload_threshold=200 if row_level == "blob" else None)
     blob = MemoryBlobStore("ref")
     data = json_of(STATE, 40)
-    opts = PersistOptions(mode=mode, payload_threshold=100 if payload_level == "blob" else PAYLOAD_THRESHOLD)
+    opts = PersistOptions(payload_threshold=100 if payload_level == "blob" else PAYLOAD_THRESHOLD)
     res = persist_bytes(state, blob, data, options=opts)
     assert (res.envelope_location, res.payload_location) == (row_level, payload_level)
     ref.check_written_row(memory_raw_row(state, "Orders", "1.0.0"), memory_blobs(blob),
@@ -700,14 +693,13 @@ def test_strict_sqlite_refuses_record_offload_and_uploads_nothing(embedded):
 # =============================================================================================
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("threshold", [PAYLOAD_THRESHOLD, 1000])
-def test_payload_threshold_equality_and_plus_one(embedded, mode, threshold):
+def test_payload_threshold_equality_and_plus_one(embedded, threshold):
     state, blob, db, blob_dir = embedded
     for version, size, where in (("eq", threshold, "inline"), ("plus1", threshold + 1, "blob")):
         data = noise(size, seed=size)
         res = persist_bytes(state, blob, data, version=version,
-                            options=PersistOptions(mode=mode, payload_threshold=threshold, compress=False))
+                            options=PersistOptions(payload_threshold=threshold, compress=False))
         assert res.compressed_size_bytes == size
         assert res.payload_location == where, (version, size)
         row = raw_sqlite_row(db, "Orders", version)
@@ -717,18 +709,17 @@ def test_payload_threshold_equality_and_plus_one(embedded, mode, threshold):
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite-ext"])
-@pytest.mark.parametrize("mode", MODES)
-def test_record_threshold_equality_and_plus_one(tmp_path, store, mode):
+def test_record_threshold_equality_and_plus_one(tmp_path, store):
     data = noise(3000)
     probe = MemoryStateStore(f"probe-{uuid.uuid4().hex}")
-    envelope_len = persist_bytes(probe, None, data, options=PersistOptions(mode=mode, compress=False)).envelope_bytes
+    envelope_len = persist_bytes(probe, None, data, options=PersistOptions(compress=False)).envelope_bytes
     for version, threshold, where in (("eq", envelope_len, "inline"), ("minus1", envelope_len - 1, "blob")):
         if store == "memory":
             state, blob = MemoryStateStore(f"rec-{uuid.uuid4().hex}"), MemoryBlobStore(f"rec-{version}")
         else:
             state = open_state_store(f"sqlite:///{tmp_path / (version + '.db')}?record_threshold=10")
             blob = LocalBlobStore(str(tmp_path / f"blobs-{version}"))
-        res = persist_bytes(state, blob, data, options=PersistOptions(mode=mode, compress=False,
+        res = persist_bytes(state, blob, data, options=PersistOptions(compress=False,
                                                                       record_threshold=threshold))
         assert res.envelope_bytes == envelope_len
         assert res.envelope_location == where, (version, threshold)
@@ -751,13 +742,12 @@ def test_sqlite_extension_threshold_equality_from_url(tmp_path):
         assert res.envelope_location == where
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_no_blob_store_nothing_offloaded_at_any_size(tmp_path, mode):
+def test_no_blob_store_nothing_offloaded_at_any_size(tmp_path):
     """No blob store configured: nothing is offloaded, whatever the thresholds and sizes."""
     db = tmp_path / "ext.db"
     state = open_state_store(f"sqlite:///{db}?record_threshold=10")
     data = noise(3 * MB)  # raw: 3 MB > 1,560,576 payload threshold and > every record threshold
-    res = persist_bytes(state, None, data, options=PersistOptions(mode=mode, compress=False, payload_threshold=10,
+    res = persist_bytes(state, None, data, options=PersistOptions(compress=False, payload_threshold=10,
                                                                   record_threshold=10))
     assert (res.envelope_location, res.payload_location) == ("inline", "inline")
     assert res.envelope_key is None and res.payload_key is None and res.upload_bytes == 0
@@ -766,7 +756,7 @@ def test_no_blob_store_nothing_offloaded_at_any_size(tmp_path, mode):
     ref.check_written_row(row, {}, has_blob_store=False, expected_state=data)
     assert restore_bytes(state, None) == data
     mem = MemoryStateStore(f"nb-{uuid.uuid4().hex}", record_offload_threshold=10)
-    res = persist_bytes(mem, None, data, options=PersistOptions(mode=mode, compress=False, payload_threshold=10))
+    res = persist_bytes(mem, None, data, options=PersistOptions(compress=False, payload_threshold=10))
     assert (res.envelope_location, res.payload_location) == ("inline", "inline")
     ref.check_written_row(memory_raw_row(mem, "Orders", "1.0.0"), {}, has_blob_store=False, expected_state=data)
 
@@ -1043,11 +1033,9 @@ def test_blob_upload_failure_writes_no_row(embedded, private_spool, monkeypatch)
     writes = Counter(blob.write, fail=lambda n: True,
                      exc=lambda n: StoreUnavailableError(f"{blob.location}: connection reset while uploading"))
     monkeypatch.setattr(blob, "write", writes)
-    for mode in MODES:
-        with pytest.raises(StoreUnavailableError, match="uploading"):
-            persist_bytes(state, blob, noise(5000), events=2,
-                          options=PersistOptions(mode=mode, payload_threshold=100, compress=False))
-    assert writes.calls == 2
+    with pytest.raises(StoreUnavailableError, match="uploading"):
+        persist_bytes(state, blob, noise(5000), events=2, options=PersistOptions(payload_threshold=100, compress=False))
+    assert writes.calls == 1
     assert sqlite_fingerprint(db) == before
     assert dir_listing(blob_dir) == {}
     assert spool_files(private_spool) == []
@@ -1092,15 +1080,14 @@ def _offload_everything(tmp_path):
     return state, blob, db
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_transient_row_failure_retries_with_same_keys(tmp_path, private_spool, monkeypatch, mode):
+def test_transient_row_failure_retries_with_same_keys(tmp_path, private_spool, monkeypatch):
     state, blob, db = _offload_everything(tmp_path)
     uploads = Counter(blob.write)
     writes = Counter(state.write, fail=lambda n: n == 1)
     monkeypatch.setattr(blob, "write", uploads)
     monkeypatch.setattr(state, "write", writes)
     data = noise(4000)
-    res = persist_bytes(state, blob, data, options=PersistOptions(mode=mode, payload_threshold=100,
+    res = persist_bytes(state, blob, data, options=PersistOptions(payload_threshold=100,
                                                                   backoff_seconds=0.001))
     assert res.row_attempts == 2 and writes.calls == 2
     assert uploads.calls == 2  # payload blob + envelope blob, each once

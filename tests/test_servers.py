@@ -35,22 +35,20 @@ def test_azurite_blob_roundtrip(azurite):
     container.delete_container()
 
 
-_ENV_BEFORE: dict = {}
+@pytest.fixture
+def environment_after_teardown():
+    """Set up before azure_storage_env, so torn down after it: checks it left the environment as found."""
+    before = {k: os.environ.get(k) for k in ("AZURE_STORAGE_CONNECTION_STRING", "COSMOS_ENDPOINT", "COSMOS_KEY")}
+    yield before
+    after = {k: os.environ.get(k) for k in before}
+    assert after == before, "an *_env fixture leaked its variables past its test"
 
 
-def test_azure_storage_env_baseline():
-    _ENV_BEFORE["value"] = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-
-
-def test_azure_storage_env_is_set_by_the_fixture(azure_storage_env):
+def test_azure_storage_env_is_set_for_one_test_only(environment_after_teardown, azure_storage_env):
+    # argument order is setup order: azure_storage_env (and its monkeypatch) is torn down first, then
+    # environment_after_teardown compares the environment with the one it found -- in any test order
     assert os.environ["AZURE_STORAGE_CONNECTION_STRING"] == azure_storage_env.connection_string
-
-
-def test_azure_storage_env_is_restored_after_the_test():
-    # These three tests run in file order: the fixture's monkeypatch was undone.
-    if "value" not in _ENV_BEFORE:
-        pytest.skip("the baseline test did not run in this process")
-    assert os.environ.get("AZURE_STORAGE_CONNECTION_STRING") == _ENV_BEFORE.get("value")
+    assert environment_after_teardown["AZURE_STORAGE_CONNECTION_STRING"] != azure_storage_env.connection_string
 
 
 # --------------------------------------------------------------------------- Cosmos

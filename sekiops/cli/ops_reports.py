@@ -12,7 +12,9 @@ def register(sub) -> None:
                        description="Walk one snapshot's projector state JSON as a stream (never loaded whole) "
                        "and report bytes and counts by JSON path down to --depth, the maximum depth, the "
                        "biggest strings and the largest arrays. Bytes are raw JSON bytes; the total equals the "
-                       "payload size. Without --version the newest active version by EventsProcessed.")
+                       "payload size. Structure, not data: the biggest string values are listed by path and "
+                       "length, their first characters only with --show-values. Without --version the newest "
+                       "active version by EventsProcessed.")
     add_store_args(p)
     p.add_argument("--projector", required=True, help="ProjectorName")
     p.add_argument("--version", dest="projector_version", help="ProjectorVersion (default: newest active)")
@@ -21,6 +23,10 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, default=20, help="how many biggest strings / arrays (default %(default)s)")
     p.add_argument("--max-keys", type=int, default=200, help="fold an object's members into '*' beyond this many "
                    "distinct keys (dictionaries keyed by ids; default %(default)s)")
+    p.add_argument("--max-paths", type=int, default=5000, help="paths reported at most; beyond, new keys fold into "
+                   "'*' (default %(default)s)")
+    p.add_argument("--show-values", action="store_true", help="also show the first 60 characters of the biggest "
+                   "string values (stored business data: off by default)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--progress", action="store_true", help="report progress on stderr")
     p.set_defaults(func=run_anatomy)
@@ -41,13 +47,8 @@ def register(sub) -> None:
 
 
 def run_anatomy(args) -> int:
-    from ..errors import UsageError
     from ..ops.anatomy import anatomy
 
-    if args.depth < 1:
-        raise UsageError("--depth must be at least 1")
-    if args.top < 0 or args.max_keys < 1:
-        raise UsageError("--top must be >= 0 and --max-keys >= 1")
     state, blob = open_stores(args, blob=True, create=False)
     progress = None
     if args.progress:
@@ -57,7 +58,8 @@ def run_anatomy(args) -> int:
             sys.stderr.flush()
     try:
         report = anatomy(state, blob, projector_name=args.projector, projector_version=args.projector_version,
-                         depth=args.depth, top=args.top, max_keys=args.max_keys, progress=progress)
+                         depth=args.depth, top=args.top, max_keys=args.max_keys, max_paths=args.max_paths,
+                         show_values=args.show_values, progress=progress)
     finally:
         if args.progress:
             sys.stderr.write("\n")

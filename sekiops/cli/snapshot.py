@@ -20,9 +20,6 @@ def register(sub) -> None:
     p.add_argument("--last-event-id", help="envelope lastEventId (GUID)")
     p.add_argument("--payload-type-name", default="", help="envelope multiProjectionPayloadType (informational)")
     p.add_argument("--in", dest="input", required=True, metavar="FILE|-", help="state JSON file, or - for stdin")
-    p.add_argument("--mode", choices=["streaming", "legacy"], default="streaming",
-                   help="streaming (bounded memory, default) or legacy (Sekiban's byte[] path modelled: the "
-                   "state as a UTF-16 string, its UTF-8 copy, gzip, Base64: about 3x the state in memory)")
     p.add_argument("--payload-threshold", type=size_type("--payload-threshold"), metavar="SIZE",
                    help=f"offload the payload when compressed bytes exceed this ({SIZE_HELP}) "
                    "(default 1,560,576)")
@@ -36,7 +33,7 @@ def register(sub) -> None:
                    "gzipped as Sekiban does")
     p.add_argument("--allow-empty", action="store_true", help="with --raw: accept an empty payload")
     p.add_argument("--gzip", choices=["isal", "zlib-ng", "zlib"], help="gzip backend (default: fastest installed)")
-    p.add_argument("--build-source", help="BuildSource column (default SEKIOPS_STREAM / SEKIOPS_LEGACY)")
+    p.add_argument("--build-source", help="BuildSource column (default SEKIOPS_STREAM)")
     p.add_argument("--heap", action="store_true", help="also measure the Python heap peak (tracemalloc; slower)")
     p.set_defaults(func=run_persist)
 
@@ -60,7 +57,7 @@ def run_persist(args) -> int:
 
     source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
     state, blob = open_stores(args)
-    opts = PersistOptions(mode=args.mode, record_threshold=args.record_threshold,
+    opts = PersistOptions(record_threshold=args.record_threshold,
                           payload_threshold=args.payload_threshold if args.payload_threshold is not None
                           else PAYLOAD_OFFLOAD_THRESHOLD,
                           allow_regress=args.allow_regress, gzip=args.gzip, compress=not args.raw,

@@ -1,4 +1,4 @@
-"""Persist a projector state as a Sekiban snapshot, streaming (bounded memory) or legacy (in memory).
+"""Persist a projector state as a Sekiban snapshot, streaming (bounded memory).
 
 Streaming, as the design asks: ``write_body(stream)`` -> gzip (counted, hashed) into a private
 temp file -> payload-level decision -> envelope JSON streamed into a second temp file (inline
@@ -24,11 +24,10 @@ from .. import metrics
 from ..blob.base import BlobStore
 from ..errors import (BadInputError, ConcurrencyConflictError, GuardRefusedError, IntegrityError,
                       ItemTooLargeError, StoreUnavailableError, TombstonedError, UsageError)
-from ..format.constants import (BUILD_SOURCE_LEGACY, BUILD_SOURCE_MAX, BUILD_SOURCE_STREAM, PAYLOAD_OFFLOAD_THRESHOLD,
-                                PAYLOAD_TYPE)
-from ..format.envelope import (EnvelopeMeta, inline_envelope_bytes, offloaded_envelope_bytes,
+from ..format.constants import BUILD_SOURCE_MAX, BUILD_SOURCE_STREAM, PAYLOAD_OFFLOAD_THRESHOLD, PAYLOAD_TYPE
+from ..format.envelope import (EnvelopeMeta, offloaded_envelope_bytes,
                                write_inline_envelope)
-from ..format.jsoncheck import JsonChecker
+from .jsoncheck import JsonChecker
 from ..format.payload import PayloadEncoder, PayloadStats, gzip_backend
 from ..format.record import SnapshotRow, check_projector, utcnow
 from ..state.base import StateStore
@@ -39,13 +38,11 @@ from .spool import Spool, now_ms, spool_write_error
 
 log = logging.getLogger("sekiops.persist")
 
-MODES = ("streaming", "legacy")
 INT32_MAX = 2**31 - 1
 
 
 @dataclasses.dataclass
 class PersistOptions:
-    mode: str = "streaming"
     #: compressed payload bytes above which the payload goes to a blob (never at equality)
     payload_threshold: int = PAYLOAD_OFFLOAD_THRESHOLD
     #: envelope bytes above which the envelope goes to a blob; None = the state store's default
@@ -117,8 +114,6 @@ def persist(state: StateStore, blob: BlobStore | None, write_body: Callable[[Bin
     opts = options or PersistOptions()
     if opts.input_format not in ("json", "raw"):
         raise UsageError(f"unknown input format {opts.input_format!r}; use json or raw")
-    if opts.mode not in MODES:
-        raise UsageError(f"unknown persist mode {opts.mode!r}; use one of {', '.join(MODES)}")
     check_projector(projector_name, projector_version)
     if not 0 <= events_processed <= INT32_MAX:
         raise UsageError(f"EventsProcessed {events_processed} is out of range: the envelope's version is a "
@@ -137,10 +132,7 @@ def persist(state: StateStore, blob: BlobStore | None, write_body: Callable[[Bin
     with MemoryProbe(heap=opts.measure_heap) as probe:
         start = now_ms()
         current = job.check_current()
-        if opts.mode == "streaming":
-            job.run_streaming(write_body, spool or Spool())
-        else:
-            job.run_legacy(write_body)
+        job.run_streaming(write_body, spool or Spool())
         stored = job.write_row(current)
         job.total_ms = now_ms() - start
     result = job.result(stored, probe)
@@ -247,34 +239,6 @@ class _Job:
             f.close()
         self._spool_files = []
 
-    # --- legacy ------------------------------------------------------------------------------
-
-    def run_legacy(self, write_body) -> None:
-        """Sekiban's byte[] path, buffer by buffer (see byte_array_path): whole state, payload and strings in memory."""
-        from . import byte_array_path as dotnet
-
-        t = now_ms()
-        payload, size = dotnet.serialize_and_compress(write_body, self.backend, self.opts.compress)
-        self.meta.original_size_bytes = size
-        self.meta.compressed_size_bytes = len(payload)
-        self.sha = _sha(payload)
-        base64 = dotnet.base64_string(payload)                   # FromBytes: PayloadBase64
-        dotnet.envelope_string(self.meta, payload, base64).free()  # the size check's JSON string
-        self.build_ms += now_ms() - t
-        if self.blob is not None and len(payload) > self.opts.payload_threshold:
-            base64.free()
-            self.payload_key = self._upload(io.BytesIO(payload), self.meta.projector_name, self.sha, len(payload))
-            env = offloaded_envelope_bytes(self.meta, self.payload_key, self.blob.provider, len(payload))
-        else:
-            t = now_ms()
-            json_string = dotnet.envelope_string(self.meta, payload, base64)  # BuildSnapshotForPersistenceAsync
-            base64.free()
-            env = inline_envelope_bytes(self.meta, payload)                  # Encoding.UTF8.GetBytes(json)
-            json_string.free()
-            self.build_ms += now_ms() - t
-        del payload
-        self._envelope_ready(io.BytesIO(env), len(env), _sha(env))
-
     # --- shared steps ------------------------------------------------------------------------
 
     def _payload_stats(self, stats) -> None:
@@ -348,7 +312,7 @@ class _Job:
     def _write_row(self, current: SnapshotRow | None) -> SnapshotRow:
         now = utcnow()
         offloaded = self.envelope_key is not None
-        source = self.opts.build_source or (BUILD_SOURCE_STREAM if self.opts.mode == "streaming" else BUILD_SOURCE_LEGACY)
+        source = self.opts.build_source or BUILD_SOURCE_STREAM
         row = SnapshotRow(
             service_id=self.state.service_id, projector_name=self.meta.projector_name,
             projector_version=self.meta.projector_version, payload_type=PAYLOAD_TYPE,
@@ -411,7 +375,7 @@ class _Job:
         total = inline_bytes + self.upload_bytes
         return PersistResult(
             service_id=stored.service_id, projector_name=stored.projector_name,
-            projector_version=stored.projector_version, mode=self.opts.mode,
+            projector_version=stored.projector_version, mode="streaming",
             events_processed=stored.events_processed,
             envelope_location="blob" if self.envelope_key else "inline", envelope_key=self.envelope_key,
             envelope_bytes=self.envelope_len,

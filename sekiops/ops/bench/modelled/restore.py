@@ -1,4 +1,4 @@
-"""Sekiban's byte[] restore path, modelled buffer by buffer, kept for comparison.
+"""Sekiban's byte[] restore path, modelled buffer by buffer in Python (not measured on .NET).
 
 What the grain does (GeneralMultiProjectionActor.SetSnapshotAsync and the projector's
 Deserialize), for a payload of c gzip bytes and a state of S bytes of JSON: the whole envelope as
@@ -7,7 +7,7 @@ string (8c/3) -- or, offloaded, the whole payload blob read as a byte[] and turn
 string by ``FromBytes`` -- then ``GetPayloadBytes`` (c), ``GzipCompression.DecompressToString``
 (ArrayPool copy, MemoryStream growth, ``ToArray`` S, ``GetString`` 2S: 3S held at once). The
 object graph the projector then builds is not modelled (it depends on the projector), so this is
-a lower bound. The buffers are those of :mod:`.byte_array_path`. Keys are still confined.
+a lower bound. The buffers are those of :mod:`.dotnet`. Keys are still confined.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import dataclasses
 import json
 from typing import BinaryIO
 
-from ..errors import CorruptSnapshotError
-from ..format import keys
-from ..format.constants import GZIP_MAGIC
-from ..format.payload import gzip_backend
-from . import byte_array_path as dotnet
-from .restore import find_row
+from ....errors import CorruptSnapshotError
+from ....format import keys
+from ....format.constants import GZIP_MAGIC
+from ....format.payload import gzip_backend
+from ....pipeline.restore import find_row
+from . import dotnet
 
 
 @dataclasses.dataclass
-class LegacyRestore:
+class ModelledRestore:
     #: The restored state JSON as the .NET string holding it (UTF-16); write it with write_json().
     state_string: dotnet.DotnetBuffer
     envelope_location: str
@@ -51,7 +51,7 @@ def _string(text: str) -> dotnet.DotnetBuffer:
     return dotnet.utf16_string([text.encode("utf-8", "surrogatepass")], len(text.encode("utf-8", "surrogatepass")))
 
 
-def legacy_restore(state, blob, projector_name: str, projector_version: str | None = None) -> LegacyRestore:
+def modelled_restore(state, blob, projector_name: str, projector_version: str | None = None) -> ModelledRestore:
     backend = gzip_backend()
     row = find_row(state, projector_name, projector_version)
     where = f"{state.location}: {row.service_id}/{row.projector_name}/{row.projector_version}"
@@ -100,5 +100,5 @@ def legacy_restore(state, blob, projector_name: str, projector_version: str | No
         raise CorruptSnapshotError(f"{where}: the payload does not decompress ({exc})") from None
     finally:
         payload.free()
-    return LegacyRestore(string, "blob" if row.is_offloaded else "inline", payload_location,
+    return ModelledRestore(string, "blob" if row.is_offloaded else "inline", payload_location,
                          envelope_bytes, compressed)

@@ -1,6 +1,6 @@
-"""Sekiban's byte[] persist path, modelled buffer by buffer: what ``persist --mode legacy`` runs.
+"""The buffers of Sekiban's byte[] path, modelled in Python (not measured on .NET).
 
-The legacy mode exists to show, on the same data, what the streaming path saves. So it allocates
+The benchmark shows, on the same data, what the streaming path saves. So the model allocates
 what Sekiban's byte[] path allocates, in the same order, at the same sizes -- for a state of S
 bytes of JSON and a gzip payload of c bytes:
 
@@ -31,8 +31,8 @@ import io
 import mmap
 from typing import BinaryIO, Callable
 
-from ..format.envelope import EnvelopeMeta, inline_envelope_length, write_inline_envelope
-from ..format.payload import GzipBackend
+from ....format.envelope import EnvelopeMeta, inline_envelope_length, write_inline_envelope
+from ....format.payload import GzipBackend
 
 STEP = 1024 * 1024  # work in 1 MiB steps, so the model adds no whole-size copies of its own
 JSON_BUFFER = 16 * 1024  # JsonSerializerOptions.DefaultBufferSize: the pooled writer's first size
