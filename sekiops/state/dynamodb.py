@@ -37,7 +37,7 @@ as generation 0, revision 0, lifecycle 0. The token is ``str(revision)``.
 
 Sizes: Sekiban offloads the envelope above min(caller's threshold, 350,000) bytes, comparing raw
 bytes although Base64 makes the attribute 4/3 larger; DynamoDB refuses items over 400 KB. So an
-envelope between :data:`INLINE_LIMIT` (~304 KB) and 350,000 bytes cannot be stored inline: the
+envelope between :data:`INLINE_LIMIT` (~301 KB) and 350,000 bytes cannot be stored inline: the
 pipeline refuses it before writing (ItemTooLargeError: lower the record threshold), a write
 checks the exact item size before sending, and the service's own refusal is ItemTooLargeError
 too. Never a truncation.
@@ -79,10 +79,11 @@ VERSION_PREFIX = "VERSION#"
 STATUS_PREFIX = "STATUS#"
 #: DynamoDB's item size limit (attribute names and values, UTF-8), 400 KB.
 ITEM_LIMIT = 400 * 1024
-#: Room kept for the other attributes when sizing the inline cap (names up to 256 characters
-#: appear three times: pk, projectorName and a key of the same length).
-ITEM_HEADROOM = 4 * 1024
-#: Largest envelope whose Base64 text fits an item beside its metadata: 304,128 bytes.
+#: Room kept for the other attributes when sizing the inline cap (a projector name of up to 256
+#: characters appears twice, keys and metadata add ~1 KB) and for servers whose limit is a
+#: little lower than AWS's (moto refuses items over 405,000 bytes).
+ITEM_HEADROOM = 8 * 1024
+#: Largest envelope whose Base64 text fits an item beside its metadata: 301,056 bytes.
 INLINE_LIMIT = (ITEM_LIMIT - ITEM_HEADROOM) * 3 // 4
 #: Sekiban's page size for Query and Scan (QueryPageSize).
 PAGE_SIZE = 1000
