@@ -96,10 +96,10 @@ def _error(message: str) -> None:
 
 def add_store_args(p: argparse.ArgumentParser, blob: bool = True) -> None:
     p.add_argument("--state", metavar="URL", help="state store URL: sqlite:///path.db, postgresql://..., "
-                   "cosmos+https://host/DB/CONTAINER, memory:// (default: $SEKIOPS_STATE_URL)")
+                   "cosmos+https://host/DB/CONTAINER, dynamodb://TABLE, memory:// (default: $SEKIOPS_STATE_URL)")
     if blob:
         p.add_argument("--blob", metavar="URL", help="blob store URL: file:///dir or a path, azblob://CONTAINER, "
-                       "memory:// (default: $SEKIOPS_BLOB_URL; none = nothing is offloaded)")
+                       "s3://BUCKET, memory:// (default: $SEKIOPS_BLOB_URL; none = nothing is offloaded)")
     p.add_argument("--service-id", default="default", help="Sekiban ServiceId scoping every read and write "
                    "(default: %(default)s)")
 
