@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         import logging
 
-        # SDK loggers (azure, urllib3) would print multi-line warnings before our one error line.
-        logging.getLogger("azure").setLevel(logging.ERROR)
-        logging.getLogger("urllib3").setLevel(logging.ERROR)
+        # SDK loggers (azure, urllib3, boto) would print multi-line warnings before our one error
+        # line; botocore's debug records also show request headers (signatures).
+        for sdk in ("azure", "urllib3", "botocore", "boto3", "s3transfer"):
+            logging.getLogger(sdk).setLevel(logging.ERROR)
         if args.verbose:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
         return int(args.func(args) or 0)
