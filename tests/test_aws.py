@@ -782,3 +782,33 @@ def test_offload_migration_on_dynamodb(aws, capsys, tmp_path):
         row = state.get(name, "1")
         assert row.is_offloaded and row.offload_key.startswith(f"{name}/1/")
         assert restored(state, blob, name) == d
+
+
+def test_cli_never_shows_the_aws_secret(aws, tmp_path):
+    """Real `sekiops -v` processes with a distinctive secret key: a good endpoint, an unreachable
+    one, and a refused request; the secret (or a 16-character piece) is never printed."""
+    secret = "AwsSecret" + uuid.uuid4().hex + "/+="
+    env = dict(os.environ, AWS_SECRET_ACCESS_KEY=secret, AWS_SESSION_TOKEN="Tok" + uuid.uuid4().hex,
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    data = tmp_path / "s.json"
+    data.write_bytes(state_json(20_000, 90))
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, not listening: refused
+        runs = [
+            ["-v", "persist", "--state", aws.state_url, "--blob", aws.blob_url, "--projector", "P", "--version", "1",
+             "--events-processed", "1", "--last-sortable-unique-id", SLUI, "--in", str(data),
+             "--payload-threshold", "1000"],
+            ["-v", "inventory", "--state", aws.state_url, "--blob", aws.blob_url, "--format", "json"],
+            ["-v", "inventory", "--state", f"dynamodb://T{uuid.uuid4().hex[:6]}?endpoint={dead}&retries=2"],
+            ["-v", "audit-blobs", "--state", aws.state_url, "--blob", f"s3://{aws.bucket}?endpoint={dead}&retries=2"],
+        ]
+        for args in runs:
+            proc = subprocess.run([sys.executable, "-m", "sekiops", *args], capture_output=True, text=True, env=env,
+                                  timeout=120, cwd=str(tmp_path))
+            text = proc.stdout + proc.stderr
+            assert proc.returncode in (0, 2), proc.stderr
+            for piece in {secret, env["AWS_SESSION_TOKEN"]} | {secret[i:i + 16] for i in range(0, len(secret) - 16, 8)}:
+                assert piece not in text, (args, text[-2000:])
+            if proc.returncode == 2:
+                assert proc.stderr.count("error: ") == 1 and "connection refused" in proc.stderr
