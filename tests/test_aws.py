@@ -812,3 +812,41 @@ def test_cli_never_shows_the_aws_secret(aws, tmp_path):
                 assert piece not in text, (args, text[-2000:])
             if proc.returncode == 2:
                 assert proc.stderr.count("error: ") == 1 and "connection refused" in proc.stderr
+
+
+@pytest.mark.parametrize("round_", ["create", "replace"])
+def test_eight_persists_race_on_dynamodb_and_s3(aws, round_):
+    """Eight full persists (payloads to S3, envelopes to DynamoDB) read the same row, meet at a
+    barrier in their bodies, then write: exactly one wins, the others get ConcurrencyConflictError,
+    and the row restores byte for byte to the winner's state."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sekiops.pipeline.persist import persist as persist_body
+
+    s = svc()
+    blob = aws.blob()
+    if round_ == "replace":
+        persist(aws.state(s), blob, "Race", state_json(5000, 99), events=1)
+    barrier = threading.Barrier(8, timeout=60)
+    datas = [state_json(20_000 + 500 * i, 100 + i) for i in range(8)]
+    stores = [aws.state(s) for _ in range(8)]
+
+    def writer(i):
+        def body(out):
+            barrier.wait()
+            out.write(datas[i])
+        try:
+            persist_body(stores[i], blob, body, projector_name="Race", projector_version="1", events_processed=10 + i,
+                         last_sortable_unique_id=SLUI, options=PersistOptions(payload_threshold=1000))
+            return "win"
+        except ConcurrencyConflictError:
+            return "conflict"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(writer, range(8)))
+    assert outcomes.count("win") == 1 and outcomes.count("conflict") == 7, outcomes
+    winner = outcomes.index("win")
+    state = aws.state(s)
+    assert state.get("Race", "1").events_processed == 10 + winner
+    assert restored(state, blob, "Race") == datas[winner]
