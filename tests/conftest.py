@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 # ---------------------------------------------------------------------------
-# Real servers (Azurite blob, cosmosdb-server, PostgreSQL)
+# Real servers (Azurite blob, cosmosdb-server, PostgreSQL, moto for DynamoDB + S3)
 #
 # Session-scoped and lazy: a server starts the first time a test asks for its
 # fixture, and stops (process group killed, temp dir removed) at session end.
@@ -14,7 +14,7 @@ import pytest
 #
 # Environment variables are set only by the function-scoped *_env fixtures
 # (through monkeypatch), so they never leak into unrelated tests.
-# Tests using a server fixture are marked azurite / cosmos / postgres
+# Tests using a server fixture are marked azurite / cosmos / postgres / aws
 # automatically, so e.g. `-m "not cosmos"` deselects them.
 # ---------------------------------------------------------------------------
 
@@ -23,7 +23,8 @@ try:  # tests/ on sys.path (pytest's default rootdir-based import mode)
 except ImportError:  # pragma: no cover - if tests/ ever becomes a package
     from tests.servers import launch as _launch
 
-_SERVER_MARKS = {"azurite": "azurite", "cosmos_server": "cosmos", "postgres_server": "postgres"}
+_SERVER_MARKS = {"azurite": "azurite", "cosmos_server": "cosmos", "postgres_server": "postgres",
+                 "moto_server": "aws"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -70,6 +71,29 @@ def cosmos_env(cosmos_server, monkeypatch):
     monkeypatch.setenv("COSMOS_ENDPOINT", cosmos_server.endpoint)
     monkeypatch.setenv("COSMOS_KEY", cosmos_server.key)
     return cosmos_server
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's standalone server (DynamoDB + S3 over HTTP): ``.endpoint``, ``.env``, ``.client(service)``."""
+    server = _launch.start_moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server, monkeypatch):
+    """Set the AWS credential chain (throwaway keys, region) to reach moto, for this test only.
+
+    Profiles, roles and the instance metadata service are kept out of reach.
+    """
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in moto_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return moto_server
 
 
 # ----------------------------- end of server fixtures ----------------------

@@ -1,6 +1,7 @@
 """Many writers and readers on one projector, across PROCESSES (multiprocessing, spawn).
 
-Per backend (SQLite file, PostgreSQL, Cosmos DB; blobs in a shared local directory):
+Per backend (SQLite file, PostgreSQL, Cosmos DB, with blobs in a shared local directory; DynamoDB
+with an S3 bucket, both on moto):
 
 * WRITERS processes run ROUNDS rounds of the full persist pipeline on the same row. In each
   round every writer reads the row (``persist`` does, before calling the body), then all meet at
@@ -184,6 +185,11 @@ def _urls(kind: str, request, tmp_path: Path) -> dict:
         urls["state"] = f"sqlite:///{tmp_path}/race.db?record_threshold={RECORD}"
     elif kind == "postgres":
         urls["state"] = request.getfixturevalue("postgres_server").url
+    elif kind == "dynamodb":
+        from conformance.stores import dynamodb_url, s3_url
+
+        urls["state"] = dynamodb_url(request)  # the AWS environment is inherited by the processes
+        urls["blob"] = s3_url(request)
     else:
         server = request.getfixturevalue("cosmos_env")
         host = server.endpoint.split("://", 1)[1].rstrip("/")
@@ -192,7 +198,7 @@ def _urls(kind: str, request, tmp_path: Path) -> dict:
     return urls
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres", "cosmos"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "cosmos", pytest.param("dynamodb", marks=pytest.mark.aws)])
 def test_many_writers_and_readers_across_processes(kind, request, tmp_path):
     from sekiops.errors import TombstonedError
     from sekiops.pipeline.restore import RestoreOptions, restore

@@ -16,7 +16,8 @@ For each (backend, offload variant, stage) case:
 6. the holder finishes successfully (its temp file was never touched) and a retried persist of
    the new state succeeds (content-addressed keys are reused).
 
-Backends: the embedded default (SQLite + local dir), PostgreSQL + Azurite, Cosmos DB + Azurite.
+Backends: the embedded default (SQLite + local dir), PostgreSQL + Azurite, Cosmos DB + Azurite,
+DynamoDB + S3 (moto; a versioned bucket).
 Variants: ``payload`` (the gzip payload goes to a blob, the envelope stays in the row) and
 ``record`` (payload inline, the whole envelope goes to a blob: ``--record-threshold`` small).
 Stages: every fail point of the persist pipeline (see ``sekiops.pipeline.failpoints``).
@@ -65,7 +66,7 @@ VARIANTS = {
     # payload stays inline in the envelope; envelope (> 100 kB) -> record-level blob
     "record": {"payload_threshold": 10**12, "record_threshold": 100_000},
 }
-BACKENDS = ["embedded", "postgres", "cosmos"]
+BACKENDS = ["embedded", "postgres", "cosmos", pytest.param("aws", marks=pytest.mark.aws)]
 SLUI_OLD = "063904064000000000000000000001"
 SLUI_NEW = "063904065000000000000000000002"
 PROJECTOR = "CrashProj"
@@ -123,6 +124,11 @@ class Backend:
             q = f"?record_threshold={rt}" if rt is not None else ""
             self.state_url = f"sqlite:///{tmp_path}/state.db{q}"
             self.blob_url = f"file://{tmp_path}/blobs"
+        elif kind == "aws":
+            from conformance.stores import dynamodb_url, s3_url
+
+            self.state_url = dynamodb_url(request)  # sets the AWS environment for this test only
+            self.blob_url = s3_url(request)
         else:
             request.getfixturevalue("azure_storage_env")
             # small blocks: a kill in mid_upload leaves staged-but-uncommitted blocks behind

@@ -101,9 +101,10 @@ def _main(argv: list[str] | None) -> int:
         args = parser.parse_args(argv)
         import logging
 
-        # SDK loggers (azure, urllib3) would print multi-line warnings before our one error line.
-        logging.getLogger("azure").setLevel(logging.ERROR)
-        logging.getLogger("urllib3").setLevel(logging.ERROR)
+        # SDK loggers (azure, urllib3, boto) would print multi-line warnings before our one error
+        # line; botocore's debug records also show request headers (signatures).
+        for sdk in ("azure", "urllib3", "botocore", "boto3", "s3transfer"):
+            logging.getLogger(sdk).setLevel(logging.ERROR)
         if args.verbose:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
         return int(args.func(args) or 0)
@@ -136,10 +137,10 @@ def _error(message: str) -> None:
 
 def add_store_args(p: argparse.ArgumentParser, blob: bool = True) -> None:
     p.add_argument("--state", metavar="URL", help="state store URL: sqlite:///path.db, postgresql://..., "
-                   "cosmos+https://host/DB/CONTAINER, memory:// (default: $SEKIOPS_STATE_URL)")
+                   "cosmos+https://host/DB/CONTAINER, dynamodb://TABLE, memory:// (default: $SEKIOPS_STATE_URL)")
     if blob:
         p.add_argument("--blob", metavar="URL", help="blob store URL: file:///dir or a path, azblob://CONTAINER, "
-                       "memory:// (default: $SEKIOPS_BLOB_URL; none = nothing is offloaded)")
+                       "s3://BUCKET, memory:// (default: $SEKIOPS_BLOB_URL; none = nothing is offloaded)")
     p.add_argument("--service-id", default="default", help="Sekiban ServiceId scoping every read and write "
                    "(default: %(default)s)")
 

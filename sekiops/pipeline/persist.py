@@ -177,9 +177,13 @@ class _Job:
         return current
 
     def record_threshold(self) -> int | None:
-        if self.opts.record_threshold is not None:
-            return self.opts.record_threshold
-        return self.state.record_offload_threshold
+        threshold = self.opts.record_threshold
+        if threshold is None:
+            threshold = self.state.record_offload_threshold
+        cap = self.state.record_offload_cap
+        if cap is not None and threshold is not None:
+            threshold = min(threshold, cap)  # as Sekiban's DynamoDB store: min(caller's, 350,000)
+        return threshold
 
     # --- streaming ---------------------------------------------------------------------------
 

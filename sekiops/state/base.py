@@ -45,6 +45,9 @@ class StateStore(abc.ABC):
     location: str
     #: Envelope bytes above which Sekiban offloads at record level; None = never offloads.
     record_offload_threshold: int | None = None
+    #: Upper bound on any caller's record threshold (Sekiban's DynamoDB store offloads above
+    #: min(caller's threshold, 350,000)); None = the caller's threshold is used as given.
+    record_offload_cap: int | None = None
     #: Largest inline StateData the store can hold (None = no limit beyond memory-safe streaming).
     inline_limit: int | None = None
     #: What the store offers beyond the core contract.

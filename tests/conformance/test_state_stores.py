@@ -1,5 +1,5 @@
 """The shipped state store conformance suite (sekiops.testing), run on every built-in backend
-against real servers: memory, SQLite, PostgreSQL, Cosmos DB (cosmosdb-server)."""
+against real servers: memory, SQLite, PostgreSQL, Cosmos DB (cosmosdb-server), DynamoDB (moto)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,9 @@ class TestPostgres(StateStoreConformance):
 class TestCosmos(StateStoreConformance):
     def make_opener(self, request, tmp_path):
         return state_opener("cosmos", request, tmp_path)
+
+
+@pytest.mark.aws
+class TestDynamoDb(StateStoreConformance):
+    def make_opener(self, request, tmp_path):
+        return state_opener("dynamodb", request, tmp_path)

@@ -15,6 +15,9 @@ the servers also get SIGKILL if the Python thread that started them dies
   (HTTPS with a self-signed, expired certificate: clients must not verify it).
 - :func:`start_postgres`: a PostgreSQL cluster made by ``initdb``; as root the
   server programs run as the ``postgres`` OS user, since they refuse root.
+- :func:`start_moto`: moto's standalone server (``moto[server]``, a Python
+  package of the test extra), one HTTP endpoint speaking the real DynamoDB and S3
+  protocols; clients sign with any key (``AWS_ACCESS_KEY_ID=testing``).
 
 Node packages come from ``npm ci`` at the repo root and PostgreSQL from the
 system; ``scripts/bootstrap`` installs both.  A missing program raises
@@ -52,11 +55,13 @@ __all__ = [
     "COSMOS_EMULATOR_KEY",
     "AzuriteServer",
     "CosmosServer",
+    "MotoServer",
     "PostgresServer",
     "ServerStartError",
     "start_azurite",
     "start_cosmos",
     "start_postgres",
+    "start_moto",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -602,3 +607,73 @@ def start_postgres(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Po
         server.startup_seconds = time.monotonic() - t0
         return server
     raise ServerStartError(f"postgres: no free port after {attempts} attempts: {last}")
+
+
+# --------------------------------------------------------------------------
+# moto (DynamoDB + S3)
+# --------------------------------------------------------------------------
+
+#: what clients of the moto server sign with (moto accepts any credentials)
+MOTO_ACCESS_KEY = "testing"
+MOTO_SECRET_KEY = "testing"
+MOTO_REGION = "us-east-1"
+
+
+@dataclass(eq=False)
+class MotoServer(_Server):
+    host: str = HOST
+    port: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    url = endpoint
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The AWS environment a client of this server needs (region and throwaway credentials)."""
+        return {"AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY,
+                "AWS_DEFAULT_REGION": MOTO_REGION, "AWS_REGION": MOTO_REGION}
+
+    def client(self, service: str):
+        """A plain boto3 client of the server (test setup: buckets, hand-built items)."""
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=MOTO_REGION,
+                            aws_access_key_id=MOTO_ACCESS_KEY, aws_secret_access_key=MOTO_SECRET_KEY)
+
+
+def start_moto(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> MotoServer:
+    """Start moto's standalone server (``python -m moto.server``) on a free loopback port."""
+    try:
+        import moto  # noqa: F401
+        import flask  # noqa: F401  (moto[server]'s extra)
+    except ImportError as exc:
+        raise ServerStartError(f"moto[server] is not installed ({exc}; {BOOTSTRAP_HINT})") from None
+    last: Optional[Exception] = None
+    for _ in range(attempts):
+        tmpdir = _make_tmpdir("sekiops-moto-")
+        log_path = tmpdir / "moto.log"
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_", "SEKIOPS_"))}
+        env.update(TMPDIR=str(tmpdir), AWS_ACCESS_KEY_ID=MOTO_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET_KEY,
+                   AWS_DEFAULT_REGION=MOTO_REGION)
+        argv = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+        t0 = time.monotonic()
+        proc = _spawn("moto", argv, tmpdir, log_path, cwd=str(tmpdir), env=env)
+        server = MotoServer("moto", proc, tmpdir, log_path, port=port)
+        with _live_lock:
+            _live.add(server)
+        try:
+            _wait_until("moto", proc, log_path, lambda: _http_answers(HOST, port, "/moto-api/data.json"), timeout)
+        except ServerStartError as exc:
+            last = exc
+            log = _tail(log_path)
+            server.stop()
+            if "in use" in log:  # lost the race for the free port: retry
+                continue
+            raise
+        server.startup_seconds = time.monotonic() - t0
+        return server
+    raise ServerStartError(f"moto: no free port after {attempts} attempts: {last}")

@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import dataclasses
 
+from ...format.constants import PROVIDER_AZURE, PROVIDER_LOCAL, PROVIDER_MEMORY, PROVIDER_S3
+
 KiB = 1024
 DOC_OVERHEAD = 1 * KiB
 #: seconds per state-store operation, by store kind
 OP_LATENCY = {"memory": 0.0001, "sqlite": 0.003, "postgres": 0.004, "cosmos": 0.015}
 #: seconds per blob operation and bytes per second, by blob provider kind
-BLOB_LATENCY = {"memory": 0.0001, "local": 0.004, "azure": 0.03}
-BLOB_THROUGHPUT = {"memory": 1e9, "local": 300e6, "azure": 50e6}
+BLOB_LATENCY = {"memory": 0.0001, "local": 0.004, "azure": 0.03, "s3": 0.03}
+BLOB_THROUGHPUT = {"memory": 1e9, "local": 300e6, "azure": 50e6, "s3": 50e6}
+_BLOB_KINDS = {PROVIDER_MEMORY: "memory", PROVIDER_LOCAL: "local", PROVIDER_AZURE: "azure", PROVIDER_S3: "s3"}
 READ_THROUGHPUT = 100e6
 JOURNAL_SECONDS = 0.006
 
@@ -89,14 +92,10 @@ def _camel(name: str) -> str:
 
 
 def blob_kind(blob) -> str:
+    """The latency class of a blob store, from the provider name it declares."""
     if blob is None:
         return "memory"
-    loc = getattr(blob, "location", "")
-    if loc.startswith("file://"):
-        return "local"
-    if loc.startswith("memory://"):
-        return "memory"
-    return "azure"
+    return _BLOB_KINDS.get(blob.provider, "azure")
 
 
 def estimate(items, *, read_kind: str, write_kind: str, blob: str, per_delete_rows: int = 0,
