@@ -81,6 +81,9 @@ def _guard_args(p: argparse.ArgumentParser) -> None:
                    help="rows between progress reports and audit-record updates (default %(default)s)")
     p.add_argument("--pause-file", metavar="F", help="while this file exists the run waits between rows")
     p.add_argument("--stop-file", metavar="F", help="when this file appears the run stops cleanly between rows")
+    p.add_argument("--concurrency", type=int, default=4, metavar="N",
+                   help="rows in flight at once after the canary (1..64, default %(default)s): hides store "
+                   "latency; a store that throttles slows the whole pool")
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -156,7 +159,7 @@ def _options(args, **kw):
     from ..ops.migrate.runner import RunOptions
 
     return RunOptions(execute=args.execute, rate=args.rate, batch=max(1, args.batch), pause_file=args.pause_file,
-                      stop_file=args.stop_file, **kw)
+                      stop_file=args.stop_file, concurrency=args.concurrency, **kw)
 
 
 def _report(result, plan, fmt: str) -> int:
