@@ -93,9 +93,11 @@ class RunResult:
         return self.status in ("dry-run", "complete", "canary", "stopped")
 
     def to_dict(self) -> dict:
+        """A dict; ``items`` is a plain list unless it grew past memory (then stream it: spill.write_json)."""
+        items = self.items if isinstance(self.items, SpilledList) and self.items.spilled else list(self.items)
         return {"status": self.status, "phase": self.phase, "kind": self.kind, "counts": self.counts,
                 "message": self.message, "runId": self.run_id, "journal": self.journal, "audit": self.audit,
-                "items": self.items}
+                "items": items}
 
 
 class Halt(Exception):
@@ -236,7 +238,7 @@ class Runner:
     def _batch_boundary(self, n: int) -> None:
         if n % max(1, self.options.batch) == 0:
             with self._lock:
-                self.audit.write({**self.counts, "planned": len(self.items)})
+                self.audit.write({**self.counts, "planned": len(self.items)}, force=False)
 
     def _concurrently(self, items) -> None:
         """The items after the canary, ``options.concurrency`` at a time.
