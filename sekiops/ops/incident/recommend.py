@@ -84,7 +84,7 @@ def recommendations(rep) -> list[dict]:
                 "why": why + " (design seed's initial setting)."})
 
     why = ("Sekiban offloads a compressed payload above 1,560,576 bytes; keep it, or lower it, well below the "
-           "Cosmos DB 2 MB item limit")
+           "Cosmos DB item limit (2 MiB, 2,097,152 B)")
     if big_names:
         why += f"; force offload for the large projections ({', '.join(big_names)})"
     out.append({"setting": "Payload offload threshold (OffloadThresholdBytes)",
@@ -92,7 +92,7 @@ def recommendations(rep) -> list[dict]:
                 "why": why + "."})
     out.append({"setting": "Record-level offload threshold (Cosmos DB)",
                 "value": f"≤ {COSMOS_RECORD_THRESHOLD:,} bytes",
-                "why": "an envelope above it goes to blob storage instead of the 2 MB Cosmos item; the Base64 in "
+                "why": "an envelope above it goes to blob storage instead of the Cosmos item (at most 2 MiB); the Base64 in "
                        "StateData costs memory and RU."})
 
     # memory limit headroom from the capacity model
