@@ -227,20 +227,27 @@ class MigrationConsole:
         self._thread.start()
 
     def _run(self, opts: RunOptions) -> None:
+        status = ""
         try:
             with notebook_errors():
                 self.result = run_plan(self.plan, self.ep, opts, controls=self.controls, progress=self._progress)
             self._finished = self.result.status == "complete"
             self.counts.value = self._counts_html(self.result.counts)
-            self.status.value = (f"<b>{html.escape(self.result.status)}</b>: "
-                                 f"{html.escape(result_message(self.result, self.plan))}"
-                                 f"<br>audit record: <code>{html.escape(self.result.audit or '')}</code>")
+            message = result_message(self.result, self.plan)
+            head, _, rest = message.partition(": ")
+            if head != self.result.status:
+                head, rest = self.result.status, message
+            status = (f"<b>{html.escape(head)}</b>: {html.escape(rest)}"
+                      f"<br>audit record: <code>{html.escape(self.result.audit or '')}</code>")
         except BaseException as exc:  # shown, not lost in a thread
             self.error = exc
-            self.status.value = f"<b>error:</b> {html.escape(str(exc))}"
+            status = f"<b>error:</b> {html.escape(str(exc))}"
         finally:
-            self._running = False  # this thread is still alive here: the flag, not is_alive(), says idle
+            # this thread is still alive here: the flag, not Thread.is_alive(), says the console is idle;
+            # the buttons change before the status does, so whoever reads "canary passed" can press Run all
+            self._running = False
             self._update_buttons()
+            self.status.value = status
 
     def _progress(self, ev: dict) -> None:
         c = ev["counts"]

@@ -35,8 +35,9 @@ def build_timeline_widget(rep):
     if len(choices) < 2:
         return None
     tl = rep.timeline
+    # redraw once the handle is released, not at every minute it passes (each redraw renders a chart)
     rng = W.SelectionRangeSlider(options=choices, index=(0, len(choices) - 1), description="window",
-                                 layout=W.Layout(width="90%"))
+                                 continuous_update=False, layout=W.Layout(width="90%"))
     names = ["(all)"] + sorted(tl["projectorName"].dropna().unique())
     pick = W.Dropdown(options=names, value="(all)", description="projector")
     caption = W.HTML()

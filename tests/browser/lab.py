@@ -141,9 +141,12 @@ class Notebook:
                                     " const k = w && w.sessionContext && w.sessionContext.session &&"
                                     " w.sessionContext.session.kernel; return k && k.status === 'idle'; }",
                                     timeout=timeout)
+        # more room for the notebook: the file browser folded away, as an SRE would on a laptop
+        self.page.evaluate("() => { const s = window.jupyterapp.shell; if (!s.leftCollapsed) "
+                           "window.jupyterapp.commands.execute('application:toggle-left-area'); }")
         return self
 
-    def run_all(self, timeout: float = 600_000) -> None:
+    def run_all(self, timeout: float = 300_000) -> None:
         self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         self.page.wait_for_function(
             """() => {
@@ -174,8 +177,8 @@ class Notebook:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         if locator is not None:
-            locator.scroll_into_view_if_needed()
-            self.page.wait_for_timeout(300)
+            locator.evaluate("e => e.scrollIntoView({block: 'center'})")
+            self.page.wait_for_timeout(400)
         self.page.screenshot(path=str(path))
         return path
 
