@@ -397,3 +397,113 @@ def test_timeline_explorer_widgets_and_headless(demo_rep, capsys):
     picker.value = "OrderSummary"  # redraws without error
     assert caption.value.startswith("02:30–03:00 UTC, OrderSummary: ")
     capsys.readouterr()
+
+
+# --- evidence is optional ----------------------------------------------------------------------------
+
+
+def test_report_from_logs_alone_says_it_lacks_metrics_and_inventory(evidence):
+    rep = I.analyse(evidence["logs_file"], None, evidence["time_from"], evidence["time_to"])
+    assert rep.lacks == ["metrics", "inventory"]
+    assert not len(rep.memory) and len(rep.events)
+    assert any("no metrics export given" in n for n in rep.notes)
+    scope = I.scope_markdown(rep)
+    assert "evidence missing | metrics, inventory" in scope and "**not given**: no metrics export" in scope
+    assert by_id(rep.findings, "legacy_persists:CustomerDirectory") and not by_id(rep.findings, "memory_peak")
+    assert by_id(rep.findings, "capacity:logs:CustomerDirectory")  # the logs still size the projection
+
+
+def test_report_from_metrics_alone(evidence):
+    rep = I.analyse(None, evidence["metrics_file"])
+    assert rep.lacks == ["logs", "inventory"]
+    assert len(rep.memory) == 121 and not len(rep.events)
+    assert rep.memory_limit == 4 * GiB and rep.limit_source.startswith("inferred")
+    peak = by_id(rep.findings, "memory_peak")[0]
+    assert peak["text"].startswith("Memory reached 99% of the 4 GiB limit") and peak["trigger"] is None
+    assert "3 times" in by_id(rep.findings, "restarts")[0]["text"]
+    assert "**not given**: no logs export" in I.scope_markdown(rep)
+
+
+def test_report_from_an_inventory_alone(tmp_path):
+    from sekiops.ops.demo_deployment import build_demo_deployment
+
+    dep = build_demo_deployment(str(tmp_path / "dep"), big_bytes=2_000_000)
+    rep = I.analyse(state_url=dep.state_url, blob_url=dep.blob_url, memory_limit="4GiB")
+    assert rep.lacks == ["logs", "metrics"]
+    assert set(rep.capacity["source"]) == {"inventory"} and "CustomerDirectory" in set(rep.capacity["projectorName"])
+    assert by_id(rep.findings, "capacity")[0]["severity"] == "ok"
+    with pytest.raises(UsageError, match="no evidence"):
+        I.analyse()
+
+
+@pytest.mark.parametrize("which", ["logs", "metrics", "state"])
+def test_cli_report_incident_with_one_piece_of_evidence(tmp_path, evidence, capsys, which):
+    pytest.importorskip("papermill")
+    out = tmp_path / "r.html"
+    args = ["report", "incident", "--out", str(out)]
+    if which == "logs":
+        args += ["--logs", evidence["logs_file"]]
+    elif which == "metrics":
+        args += ["--metrics", evidence["metrics_file"]]
+    else:
+        from sekiops.ops.demo_deployment import build_demo_deployment
+
+        dep = build_demo_deployment(str(tmp_path / "dep"), big_bytes=1_000_000)
+        args += ["--state", dep.state_url, "--blob", dep.blob_url]
+    code, stdout, stderr = run_cli(args, capsys)
+    assert code == 0, stderr
+    lacks = {"logs": "metrics, inventory", "metrics": "logs, inventory", "state": "logs, metrics"}[which]
+    assert f"evidence not given: {lacks}" in stdout
+    html = out.read_text()
+    assert "evidence missing" in html and "not given" in html
+    assert "<title>Post-incident report: snapshot memory and restarts</title>" in html
+
+
+def test_cli_report_incident_without_any_evidence_is_one_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SEKIOPS_STATE_URL", raising=False)
+    code, _, stderr = run_cli(["report", "incident", "--out", str(tmp_path / "r.html")], capsys)
+    assert code == 2 and stderr.startswith("error: no evidence") and len(stderr.splitlines()) == 1
+
+
+# --- the Sekiban version -----------------------------------------------------------------------------
+
+
+def test_findings_and_settings_follow_the_sekiban_version(evidence):
+    new = I.analyse(evidence["logs_file"], evidence["metrics_file"], memory_limit="4GiB")
+    old = I.analyse(evidence["logs_file"], evidence["metrics_file"], memory_limit="4GiB", sekiban_version="10.22")
+    assert new.sekiban_version == "dcb-v10.23" and old.sekiban_version == "dcb-v10.22"
+    rn, ro = by_id(new.findings, "restores")[0]["text"], by_id(old.findings, "restores")[0]["text"]
+    assert "dcb-v10.23 (assumed) an inline Base64 payload is still decoded whole" in rn
+    assert "dcb-v10.22 (assumed) the grain's restore materialises the whole payload" in ro
+    restore_new = {r["setting"]: r for r in new.recommendations}["Snapshot restore"]
+    restore_old = {r["setting"]: r for r in old.recommendations}["Snapshot restore"]
+    assert restore_new["value"].startswith("offload large payloads") and "sekiban-stream-restore-" in restore_new["why"]
+    assert restore_old["value"].startswith("upgrade Sekiban to dcb-v10.23")
+    assert "Sekiban version assumed | dcb-v10.22" in I.scope_markdown(old)
+    with pytest.raises(UsageError, match="not a version"):
+        I.analyse(evidence["logs_file"], None, sekiban_version="latest")
+
+
+def test_buffered_fallback_events_are_a_finding_and_restore_buffered(evidence):
+    events = parse_log_file(evidence["logs_file"]).frame
+    extra = events[events["kind"] == "restore"].head(1).copy()
+    extra["kind"] = "restore_buffered_fallback"
+    extra["Registry"], extra["Format"], extra["Reason"] = "MyRegistry", "v10", "registry lacks streaming"
+    frame = pd.concat([events, extra], ignore_index=True).sort_values("time").reset_index(drop=True)
+    rep = I.analyse(frame, evidence["metrics_file"], memory_limit="4GiB")
+    f = by_id(rep.findings, "buffered_fallback")[0]
+    assert "fell back to the buffered path" in f["text"] and "Registry=MyRegistry" in f["text"]
+    assert (rep.capacity["grainRestorePath"].str.startswith("buffered")).all()
+
+
+def test_modules_stay_small_and_ops_never_import_widgets_or_cli():
+    root = Path(I.__file__).resolve().parents[2]
+    for path in list((root / "ops" / "incident").glob("*.py")) + [root / "ops" / "capacity.py"] + \
+            list((root / "widgets").glob("*.py")):
+        assert len(path.read_text().splitlines()) <= 800, path
+    mine = list((root / "ops" / "incident").glob("*.py")) + [root / "ops" / n for n in (
+        "capacity.py", "charts.py", "report.py", "demo.py", "demo_deployment.py", "demo_evidence.py")]
+    for path in mine:
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import)\s+(\.\.+|sekiops\.)(widgets|cli)\b", text, re.M), path
+        assert "_parent_cmdline" not in text and "/proc/{os.getppid()}" not in text, path

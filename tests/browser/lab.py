@@ -192,6 +192,21 @@ class Notebook:
             pass
 
 
+class Checks:
+    """Collects what the user would see wrong, so one run reports every problem of a notebook."""
+
+    def __init__(self, name: str):
+        self.name, self.problems = name, []
+
+    def __call__(self, ok, message: str) -> bool:
+        if not ok:
+            self.problems.append(message)
+        return bool(ok)
+
+    def done(self) -> None:
+        assert not self.problems, f"{self.name}:\n- " + "\n- ".join(self.problems)
+
+
 def widget_button(scope, text: str):
     return scope.locator(f"button.jupyter-button:has-text('{text}')").first
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lab import NOTEBOOKS, Lab, Notebook, dropdown, listing, widget_button
+from lab import NOTEBOOKS, Checks, Lab, Notebook, dropdown, listing, widget_button
 
 #: what a text fallback says (a widget replaced by text in a browser that renders widgets)
 FALLBACKS = ("plain output: no widget frontend", "interactive timeline: open this notebook", "console unavailable")
@@ -62,21 +62,6 @@ def lab(lab_root, deployment, ops_home, tmp_path_factory):
 @pytest.fixture(scope="module")
 def folder_before(lab_root):
     return listing(lab_root)
-
-
-class Checks:
-    """Collects what the user would see wrong, so one run reports every problem of a notebook."""
-
-    def __init__(self, name: str):
-        self.name, self.problems = name, []
-
-    def __call__(self, ok, message: str) -> bool:
-        if not ok:
-            self.problems.append(message)
-        return bool(ok)
-
-    def done(self) -> None:
-        assert not self.problems, f"{self.name}:\n- " + "\n- ".join(self.problems)
 
 
 def run_notebook(page, lab, name: str, check: Checks) -> Notebook:

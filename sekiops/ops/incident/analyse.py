@@ -95,7 +95,10 @@ def analyse(logs=None, metrics=None, time_from=None, time_to=None, *, service_id
 
     version = sekiban_version_text(sekiban_version)
     given_inventory = inventory_df is not None or bool(state_url)
-    if (logs is None or logs == "") and (metrics is None or metrics == "") and not given_inventory:
+    def absent(x) -> bool:
+        return x is None or (isinstance(x, str) and not x.strip())
+
+    if absent(logs) and absent(metrics) and not given_inventory:
         raise UsageError("no evidence: give a logs export, a metrics export or a snapshot store (inventory)")
     events_all, events_info = load_events(logs)
     memory_all, memory_info = load_memory(metrics)
