@@ -173,11 +173,11 @@ class Notebook:
     def output_text(self) -> str:
         return "\n".join(self.panel.locator(".jp-OutputArea-output").all_inner_texts()).replace("\xa0", " ")
 
-    def screenshot(self, name: str, locator=None) -> Path:
+    def screenshot(self, name: str, locator=None, block: str = "center") -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         if locator is not None:
-            locator.evaluate("e => e.scrollIntoView({block: 'center'})")
+            locator.evaluate("(e, block) => e.scrollIntoView({block})", block)
             self.page.wait_for_timeout(400)
         self.page.screenshot(path=str(path))
         return path

@@ -141,7 +141,7 @@ def test_01_inventory_explorer(page, lab, deployment, folder_before):
     text = result.inner_text()
     check("$.customers[]" in text, "the anatomy shows no paths")
     check("(values hidden: business data)" in text, "payload string values (business data) shown unasked")
-    nb.screenshot("01_inventory_explorer", result.locator("img").first)
+    nb.screenshot("01_inventory_explorer", box, block="start")
     nb.close()
     check.done()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -56,24 +57,62 @@ class IncidentReport:
                 "findings": [f["text"] for f in self.findings]}
 
     def save(self, path: str) -> str:
-        """Write the analysis for :func:`load_analysis` (a private file: the report renderer's hand-off)."""
-        import pickle
+        """Write the analysis for :func:`load_analysis` as JSON (frames in pandas' ``table`` orient, which
+        keeps their types): the report renderer's private hand-off to notebook 04. Data, never code."""
+        import pandas as pd
 
+        out: dict = {"format": "sekiops-incident-analysis/1", "fields": {}, "frames": {}}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, pd.DataFrame):
+                out["frames"][f.name] = {"table": value.to_json(orient="table", date_format="iso", date_unit="ns"),
+                                         "attrs": value.attrs}
+            elif isinstance(value, pd.Timestamp):
+                out["fields"][f.name] = {"timestamp": value.isoformat()}
+            else:
+                out["fields"][f.name] = value
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, default=_json_default)
         return path
 
 
-def load_analysis(path: str) -> "IncidentReport":
-    """An analysis saved by :meth:`IncidentReport.save` (only files sekiops wrote itself)."""
-    import pickle
+def _json_default(v):
+    import numpy as np
 
-    with open(path, "rb") as f:
-        rep = pickle.load(f)  # noqa: S301 - our own private hand-off file, never user input
-    if not isinstance(rep, IncidentReport):
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v)
+
+
+def load_analysis(path: str) -> "IncidentReport":
+    """An analysis written by :meth:`IncidentReport.save`."""
+    import io
+
+    import pandas as pd
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise SekiopsError(f"analysis file {path!r} cannot be read: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != "sekiops-incident-analysis/1":
         raise SekiopsError(f"analysis file {path!r} does not hold an incident analysis")
-    return rep
+    kw: dict = {}
+    for name, value in data["fields"].items():
+        kw[name] = pd.Timestamp(value["timestamp"]) if isinstance(value, dict) and set(value) == {"timestamp"} \
+            else value
+    for name, frame in data["frames"].items():
+        df = pd.read_json(io.StringIO(frame["table"]), orient="table")
+        df.attrs.update(frame.get("attrs") or {})
+        kw[name] = df
+    return IncidentReport(**kw)
 
 
 def analyse(logs=None, metrics=None, time_from=None, time_to=None, *, service_id: str | None = None,
