@@ -130,8 +130,9 @@ def test_default_bench_is_the_measured_run():
 
 
 def test_capacity_from_a_real_inventory(tmp_path):
-    """The contract's inventory rows (no payload sizes read): a tiny envelope may hide an offloaded
-    payload, so its size is unknown; a bigger inline envelope gives an estimate."""
+    """With the metadata only (``--metadata-only``: no payload sizes read) a tiny envelope may hide an
+    offloaded payload, so its size is unknown; a bigger inline envelope gives an estimate. The default
+    inventory reads the envelope heads, so both sizes are known."""
     from sekiops.ops.inventory import inventory_records
     from sekiops.ops.synth import write_state
 
@@ -142,12 +143,47 @@ def test_capacity_from_a_real_inventory(tmp_path):
                         last_sortable_unique_id="0" * 30)
         big = sekiops.persist(state, None, lambda out: write_state(out, 2 * 2**20), projector_name="DirectoryProjector",
                               projector_version="v1", events_processed=3, last_sortable_unique_id="0" * 30)
-        inv = pd.DataFrame(list(inventory_records(state)))
+        inv = pd.DataFrame(list(inventory_records(state, read_envelope_heads=False)))
+        with_heads = pd.DataFrame(list(inventory_records(state)))
     finally:
         state.close()
+    known = C.capacity_table(with_heads).set_index("projectorName")
+    assert known.loc["TinyProjector", "verdict"] == "fits"
+    assert known.loc["TinyProjector", "sizeSource"] == "payloadOriginalBytes"
+    assert known.loc["DirectoryProjector", "payloadOriginalBytes"] == big.original_size_bytes
     table = C.capacity_table(inv).set_index("projectorName")
     assert table.loc["TinyProjector", "verdict"] == "unknown size"
     row = table.loc["DirectoryProjector"]
     assert row["verdict"] == "fits" and row["sizeSource"].startswith("estimated: envelope")
     # the estimate (envelope x 3/4 x 4.5) lands near the real state size
     assert 0.5 * big.original_size_bytes < row["payloadOriginalBytes"] < 2 * big.original_size_bytes
+
+
+def test_the_sekiban_version_changes_the_grain_restore():
+    """dcb-v10.23+: an offloaded payload restores streaming in the grain (needs temp-file disk), an inline
+    Base64 payload is still decoded in memory; before 10.23 every restore holds the whole payload."""
+    import pandas as pd
+
+    from sekiops.ops.capacity import capacity_table, estimate_caption, parse_sekiban_version
+
+    inv = pd.DataFrame([
+        {"projectorName": "Offloaded", "projectorVersion": "v1", "payloadOriginalBytes": 1_500_000_000,
+         "payloadCompressedBytes": 300_000_000, "payloadOffloaded": True, "lifecycle": "active"},
+        {"projectorName": "Inline", "projectorVersion": "v1", "payloadOriginalBytes": 1_500_000_000,
+         "payloadOffloaded": False, "lifecycle": "active"},
+    ])
+    new = capacity_table(inv).set_index("projectorName")
+    old = capacity_table(inv, sekiban_version="dcb-v10.22").set_index("projectorName")
+    fallback = capacity_table(inv, buffered_projectors=["OffloadedProjector"]).set_index("projectorName")
+    assert new.loc["Offloaded", "grainRestorePath"].startswith("streaming")
+    assert new.loc["Offloaded", "restoreTempDiskBytes"] == 300_000_000
+    assert not bool(new.loc["Offloaded", "mixedOOM"])  # streams in the grain: fits 4 GiB
+    assert new.loc["Inline", "grainRestorePath"].startswith("buffered (inline")
+    assert bool(new.loc["Inline", "mixedOOM"])
+    assert old.loc["Offloaded", "grainRestorePath"].startswith("buffered (before")
+    assert bool(old.loc["Offloaded", "mixedOOM"]) and pd.isna(old.loc["Offloaded", "restoreTempDiskBytes"])
+    assert fallback.loc["Offloaded", "grainRestorePath"].startswith("buffered (registry")
+    caption = estimate_caption(capacity_table(inv))
+    assert caption.startswith("Estimates, not measurements") and "dcb-v10.23" in caption
+    assert "modelled in Python from Sekiban's source, not measured on .NET" in caption and "1.50 GiB" in caption
+    assert parse_sekiban_version("dcb-v10.23") == parse_sekiban_version("10.23.0") == (10, 23)

@@ -138,7 +138,7 @@ def test_cumulative_restart_export_and_percent_only_memory(tmp_path):
     assert rep.memory["working_set_bytes"].max() == pytest.approx(0.97 * 2 * GiB)
     peak = by_id(rep.findings, "memory_peak")[0]
     assert peak["text"].startswith("Memory reached 95% of the 2 GiB limit")
-    assert "20 s after a legacy (byte[]) persist of Big with EnvelopeSize=500,000,000 (500 MB)" in peak["text"]
+    assert "20 s after a legacy (byte[]) persist of Big with EnvelopeSize=500,000,000 B (477 MiB)" in peak["text"]
     assert "2 restarts followed" in peak["text"]
 
 
@@ -152,7 +152,7 @@ def test_findings_on_the_demo_evidence(demo_rep):
     assert peak["severity"] == "critical"
     assert re.search(r"Memory reached 99% of the 4 GiB limit \(3\.9\d GiB working set\) at 2026-03-10 02:48:00 UTC, "
                      r"(39|40) s after a legacy \(byte\[\]\) persist of CustomerDirectory with "
-                     r"EnvelopeSize=421,003,264 \(421 MB\); 3 restarts followed \(02:49:00, 02:52:00, 02:56:00\)\.",
+                     r"EnvelopeSize=421,003,264 B \(402 MiB\); 3 restarts followed \(02:49:00, 02:52:00, 02:56:00\)\.",
                      peak["text"]), peak["text"]
     assert peak["trigger"]["kind"] == "persist_legacy" and peak["restartsAfter"] == 3
     restarts = by_id(f, "restarts")[0]
@@ -161,10 +161,10 @@ def test_findings_on_the_demo_evidence(demo_rep):
     assert "2 × StateRestoreFailed" in failures["text"] and "1 × BlobReadFailed" in failures["text"]
     assert "OutOfMemoryException" in failures["text"]
     growth = by_id(f, "legacy_persists:CustomerDirectory")[0]
-    assert "EnvelopeSize went from 236 MB to 421 MB (+78%)" in growth["text"]
+    assert "EnvelopeSize went from 225 MiB to 402 MiB (+78%)" in growth["text"]
     streaming = by_id(f, "streaming")[0]
     assert streaming["severity"] == "ok" and "StreamingPersist" in streaming["text"]
-    assert "PeakMemory 93.4 MB–404 MB" in streaming["text"] and "no restart" in streaming["text"]
+    assert "PeakMemory 89.1 MiB–385 MiB" in streaming["text"] and "no restart" in streaming["text"]
     capacity = by_id(f, "capacity:logs:CustomerDirectory")[0]
     assert capacity["severity"] == "critical" and capacity["legacyPeakBytes"] > 4 * GiB
     assert capacity["streamingPeakBytes"] < 2 * GiB
@@ -174,9 +174,11 @@ def test_findings_on_the_demo_evidence(demo_rep):
 def test_recommended_settings_follow_the_evidence(demo_rep):
     recs = {r["setting"]: r for r in demo_rep.recommendations}
     assert recs["Snapshot persist"]["value"].startswith("streaming")
-    assert "421 MB" in recs["Snapshot persist"]["why"]
-    assert recs["Snapshot restore"]["value"].startswith("streaming restore")
-    assert "CustomerDirectory still exceeds the limit on restore" in recs["Snapshot restore"]["why"]
+    assert "402 MiB" in recs["Snapshot persist"]["why"]
+    # Sekiban dcb-v10.23 (the default): offloaded payloads restore streaming, inline ones in memory
+    assert recs["Snapshot restore"]["value"].startswith("offload large payloads")
+    assert "dcb-v10.23 (assumed)" in recs["Snapshot restore"]["why"]
+    assert "CustomerDirectory still exceeds the limit on the grain's restore" in recs["Snapshot restore"]["why"]
     assert recs["CatchUpBatchSize"]["value"] == "200–500"
     batch = recs["CatchUpBatchSize"]["why"]
     assert "RequestedMaxCount=5,000" in batch and "(latest: 500)" in batch
@@ -184,8 +186,8 @@ def test_recommended_settings_follow_the_evidence(demo_rep):
     assert "CustomerDirectory" in recs["Payload offload threshold (OffloadThresholdBytes)"]["why"]
     limit = recs["Container memory limit"]["value"]
     assert limit.startswith("≥ 2 GiB with streaming persist + restore")
-    assert "≥ 7.5 GiB while the restore is byte[]" in limit  # 3.2x-the-state byte[] restore (capacity defaults)
-    assert "442 MB" in recs["Temp file space (ephemeral storage)"]["why"]
+    assert "≥ 7.50 GiB with Sekiban's grain on dcb-v10.23" in limit  # 3.2x-the-state byte[] restore (capacity defaults)
+    assert "421 MiB" in recs["Temp file space (ephemeral storage)"]["why"]
     md = I.recommendations_markdown(demo_rep.recommendations)
     assert md.count("\n") == len(demo_rep.recommendations) + 1
 
@@ -196,14 +198,15 @@ def test_findings_on_the_fixture_exports():
     peak = by_id(rep.findings, "memory_peak")[0]
     assert peak["text"] == ("Memory reached 98% of the 4 GiB limit (3.91 GiB working set) at 2026-02-25 09:40:00 UTC, "
                             "9 min 19 s after a legacy (byte[]) persist of CustomerDirectoryProjector with "
-                            "EnvelopeSize=1,094,220,113 (1.09 GB); 1 restart followed (09:42:00).")
+                            "EnvelopeSize=1,094,220,113 B (1.02 GiB); 1 restart followed (09:42:00).")
     assert "restarted once" in by_id(rep.findings, "restarts")[0]["text"]
     failures = by_id(rep.findings, "failures")[0]
     assert failures["failures"] == 3 and "StateNotFound" in failures["text"]
     # Original == Compressed == StateDataLen: the restore logged the envelope, not the state
-    assert "envelopes up to 1.09 GB" in by_id(rep.findings, "restores")[0]["text"]
+    assert "envelopes up to 1.02 GiB" in by_id(rep.findings, "restores")[0]["text"]
     cap = by_id(rep.findings, "capacity:logs:CustomerDirectoryProjector")[0]
-    assert "estimated" not in cap["text"] and cap["legacyPeakBytes"] > 8 * GiB
+    assert "state ≈ 3.49 GiB" in cap["text"] and cap["legacyPeakBytes"] > 8 * GiB
+    assert "modelled in Python from Sekiban's source, not measured on .NET" in cap["text"]
     assert any("customDimensions is not valid JSON" in n for n in rep.notes)
 
     other = I.analyse(DATA / "loganalytics_apptraces.json", DATA / "azuremetrics_long.csv",
@@ -308,7 +311,8 @@ def test_cli_report_incident_end_to_end(tmp_path, evidence, capsys):
                     "Recommended settings", "Data and method"):
         assert heading in html, heading
     # the findings, as the report states them
-    assert "EnvelopeSize=421,003,264 (421 MB); 3 restarts followed (02:49:00, 02:52:00, 02:56:00)" in html
+    assert "EnvelopeSize=421,003,264 B (402 MiB); 3 restarts followed (02:49:00, 02:52:00, 02:56:00)" in html
+    assert "<title>Post-incident report: snapshot memory and restarts</title>" in html
     assert "After the switch to streaming persist" in html and "200–500" in html
     assert html.count("data:image/png;base64,") >= 4
     # no code cells: neither inputs nor prompts
@@ -319,7 +323,9 @@ def test_cli_report_incident_end_to_end(tmp_path, evidence, capsys):
     assert "In&nbsp;[" not in html
     nb = json.loads(kept.read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
-    assert injected and evidence["logs_file"] in "".join(injected[0]["source"])
+    # the CLI analysed once and handed its analysis to the notebook, which did not read the exports again
+    assert injected and "analysis_file" in "".join(injected[0]["source"])
+    assert evidence["logs_file"] not in "".join(injected[0]["source"])
 
 
 def test_cli_report_with_inventory_from_the_environment(tmp_path, evidence, capsys, monkeypatch):
@@ -378,11 +384,126 @@ def test_cli_report_incident_errors_exit_2_with_one_line(tmp_path, evidence, cap
 
 
 def test_timeline_explorer_widgets_and_headless(demo_rep, capsys):
-    assert I.timeline_explorer(demo_rep, mode="plain") is None
-    assert "open this notebook in Jupyter" in capsys.readouterr().out
+    from sekiops.widgets.timeline import build_timeline_widget, timeline_explorer
+
+    assert timeline_explorer(demo_rep, mode="plain") is None
+    assert "open this notebook in JupyterLab" in capsys.readouterr().out
     pytest.importorskip("ipywidgets")
-    box = I.timeline_explorer(demo_rep, mode="widgets")
-    picker, slider = box.children[0].children[0], box.children[1]
+    box = build_timeline_widget(demo_rep)
+    picker, caption = box.children[0].children
+    slider, out = box.children[1], box.children[2]
+    assert "all projectors" in caption.value
     slider.index = (30, 60)
     picker.value = "OrderSummary"  # redraws without error
+    assert caption.value.startswith("02:30–03:00 UTC, OrderSummary: ")
     capsys.readouterr()
+
+
+# --- evidence is optional ----------------------------------------------------------------------------
+
+
+def test_report_from_logs_alone_says_it_lacks_metrics_and_inventory(evidence):
+    rep = I.analyse(evidence["logs_file"], None, evidence["time_from"], evidence["time_to"])
+    assert rep.lacks == ["metrics", "inventory"]
+    assert not len(rep.memory) and len(rep.events)
+    assert any("no metrics export given" in n for n in rep.notes)
+    scope = I.scope_markdown(rep)
+    assert "evidence missing | metrics, inventory" in scope and "**not given**: no metrics export" in scope
+    assert by_id(rep.findings, "legacy_persists:CustomerDirectory") and not by_id(rep.findings, "memory_peak")
+    assert by_id(rep.findings, "capacity:logs:CustomerDirectory")  # the logs still size the projection
+
+
+def test_report_from_metrics_alone(evidence):
+    rep = I.analyse(None, evidence["metrics_file"])
+    assert rep.lacks == ["logs", "inventory"]
+    assert len(rep.memory) == 121 and not len(rep.events)
+    assert rep.memory_limit == 4 * GiB and rep.limit_source.startswith("inferred")
+    peak = by_id(rep.findings, "memory_peak")[0]
+    assert peak["text"].startswith("Memory reached 99% of the 4 GiB limit") and peak["trigger"] is None
+    assert "3 times" in by_id(rep.findings, "restarts")[0]["text"]
+    assert "**not given**: no logs export" in I.scope_markdown(rep)
+
+
+def test_report_from_an_inventory_alone(tmp_path):
+    from sekiops.ops.demo_deployment import build_demo_deployment
+
+    dep = build_demo_deployment(str(tmp_path / "dep"), big_bytes=2_000_000)
+    rep = I.analyse(state_url=dep.state_url, blob_url=dep.blob_url, memory_limit="4GiB")
+    assert rep.lacks == ["logs", "metrics"]
+    assert set(rep.capacity["source"]) == {"inventory"} and "CustomerDirectory" in set(rep.capacity["projectorName"])
+    assert by_id(rep.findings, "capacity")[0]["severity"] == "ok"
+    with pytest.raises(UsageError, match="no evidence"):
+        I.analyse()
+
+
+@pytest.mark.parametrize("which", ["logs", "metrics", "state"])
+def test_cli_report_incident_with_one_piece_of_evidence(tmp_path, evidence, capsys, which):
+    pytest.importorskip("papermill")
+    out = tmp_path / "r.html"
+    args = ["report", "incident", "--out", str(out)]
+    if which == "logs":
+        args += ["--logs", evidence["logs_file"]]
+    elif which == "metrics":
+        args += ["--metrics", evidence["metrics_file"]]
+    else:
+        from sekiops.ops.demo_deployment import build_demo_deployment
+
+        dep = build_demo_deployment(str(tmp_path / "dep"), big_bytes=1_000_000)
+        args += ["--state", dep.state_url, "--blob", dep.blob_url]
+    code, stdout, stderr = run_cli(args, capsys)
+    assert code == 0, stderr
+    lacks = {"logs": "metrics, inventory", "metrics": "logs, inventory", "state": "logs, metrics"}[which]
+    assert f"evidence not given: {lacks}" in stdout
+    html = out.read_text()
+    assert "evidence missing" in html and "not given" in html
+    assert "<title>Post-incident report: snapshot memory and restarts</title>" in html
+
+
+def test_cli_report_incident_without_any_evidence_is_one_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SEKIOPS_STATE_URL", raising=False)
+    code, _, stderr = run_cli(["report", "incident", "--out", str(tmp_path / "r.html")], capsys)
+    assert code == 2 and stderr.startswith("error: no evidence") and len(stderr.splitlines()) == 1
+
+
+# --- the Sekiban version -----------------------------------------------------------------------------
+
+
+def test_findings_and_settings_follow_the_sekiban_version(evidence):
+    new = I.analyse(evidence["logs_file"], evidence["metrics_file"], memory_limit="4GiB")
+    old = I.analyse(evidence["logs_file"], evidence["metrics_file"], memory_limit="4GiB", sekiban_version="10.22")
+    assert new.sekiban_version == "dcb-v10.23" and old.sekiban_version == "dcb-v10.22"
+    rn, ro = by_id(new.findings, "restores")[0]["text"], by_id(old.findings, "restores")[0]["text"]
+    assert "dcb-v10.23 (assumed) an inline Base64 payload is still decoded whole" in rn
+    assert "dcb-v10.22 (assumed) the grain's restore materialises the whole payload" in ro
+    restore_new = {r["setting"]: r for r in new.recommendations}["Snapshot restore"]
+    restore_old = {r["setting"]: r for r in old.recommendations}["Snapshot restore"]
+    assert restore_new["value"].startswith("offload large payloads") and "sekiban-stream-restore-" in restore_new["why"]
+    assert restore_old["value"].startswith("upgrade Sekiban to dcb-v10.23")
+    assert "Sekiban version assumed | dcb-v10.22" in I.scope_markdown(old)
+    with pytest.raises(UsageError, match="not a version"):
+        I.analyse(evidence["logs_file"], None, sekiban_version="latest")
+
+
+def test_buffered_fallback_events_are_a_finding_and_restore_buffered(evidence):
+    events = parse_log_file(evidence["logs_file"]).frame
+    extra = events[events["kind"] == "restore"].head(1).copy()
+    extra["kind"] = "restore_buffered_fallback"
+    extra["Registry"], extra["Format"], extra["Reason"] = "MyRegistry", "v10", "registry lacks streaming"
+    frame = pd.concat([events, extra], ignore_index=True).sort_values("time").reset_index(drop=True)
+    rep = I.analyse(frame, evidence["metrics_file"], memory_limit="4GiB")
+    f = by_id(rep.findings, "buffered_fallback")[0]
+    assert "fell back to the buffered path" in f["text"] and "Registry=MyRegistry" in f["text"]
+    assert (rep.capacity["grainRestorePath"].str.startswith("buffered")).all()
+
+
+def test_modules_stay_small_and_ops_never_import_widgets_or_cli():
+    root = Path(I.__file__).resolve().parents[2]
+    for path in list((root / "ops" / "incident").glob("*.py")) + [root / "ops" / "capacity.py"] + \
+            list((root / "widgets").glob("*.py")):
+        assert len(path.read_text().splitlines()) <= 800, path
+    mine = list((root / "ops" / "incident").glob("*.py")) + [root / "ops" / n for n in (
+        "capacity.py", "charts.py", "report.py", "demo.py", "demo_deployment.py", "demo_evidence.py")]
+    for path in mine:
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import)\s+(\.\.+|sekiops\.)(widgets|cli)\b", text, re.M), path
+        assert "_parent_cmdline" not in text and "/proc/{os.getppid()}" not in text, path

@@ -43,7 +43,8 @@ def test_notebook_plans_refuses_unconfirmed_and_executes(tmp_path, monkeypatch):
     papermill.execute_notebook(str(NOTEBOOK), str(planned), parameters=params, kernel_name="python3",
                                progress_bar=False, cwd=str(tmp_path))
     text = outputs_text(planned)
-    assert "rows to change: 12" in text and "estimated time" in text and "dry-run" in text
+    assert "rows to change: 12" in text and "estimated time" in text and "dry run: nothing was written" in text
+    assert "execute=True" in text and "--execute" not in text and "--continue" not in text
     assert tree(str(work)) == before  # planning wrote nothing
 
     refused = out / "refused.ipynb"
@@ -58,7 +59,7 @@ def test_notebook_plans_refuses_unconfirmed_and_executes(tmp_path, monkeypatch):
                                "confirm_service": "default"}, kernel_name="python3", progress_bar=False,
                                cwd=str(tmp_path))
     text = outputs_text(executed)
-    assert "complete: migrate reencode: 12 done" in text  # the executed notebook is the audit record
+    assert "complete: done 12, skipped 0, failed 0" in text  # the executed notebook is a record of the run
     assert all(r.build_source == "SEKIOPS_MIGRATE" and r.revision == 2 for r in iter_rows(state))
     assert os.path.exists(journal) and any(p.name.startswith("nb.jsonl.audit-") for p in work.iterdir())
 
@@ -68,6 +69,7 @@ def test_console_needs_the_target_service_named(tmp_path, monkeypatch):
     from sekiops.widgets.migration_console import MigrationConsole
 
     monkeypatch.setenv("SEKIOPS_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("SEKIOPS_HOME", str(tmp_path / "home"))
     db, blob_url = f"sqlite:///{tmp_path}/s.db", f"file://{tmp_path}/b"
     state = open_state_store(db, service_id="orders")
     put_rows(state, 8, fmts=("v9",))
@@ -84,10 +86,69 @@ def test_console_needs_the_target_service_named(tmp_path, monkeypatch):
         console.run_canary.click()
         result = console.wait(30)
         assert result.status == "canary" and result.counts["done"] == 3 and console.bar.value == 3
+        # the documented flow: after the canary, Run all is pressable without retyping the confirmation
+        assert not console.run_all.disabled and not console.run_canary.disabled
+        assert console.pause.disabled and console.stop.disabled
+        assert "press Run all" in console.status.value and "--continue" not in console.status.value
         console.run_all.click()
         result = console.wait(30)
         assert result.status == "complete" and result.counts["done"] == 5 and result.counts["already"] == 3
         assert "done <b>5</b>" in console.counts.value
+        assert console.run_all.disabled  # complete: nothing left to run
     assert sorted(r.revision for r in iter_rows(state)) == [2] * 8
     audit = json.loads(Path(result.audit).read_text())
     assert audit["status"] == "complete" and audit["where"]["serviceId"] == "orders"
+
+
+def test_console_with_nothing_to_do_stays_locked_and_writes_nothing(tmp_path, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    from sekiops.widgets.migration_console import MigrationConsole, plan_summary
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SEKIOPS_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("SEKIOPS_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    db, blob_url = f"sqlite:///{tmp_path}/s.db", f"file://{tmp_path}/b"
+    state = open_state_store(db)
+    put_rows(state, 3, fmts=("v10",))  # nothing to reencode
+    before = tree(str(tmp_path))
+    with open_endpoints("reencode", db, blob_url) as ep:
+        plan = make_plan("reencode", ep)
+        assert not plan.items and "nothing to migrate" in plan_summary(plan)
+        console = MigrationConsole(plan, ep)
+        assert "nothing to migrate" in console.status.value and console.confirm.disabled
+        console.confirm.value = "default"
+        assert console.run_canary.disabled and console.run_all.disabled
+        console.run_all.click()
+        assert console.wait(5) is None
+    after = tree(str(tmp_path))
+    assert {k for k in after if not k.startswith("home")} == {k for k in before if not k.startswith("home")}
+    assert not list((home / "migrations").glob("*.jsonl")) if (home / "migrations").exists() else True
+
+
+def test_notebook_journal_defaults_to_the_operations_folder(tmp_path, monkeypatch):
+    from sekiops.home import migration_journal, ops_home
+
+    monkeypatch.setenv("SEKIOPS_HOME", str(tmp_path / "ops"))
+    monkeypatch.setenv("SEKIOPS_SPOOL_DIR", str(tmp_path / "spool"))
+    db, blob_url = f"sqlite:///{tmp_path}/s.db", f"file://{tmp_path}/b"
+    state = open_state_store(db)
+    put_rows(state, 2, fmts=("v9",))
+    with open_endpoints("reencode", db, blob_url) as ep:
+        a = migration_journal(make_plan("reencode", ep))
+        b = migration_journal(make_plan("reencode", ep, projector="P0"))
+    assert ops_home() == tmp_path / "ops" and (os.stat(tmp_path / "ops").st_mode & 0o777) == 0o700
+    assert a.startswith(str(tmp_path / "ops" / "migrations")) and a.endswith(".jsonl")
+    assert a != b  # changed parameters: a journal of their own, never "belongs to another migration"
+    monkeypatch.delenv("SEKIOPS_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert ops_home() == tmp_path / "xdg" / "sekiops"
+
+
+def test_notebook_wording_names_parameters_not_flags():
+    from sekiops.widgets.migration_console import notebook_wording
+
+    text = notebook_wording("dry run: nothing was written; pass --execute to migrate 3 item(s); check them, then "
+                            "rerun with --continue for the remaining 2; use another --journal or --threshold BYTES")
+    assert "--" not in text
+    assert "execute=True" in text and "Run all" in text and "journal" in text and "threshold parameter" in text

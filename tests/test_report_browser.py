@@ -68,6 +68,12 @@ def test_report_dom_has_the_headings_and_the_charts(report_html, tmp_path):
     assert len(images) >= 4  # timeline, sizes, capacity, measured costs
     assert "Memory reached 99% of the 4 GiB limit" in dom
     assert "highlight hl-ipython3" not in dom  # no code cells
+    assert "<title>Post-incident report: snapshot memory and restarts</title>" in dom  # not "Notebook"
+    # one unit convention: binary units with their names, no NaN/None cells
+    text = re.sub(r"<style.*?</style>|<script.*?</script>|<[^>]+>", " ", dom, flags=re.S)
+    assert not re.search(r"\d (kB|MB|GB)\b", text), re.search(r".{60}\d (kB|MB|GB)\b.{20}", text)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", dom, flags=re.S)
+    assert cells and not [c for c in cells if c.strip() in ("NaN", "None", "&lt;NA&gt;", "nan")]
 
 
 def test_report_screenshot_is_not_blank(report_html, tmp_path):

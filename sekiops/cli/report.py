@@ -1,10 +1,11 @@
-"""``sekiops report incident``: the post-incident report (notebook 04) as standalone HTML, no code."""
+"""``sekiops report incident``: the post-incident report (notebook 04) as standalone HTML, no code.
+
+Argument parsing only: the analysis and the rendering are :mod:`sekiops.ops.incident.render`.
+"""
 
 from __future__ import annotations
 
 import os
-
-NOTEBOOK = "04_post_incident_report.ipynb"
 
 
 def register(sub) -> None:
@@ -18,10 +19,12 @@ def register(sub) -> None:
         description="Line up Sekiban's snapshot log events (an Application Insights / Log Analytics export) with "
         "the container's memory and restarts (an Azure Monitor export) over a time window; say what led to the "
         "restarts, which projections cannot fit the memory limit (capacity model; with --state, the snapshot "
-        "store's inventory too) and what to set. Runs notebooks/04_post_incident_report.ipynb and writes its "
-        "HTML (no code cells). Prints the findings.")
-    i.add_argument("--logs", required=True, metavar="FILE", help="Sekiban traces export (CSV or JSON, may be gzipped)")
-    i.add_argument("--metrics", required=True, metavar="FILE", help="container memory export (CSV or JSON)")
+        "store's inventory too) and what to set. Each piece of evidence is optional (logs alone, metrics alone "
+        "or an inventory alone): the report says which evidence it lacks. Runs "
+        "notebooks/04_post_incident_report.ipynb on the analysis and writes its HTML (no code cells). Prints "
+        "the findings.")
+    i.add_argument("--logs", metavar="FILE", help="Sekiban traces export (CSV or JSON, may be gzipped)")
+    i.add_argument("--metrics", metavar="FILE", help="container memory export (CSV or JSON)")
     i.add_argument("--from", dest="time_from", metavar="T", help="window start, e.g. 2026-03-10T02:00:00Z "
                    "(default: the start of the data)")
     i.add_argument("--to", dest="time_to", metavar="T", help="window end (default: the end of the data)")
@@ -35,6 +38,9 @@ def register(sub) -> None:
                    "inferred from the export's working set / memory percentage, else 4GiB)")
     i.add_argument("--app-baseline", metavar="SIZE", help="memory the app holds besides snapshots, for the "
                    "capacity model (default 1.5GiB)")
+    i.add_argument("--sekiban-version", metavar="V", help="the Sekiban release the findings and the capacity "
+                   "model assume, e.g. 10.22 (default: the current one, 10.23: offloaded payloads restore "
+                   "streaming in the grain, inline payloads in memory)")
     i.add_argument("--bench-results", metavar="FILE", help="results of 'sekiops bench --out' for the capacity "
                    "model (default: its built-in measurements)")
     i.add_argument("--out", required=True, metavar="HTML", help="where to write the report")
@@ -44,124 +50,25 @@ def register(sub) -> None:
     i.set_defaults(func=run_incident)
 
 
-def _check_file(path: str, what: str) -> str:
-    from ..errors import UsageError
-
-    if path != "-" and not os.path.exists(path):
-        raise UsageError(f"{what} file {path!r} not found")
-    if os.path.isdir(path):
-        raise UsageError(f"{what} file {path!r} is a directory")
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"{what} file {path!r} is not readable")
-    return os.path.abspath(path)
-
-
 def run_incident(args) -> int:
-    import tempfile
+    from ..errors import UsageError
+    from ..ops.incident.render import analyse_for_report, render_incident_report
 
-    from ..errors import SekiopsError, UsageError
-    from ..ops import incident, report
-    from ..urls import redact
-
-    logs = _check_file(args.logs, "logs")
-    metrics = _check_file(args.metrics, "metrics")
-    bench = _check_file(args.bench_results, "benchmark results") if args.bench_results else None
     out = os.path.abspath(args.out)
     if os.path.isdir(out):
         raise UsageError(f"--out {args.out!r} is a directory; give the HTML file's path")
     if not os.path.isdir(os.path.dirname(out)):
         raise UsageError(f"--out {args.out!r}: folder {os.path.dirname(out)!r} does not exist")
-    incident.parse_limit(args.memory_limit)
-    incident.parse_limit(args.app_baseline)
-    state_url = args.state or os.environ.get("SEKIOPS_STATE_URL") or None
-    blob_url = args.blob or os.environ.get("SEKIOPS_BLOB_URL") or None
-    projectors = ",".join(args.projector) if args.projector else None
-
-    if state_url:
-        _check_store(state_url, blob_url, args.service_id)
-    # Read both exports here first: a bad file is one error line, not a failed notebook.
-    rep = incident.analyse(logs, metrics, args.time_from, args.time_to, service_id=args.service_id,
-                           projectors=projectors, memory_limit=args.memory_limit, app_baseline=args.app_baseline,
-                           state_url=state_url, blob_url=blob_url, bench_df=bench)
-    if rep.sources["logsEventsTotal"] == 0:
-        raise SekiopsError(f"logs file {args.logs!r}: no Sekiban snapshot events in it "
-                           f"({'; '.join(rep.notes) or 'nothing recognised'})")
-    if rep.sources["memorySamplesTotal"] == 0:
-        raise SekiopsError(f"metrics file {args.metrics!r}: no memory samples in it")
-    if not len(rep.events) and not len(rep.memory):
-        raise SekiopsError(f"nothing between {incident.fmt_time(rep.time_from)} and {incident.fmt_time(rep.time_to)}"
-                           " in either file: check --from/--to (UTC), --service-id and --projector")
-
-    params = {"logs_file": logs, "metrics_file": metrics, "time_from": args.time_from, "time_to": args.time_to,
-              "service_id": args.service_id, "projectors": projectors, "memory_limit": args.memory_limit,
-              "app_baseline": args.app_baseline, "bench_results": bench, "timeline_mode": "plain"}
-    # Store URLs reach the kernel through its environment, never as notebook parameters: the executed
-    # notebook keeps its parameters, and a URL may carry a password.
-    saved = {k: os.environ.get(k) for k in ("SEKIOPS_STATE_URL", "SEKIOPS_BLOB_URL", "SEKIOPS_WIDGETS")}
-    env = {"SEKIOPS_STATE_URL": state_url, "SEKIOPS_BLOB_URL": blob_url, "SEKIOPS_WIDGETS": "0"}
-    try:
-        for k, v in env.items():
-            if v:
-                os.environ[k] = v
-            else:
-                os.environ.pop(k, None)
-        with tempfile.TemporaryDirectory(prefix="sekiops-report-") as work:
-            ipynb = os.path.join(work, "report.ipynb")
-            try:
-                with _kernel_stderr(os.path.join(work, "kernel.log")):
-                    report.run_notebook(NOTEBOOK, params, ipynb, cwd=work, timeout=args.timeout)
-            except SekiopsError as exc:
-                raise SekiopsError(redact(str(exc)).replace(f" (executed copy: {ipynb})", "")) from None
-            report.export_html(ipynb, out + ".partial")
-            os.replace(out + ".partial", out)
-            if args.ipynb:
-                import shutil
-
-                shutil.copyfile(ipynb, os.path.abspath(args.ipynb))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    rep = analyse_for_report(
+        logs=args.logs, metrics=args.metrics, time_from=args.time_from, time_to=args.time_to,
+        service_id=args.service_id, projectors=",".join(args.projector) if args.projector else None,
+        state_url=args.state or os.environ.get("SEKIOPS_STATE_URL") or None,
+        blob_url=args.blob or os.environ.get("SEKIOPS_BLOB_URL") or None, memory_limit=args.memory_limit,
+        app_baseline=args.app_baseline, bench_results=args.bench_results, sekiban_version=args.sekiban_version)
+    render_incident_report(rep, out, ipynb_copy=args.ipynb, timeout=args.timeout)
     print(f"report: {out}")
+    if rep.lacks:
+        print(f"evidence not given: {', '.join(rep.lacks)}")
     for f in rep.findings:
         print(f"[{f['severity']}] {f['title']}: {f['text']}")
     return 0
-
-
-def _check_store(state_url: str, blob_url: str | None, service_id: str) -> None:
-    from ..blob import open_blob_store
-    from ..state import open_state_store
-
-    state = open_state_store(state_url, service_id=service_id, create=False)
-    try:
-        state.list_page(limit=1)
-    finally:
-        state.close()
-    if blob_url:
-        open_blob_store(blob_url).close()
-
-
-class _kernel_stderr:
-    """Send the stderr the notebook kernel inherits (start-up warnings) to a file, not the terminal."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __enter__(self):
-        import sys
-
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(self.fd, 2)
-        return self
-
-    def __exit__(self, *exc):
-        import sys
-
-        sys.stderr.flush()
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        os.close(self.fd)

@@ -27,8 +27,22 @@ the envelope length) x 3/4 (Base64) x 4.5. An envelope under 4 KiB may just poin
 payload, so its size is unknown: those rows get no prediction and the verdict ``unknown size``.
 
 Scenarios in the table: ``legacy`` (legacy persist and restore), ``streaming`` (sekiops streaming
-persist and restore) and ``mixed`` (streaming persist, legacy restore: Sekiban's grain today,
-whose restore still materialises the whole payload, format reference section 7).
+persist and restore) and ``mixed`` (Sekiban's grain at ``sekiban_version``: streaming persist, and
+the grain's restore). The grain's restore depends on the version:
+
+* before dcb-v10.23 it holds the whole payload and the object graph (buffered, the legacy restore
+  cost) whatever the row;
+* from dcb-v10.23 an *offloaded* payload restores streaming in the grain (small memory, the
+  streaming restore cost) but needs free disk the size of the payload for its temp file
+  ``{TMP}/sekiban-stream-restore-{guid}.payload`` (``restoreTempDiskBytes``); an *inline* Base64
+  payload is still decoded whole in memory (buffered); and a projector whose registry lacks the
+  streaming capability falls back to the buffered path (Sekiban logs ``Snapshot restore buffered
+  fallback``; pass those projectors as ``buffered_projectors``).
+
+``grainRestorePath`` says which path each row was predicted with. Every peak is an *estimate*:
+``app_baseline`` plus costs fitted on sekiops' measurements of its own Python processes, where the
+legacy persist and restore are modelled in Python from Sekiban's source, not measured on .NET
+(:data:`MODEL_NOTE`); ``frame.attrs["inputs"]`` lists what the estimate rests on.
 """
 
 from __future__ import annotations
@@ -46,6 +60,37 @@ SMALL_ENVELOPE = 4096
 ENVELOPE_OVERHEAD = 1024  # envelope JSON besides the Base64 payload (metadata fields)
 OPS = ("persist", "restore")
 MODES = ("legacy", "streaming")
+
+#: the Sekiban release whose grain restores offloaded payloads streaming (dcb-v10.23)
+STREAMING_RESTORE_VERSION = (10, 23)
+#: the version assumed when none is given: the current release
+DEFAULT_SEKIBAN_VERSION = "10.23"
+#: how every modelled number is labelled
+MODEL_NOTE = "modelled in Python from Sekiban's source, not measured on .NET"
+
+
+def parse_sekiban_version(value) -> tuple[int, int]:
+    """``"10.23"``, ``"dcb-v10.23"``, ``"v10.22.1"``, ``(10, 23)`` -> ``(major, minor)``; None -> the default."""
+    import re
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = DEFAULT_SEKIBAN_VERSION
+    if isinstance(value, (tuple, list)) and len(value) >= 2:
+        return int(value[0]), int(value[1])
+    m = re.fullmatch(r"\s*(?:dcb-)?v?(\d+)\.(\d+)(?:\.\d+)*(?:[-+][0-9A-Za-z.-]+)?\s*", str(value))
+    if not m:
+        raise UsageError(f"Sekiban version {value!r} is not a version (use e.g. 10.23 or dcb-v10.22)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def sekiban_version_text(value) -> str:
+    major, minor = parse_sekiban_version(value)
+    return f"dcb-v{major}.{minor}"
+
+
+def streams_offloaded_restore(version) -> bool:
+    """Whether the grain of this Sekiban version restores an offloaded payload streaming (10.23+)."""
+    return parse_sekiban_version(version) >= STREAMING_RESTORE_VERSION
 
 #: Overheads measured by :func:`measure_costs` (see the module docstring for the setup). Rows:
 #: (op, mode, size_bytes = uncompressed state JSON, overhead_bytes = peak RSS - idle baseline).
@@ -174,7 +219,8 @@ def _size_of(row: dict) -> tuple[float | None, str]:
 
 
 def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMORY_LIMIT,
-                   app_baseline: int = DEFAULT_APP_BASELINE, include_tombstoned: bool = False):
+                   app_baseline: int = DEFAULT_APP_BASELINE, include_tombstoned: bool = False,
+                   sekiban_version=None, buffered_projectors=()):
     """Predicted peak memory per snapshot row, legacy vs streaming, against ``memory_limit``.
 
     ``inventory_df``: rows as ``sekiops inventory --format json`` gives them (``projectorName``,
@@ -184,9 +230,10 @@ def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMO
 
     Columns: the row's identity, ``payloadOriginalBytes`` (used) and ``sizeSource``, then
     ``{persist,restore}{Legacy,Streaming}PeakBytes``, per scenario (``legacy``, ``streaming``,
-    ``mixed``) ``<scenario>PeakBytes``, ``<scenario>OOM`` and ``<scenario>HeadroomBytes``
-    (limit - peak; negative = OOM), ``streamingSavesBytes`` (legacy peak - streaming peak) and a
-    ``verdict``. Sorted by legacy peak, largest first. ``frame.attrs`` holds the parameters, the
+    ``mixed`` = Sekiban's grain at ``sekiban_version``, see the module docstring)
+    ``<scenario>PeakBytes``, ``<scenario>OOM`` and ``<scenario>HeadroomBytes`` (limit - peak;
+    negative = OOM), ``grainRestorePath`` and ``restoreTempDiskBytes`` (10.23+, offloaded payloads),
+    ``streamingSavesBytes`` (legacy peak - streaming peak) and a ``verdict``. Sorted by legacy peak, largest first. ``frame.attrs`` holds the parameters, the
     fitted lines and ``maxFittingBytes``: the largest state each scenario fits.
     """
     import pandas as pd
@@ -196,6 +243,9 @@ def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMO
     if app_baseline < 0:
         raise UsageError("app baseline must not be negative")
     fits = fit_costs(bench_df) if bench_df is not None else fit_costs(default_bench())
+    version = parse_sekiban_version(sekiban_version)
+    streams = version >= STREAMING_RESTORE_VERSION
+    buffered = {_name_key(n) for n in (buffered_projectors or ())}
     notes = []
     if bench_df is not None:
         defaults = fit_costs(default_bench())
@@ -221,7 +271,12 @@ def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMO
                 peak = None if size is None else app_baseline + a + b * size
                 peaks[(op, mode)] = peak
                 rec[f"{op}{mode.capitalize()}PeakBytes"] = peak
+        path, disk = _grain_restore(row, size, streams, buffered)
+        rec["grainRestorePath"] = path
+        rec["restoreTempDiskBytes"] = disk
         for name, (pmode, rmode) in SCENARIOS.items():
+            if name == "mixed" and path.startswith("streaming"):
+                rmode = "streaming"
             p, r = peaks[("persist", pmode)], peaks[("restore", rmode)]
             peak = None if p is None else max(p, r)
             rec[f"{name}PeakBytes"] = peak
@@ -244,6 +299,13 @@ def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMO
         "memoryLimitBytes": int(memory_limit), "appBaselineBytes": int(app_baseline),
         "fits": {f"{o}/{m}": {"a": a, "b": b} for (o, m), (a, b) in fits.items()},
         "benchSource": "given" if bench_df is not None else "built-in measured default (DEFAULT_BENCH_ROWS)",
+        "sekibanVersion": f"dcb-v{version[0]}.{version[1]}",
+        "grainStreamsOffloadedRestore": streams,
+        "inputs": {"memory limit": int(memory_limit), "app baseline": int(app_baseline),
+                   "Sekiban version": f"dcb-v{version[0]}.{version[1]}",
+                   "costs": ("fitted on the given benchmark" if bench_df is not None else
+                             "fitted on sekiops' built-in measurements (DEFAULT_BENCH_ROWS)"),
+                   "legacy persist and restore": MODEL_NOTE},
         "maxFittingBytes": max_fitting_sizes(fits, memory_limit, app_baseline),
         "notes": notes,
     })
@@ -255,8 +317,46 @@ _COLUMNS = ["serviceId", "projectorName", "projectorVersion", "lifecycle", "payl
             "restoreStreamingPeakBytes",
             "legacyPeakBytes", "legacyOOM", "legacyHeadroomBytes",
             "streamingPeakBytes", "streamingOOM", "streamingHeadroomBytes",
-            "mixedPeakBytes", "mixedOOM", "mixedHeadroomBytes",
+            "mixedPeakBytes", "mixedOOM", "mixedHeadroomBytes", "grainRestorePath", "restoreTempDiskBytes",
             "streamingSavesBytes", "verdict"]
+
+
+def _name_key(name) -> str:
+    import re
+
+    s = re.sub(r"[^0-9a-z]", "", str(name or "").lower())
+    return s[:-len("projector")] if s.endswith("projector") and len(s) > len("projector") else s
+
+
+def _payload_offloaded(row: dict) -> bool | None:
+    v = row.get("payloadOffloaded")
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, str):
+        return {"true": True, "false": False}.get(v.strip().lower())
+    try:
+        return bool(v)
+    except (TypeError, ValueError):  # pandas NA
+        return None
+
+
+def _grain_restore(row: dict, size, streams: bool, buffered: set) -> tuple[str, float | None]:
+    """(how Sekiban's grain restores this row, temp-file disk it needs) for the ``mixed`` scenario."""
+    if not streams:
+        return "buffered (before dcb-v10.23)", None
+    if _name_key(row.get("projectorName")) in buffered:
+        return "buffered (registry lacks streaming: fallback logged)", None
+    offloaded = _payload_offloaded(row)
+    if offloaded:
+        disk = row.get("payloadCompressedBytes")
+        try:
+            disk = float(disk)
+        except (TypeError, ValueError):
+            disk = None
+        if disk is None or disk != disk or disk <= 0:
+            disk = None if size is None else size / TYPICAL_GZIP_RATIO
+        return "streaming (offloaded payload, temp file)", disk
+    return "buffered (inline Base64 payload)", None
 
 
 def _verdict(rec: dict) -> str:
@@ -268,7 +368,7 @@ def _verdict(rec: dict) -> str:
     if streaming:
         return "OOM under legacy and streaming"
     if mixed:
-        return "OOM under legacy; streaming persist alone still OOMs on restore; fits fully streaming"
+        return "OOM under legacy; Sekiban's grain still OOMs on restore; fits fully streaming"
     return "OOM under legacy; fits streaming"
 
 
@@ -305,3 +405,19 @@ def measure_costs(sizes: Sequence[int | str] = (32 * 2**20, 96 * 2**20, 192 * 2*
 
     return run_benchmark(sizes=sizes, modes=MODES, ops=OPS, workdir=workdir, python=python, codec=False,
                          cleanup=True, progress=progress)
+
+
+def estimate_caption(frame) -> str:
+    """One sentence saying that the table's peaks are estimates and what they rest on (its inputs)."""
+    from ..units import format_bytes
+
+    a = getattr(frame, "attrs", {}) or {}
+    inputs = a.get("inputs") or {}
+    version = inputs.get("Sekiban version") or sekiban_version_text(None)
+    grain = ("offloaded payloads restore streaming in the grain (they need free disk the size of the payload), "
+             "inline Base64 payloads are decoded whole in memory" if a.get("grainStreamsOffloadedRestore", True)
+             else "the grain's restore holds the whole payload and object graph")
+    return (f"Estimates, not measurements: peak = app baseline {format_bytes(a.get('appBaselineBytes'))} + a cost "
+            f"per operation fitted against the state size ({inputs.get('costs', 'built-in measurements')}); the "
+            f"legacy byte[] persist and restore costs are {MODEL_NOTE}. Memory limit "
+            f"{format_bytes(a.get('memoryLimitBytes'))}. Sekiban version assumed: {version} ({grain}).")

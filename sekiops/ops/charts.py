@@ -22,10 +22,10 @@ def _figure(width: float = 9, height: float = 4.5):
 
 
 def _fmt_bytes(n: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n:.0f} B"
+    """Sizes in charts: binary units with the unit named (sekiops.units), as everywhere else."""
+    from ..units import format_bytes
+
+    return format_bytes(n)
 
 
 def size_distribution(df, title: str | None = None):
@@ -47,9 +47,10 @@ def size_distribution(df, title: str | None = None):
                 label=f"payload compressed, {len(pay)} rows")
     for i, (name, value) in enumerate(THRESHOLDS.items()):
         ax.axvline(value, color="black", linestyle=_LINE_STYLES[i % len(_LINE_STYLES)], linewidth=1.2,
-                   label=name)
+                   label=name.replace("Cosmos 2 MB item", f"Cosmos item limit ({_fmt_bytes(value)})"))
     ax.set_xscale("log")
-    ax.set_xlabel("bytes (log scale)")
+    ax.xaxis.set_major_formatter(_bytes_axis())
+    ax.set_xlabel("size (log scale)")
     ax.set_ylabel("rows")
     ax.set_title(title or "Snapshot sizes vs Sekiban thresholds")
     ax.legend(fontsize=8, loc="upper left")
@@ -130,8 +131,15 @@ def anatomy_bars(report, limit: int = 15, title: str | None = None):
     for i, r in enumerate(rows):
         ax.text(r["bytes"], i, f" {r['share']:.1%}", va="center", fontsize=7)
     ax.set_xlabel("raw JSON bytes")
+    ax.xaxis.set_major_formatter(_bytes_axis())
     ax.set_title(title or f"Where the bytes are ({_fmt_bytes(report.total_bytes)} payload)")
     return fig
+
+
+def _bytes_axis():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _pos: _fmt_bytes(v) if v > 0 else "0")
 
 
 def png(fig, dpi: int = 100) -> bytes:

@@ -3,7 +3,11 @@
 SQLite rows + a local blob directory: a large projection (payload offloaded), small inline ones,
 a record-level offloaded envelope (SQLite extension mode, as the URL says), a v9 gzip envelope,
 a legacy ``payloadJson`` envelope, an old GUID-keyed blob, a tombstone, an older version beside
-the newest, and an orphan blob older than the audit's grace window.
+the newest, an orphan blob older than the audit's grace window, and a 2.3 MB envelope kept inline
+in its row (written before record offload was configured), so notebook 02's default ``offload``
+migration has a row to move. Its sample incident evidence names the deployment's own projections
+(``CustomerDirectory``, ``OrderSummary``), so notebook 04's capacity table shows both the logs' and
+the inventory's view of them.
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
 
     progress("adding a v9 gzip envelope, a payloadJson envelope, a GUID-keyed blob and a tombstone")
     _legacy_rows(state, blob, lsuid)
+    progress("adding a 2.3 MB envelope kept inline (written before record offload was configured)")
+    add_inline_rows(state, ["OrderHistory"], payload_bytes=1_700_000, lsuid=lsuid)
     put("RetiredReport", "v1", 5_000, '{"report":"retired"}')
     state.tombstone(state.get("RetiredReport", "v1"))
 
@@ -137,3 +143,36 @@ def _legacy_rows(state, blob: LocalBlobStore, lsuid: str) -> None:
            f'"lastEventId":"{meta.last_event_id}","version":9000,"isCatchedUp":true,"isSafeState":true,'
            f'"payloadLength":{len(big)},"originalSizeBytes":1700000,"compressedSizeBytes":{len(big)}}}}}').encode()
     state.write(row("Telemetry", "v1", 9_000, len(env)), io.BytesIO(env), len(env), None)
+
+
+def add_inline_rows(state, names, *, payload_bytes: int = 1_700_000, version: str = "v1", lsuid: str | None = None,
+                    seed: int = 11) -> list[str]:
+    """Write one row per name whose envelope stays inline in the row however large (as Sekiban wrote
+    rows before record-level offload was configured): a gzip payload of about ``payload_bytes``,
+    Base64 in the envelope (4/3 of it). Such rows are what ``offload`` migrations move. Returns the
+    ``name/version`` items."""
+    import random
+
+    lsuid = lsuid or sortable_unique_id(utcnow())
+    rng = random.Random(seed)
+    items = []
+    for name in names:
+        # random hex: the gzip is about payload_bytes long (hex compresses to ~0.55 of itself)
+        n = payload_bytes * 2 // 17 + 1
+        while True:
+            words = " ".join(f"{rng.getrandbits(64):016x}" for _ in range(n))
+            body = json.dumps({"orders": words}).encode()
+            payload = gzip.compress(body, compresslevel=6)
+            if len(payload) >= payload_bytes:
+                break
+            n = int(n * payload_bytes / max(len(payload), 1)) + 1
+        meta = EnvelopeMeta(name, version, lsuid, str(uuid.uuid4()), 77_000, payload_type_name=f"Demo.{name}",
+                            original_size_bytes=len(body), compressed_size_bytes=len(payload))
+        env = inline_envelope_bytes(meta, payload)
+        row = SnapshotRow(service_id=state.service_id, projector_name=name, projector_version=version,
+                          payload_type=PAYLOAD_TYPE, last_sortable_unique_id=lsuid, events_processed=77_000,
+                          original_size_bytes=len(env), compressed_size_bytes=len(env), safe_window_threshold=lsuid,
+                          build_source="GRAIN", build_host="silo-0")
+        state.write(row, io.BytesIO(env), len(env), None)
+        items.append(f"{name}/{version}")
+    return items

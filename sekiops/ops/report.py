@@ -49,16 +49,32 @@ def run_notebook(name: str, parameters: dict, out_ipynb: str, kernel: str = "pyt
     return out_ipynb
 
 
-def export_html(ipynb_path: str, html_path: str, include_code: bool = False) -> str:
-    """Render an executed notebook to a standalone HTML file (code cells hidden by default)."""
+def notebook_title(nb) -> str | None:
+    """The first Markdown heading of a notebook (``# 01 · Inventory and offload`` -> its text)."""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for line in cell.source.splitlines():
+            if line.startswith("#"):
+                title = line.lstrip("#").strip()
+                if title:
+                    return title
+    return None
+
+
+def export_html(ipynb_path: str, html_path: str, include_code: bool = False, title: str | None = None) -> str:
+    """Render an executed notebook to a standalone HTML file (code cells hidden by default), titled
+    ``title`` or the notebook's first heading (never nbconvert's "Notebook")."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    nb = nbformat.read(ipynb_path, as_version=4)
     exporter = HTMLExporter()
     exporter.exclude_input = not include_code
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    body, _ = exporter.from_notebook_node(nbformat.read(ipynb_path, as_version=4))
+    name = title or notebook_title(nb) or Path(ipynb_path).stem
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": name}})
     with open(html_path, "w", encoding="utf-8") as f:
         f.write(body)
     return html_path
@@ -71,3 +87,27 @@ def render(name: str, parameters: dict, out_dir: str, stem: str | None = None,
     stem = stem or Path(name).stem
     ipynb = run_notebook(name, parameters, os.path.join(out_dir, stem + ".ipynb"), cwd=out_dir)
     return ipynb, export_html(ipynb, os.path.join(out_dir, stem + ".html"), include_code)
+
+
+class kernel_stderr:
+    """Send the stderr a notebook kernel inherits (start-up warnings) to a file, not the terminal."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self):
+        import sys
+
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(self.fd, 2)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        os.close(self.fd)

@@ -1,24 +1,31 @@
 """Inventory explorer for notebooks: filter rows by service / projector / risk flag, pick one, see
 its details and walk its payload (anatomy) with a progress bar.
 
-``explorer(df, state, blob)`` shows ipywidgets when a notebook frontend can render them, and
-degrades to plain printed output otherwise (headless papermill / nbconvert runs, no ipywidgets).
-``mode="widgets"|"plain"`` forces one; ``SEKIOPS_WIDGETS=0|1`` too. ipywidgets, IPython and
-matplotlib are imported lazily.
+``explorer(df, state, blob)`` displays the explorer and returns nothing (a notebook cell that ends
+with it shows it once). Whether it is the widget, plain printed output or the widget with its
+plain fallback is :func:`sekiops.widgets.frontend.display_mode` (the kernel's comm state;
+``mode="widgets"|"plain"`` or ``SEKIOPS_WIDGETS=0|1`` force one). :func:`build_widgets` returns the
+widget box without displaying it. Rows are listed largest state first (the payload's original size
+when the inventory knows it, else the bytes stored inline and in blobs), sizes in binary units.
+String values of the payload (business data) are not shown unless ``show_values=True``.
+ipywidgets, IPython and matplotlib are imported lazily.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import sys
 
 from ..ops.inventory import FLAG_COLUMNS
+from ..units import format_bytes, format_count, format_duration, format_exact_bytes
+from .frontend import BUNDLE, PLAIN, WIDGETS, display_mode, has_frontend  # noqa: F401 - re-exported
 
 DETAIL_FIELDS = ["serviceId", "projectorName", "projectorVersion", "lifecycle", "eventsProcessed", "envelopeVersion",
                  "storedLocation", "storedBytes", "isOffloaded", "offloadKey", "envelopeFormat", "payloadOffloaded",
                  "payloadKey", "payloadOriginalBytes", "payloadCompressedBytes", "cosmosItemBytes", "base64Inflation",
                  "keyStyle", "buildSource", "updatedAt", "lastSortableUniqueId", "error"]
-HEADLESS_PARENTS = ("papermill", "nbclient", "nbconvert", "pytest", "jupyter-execute", "jupyter_execute")
+#: "any" in the filter dropdowns (a real value: a dropdown whose value is None shows blank)
+ANY = ""
 
 
 # --- selection (shared by both modes) -------------------------------------------------------------
@@ -27,6 +34,7 @@ HEADLESS_PARENTS = ("papermill", "nbclient", "nbconvert", "pytest", "jupyter-exe
 def filter_rows(df, service: str | None = None, projector: str | None = None, flag: str | None = None):
     """Rows matching the filters (None = any); ``flag`` is a flag column, or ``"none"`` for clean rows."""
     out = df
+    flag = flag or None
     if service:
         out = out[out["serviceId"] == service]
     if projector:
@@ -65,31 +73,70 @@ def row_details(rec) -> str:
         v = _get(rec, f)
         if v is None:
             continue
-        if isinstance(v, (int,)) and not isinstance(v, bool) and f.endswith("Bytes"):
-            v = f"{v:,}"
+        if f.endswith("Bytes") and not isinstance(v, bool):
+            v = format_exact_bytes(v)
+        elif f == "eventsProcessed":
+            v = format_count(v)
         lines.append(f"{f:>24}: {v}")
     flags = row_flags(rec)
     lines.append(f"{'flags':>24}: {', '.join(flags) if flags else '-'}")
     return "\n".join(lines)
 
 
+def state_bytes(rec) -> int | None:
+    """The row's state size (``payloadOriginalBytes``), else None."""
+    v = _get(rec, "payloadOriginalBytes")
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def stored_bytes(rec) -> int:
+    """Bytes the row occupies: inline in the state store plus in blob storage."""
+    total = 0
+    for col in ("inlineBytes", "blobBytes"):
+        v = _get(rec, col)
+        try:
+            total += int(v or 0)
+        except (TypeError, ValueError):
+            pass
+    if not total:
+        try:
+            total = int(_get(rec, "storedBytes") or 0)
+        except (TypeError, ValueError):
+            total = 0
+    return total
+
+
 def _label(rec) -> str:
-    size = _get(rec, "storedBytes")
-    size = f"{int(size):,} B" if size is not None else "? B"
+    version = str(rec["projectorVersion"])
+    state = state_bytes(rec)
+    stored = stored_bytes(rec)
+    blob = _get(rec, "blobBytes")
+    where = " in blobs" if blob and stored and int(blob) >= stored / 2 else ""
+    size = (f"state {format_bytes(state)}, " if state is not None else "state ?, ") + f"stored {format_bytes(stored)}{where}"
     flags = row_flags(rec)
-    return (f"{rec['serviceId']}/{rec['projectorName']} v{rec['projectorVersion']}  {size}"
+    return (f"{rec['serviceId']}/{rec['projectorName']} {version}  ·  {size}"
             + (f"  [{', '.join(flags)}]" if flags else ""))
 
 
+def sort_rows(df):
+    """Largest first: by state size (payloadOriginalBytes), then by bytes stored."""
+    if df is None or not len(df):
+        return df
+    keys = df.assign(_state=[state_bytes(r) or 0 for _, r in df.iterrows()],
+                     _stored=[stored_bytes(r) for _, r in df.iterrows()])
+    return keys.sort_values(["_state", "_stored"], ascending=False, kind="stable").drop(columns=["_state", "_stored"])
+
+
 def default_row(df):
-    """The largest active row by bytes stored (inline + blobs; else the largest row), first in store
-    order on a tie, or None for an empty frame."""
+    """The largest active row (state size, else bytes stored), first in store order on a tie, or None."""
     if df is None or len(df) == 0:
         return None
     active = df[df["lifecycle"] == "active"]
     pool = active if len(active) else df
-    sizes = pool["inlineBytes"].fillna(0).astype("int64") + pool["blobBytes"].fillna(0).astype("int64")
-    return pool.loc[sizes.idxmax()]
+    return sort_rows(pool).iloc[0]
 
 
 def _find_row(state, rec):
@@ -109,61 +156,56 @@ def run_anatomy(state, blob, rec, depth: int = 3, top: int = 10, progress=None):
                    progress=progress)
 
 
-# --- mode -------------------------------------------------------------------------------------------
+# --- display -------------------------------------------------------------------------------------
 
 
-def _parent_cmdline() -> str:
-    try:
-        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def has_frontend() -> bool:
-    """Whether widgets can be rendered: ipywidgets installed, inside an IPython kernel, and not a
-    headless run (papermill / nbclient / nbconvert / pytest started the kernel). ``SEKIOPS_WIDGETS``
-    = 1/0 overrides."""
-    forced = os.environ.get("SEKIOPS_WIDGETS", "").strip().lower()
-    if forced in ("0", "false", "no", "off"):
-        return False
-    try:
-        import ipywidgets  # noqa: F401
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    ip = get_ipython()
-    if ip is None or not hasattr(ip, "kernel"):
-        return False
-    if forced in ("1", "true", "yes", "on"):
-        return True
-    parent = _parent_cmdline().lower()
-    return not any(p in parent for p in HEADLESS_PARENTS)
+def anatomy_text(report, limit: int = 40, show_values: bool = False) -> str:
+    """An anatomy report for reading: sizes in binary units; string values only with ``show_values``."""
+    lines = [f"payload {format_bytes(report.total_bytes)} ({format_count(report.total_bytes)} B) walked in "
+             f"{format_duration(report.seconds)}, max depth {report.max_depth}", ""]
+    rows = report.paths[:limit]
+    w = max([len("path")] + [len("  " * r["depth"] + r["path"]) for r in rows])
+    lines.append(f"{'path'.ljust(w)}  {'size':>11}  {'share':>6}  {'count':>11}  {'items':>11}")
+    for r in rows:
+        items = "" if r["items"] is None else format_count(r["items"])
+        lines.append(f"{('  ' * r['depth'] + r['path']).ljust(w)}  {format_bytes(r['bytes']):>11}  "
+                     f"{r['share'] * 100:5.1f}%  {format_count(r['count']):>11}  {items:>11}")
+    if len(report.paths) > limit:
+        lines.append(f"... {len(report.paths) - limit} more paths")
+    if report.biggest_strings:
+        lines += ["", "biggest strings" + ("" if show_values else " (values hidden: business data)") + ":"]
+        for s in report.biggest_strings:
+            tail = f"  {s['prefix']!r}" if show_values else ""
+            lines.append(f"  {format_bytes(s['length']):>11}  {s['path']}  {s['role']}{tail}")
+    return "\n".join(lines)
 
 
 def explorer(df, state=None, blob=None, *, mode: str = "auto", depth: int = 3, top: int = 10,
              select: tuple | None = None, max_rows: int = 25, service: str | None = None,
-             projector: str | None = None, flag: str | None = None):
-    """Show the explorer (widgets or plain output; see the module docstring). Returns the widget
-    box in widget mode, else None."""
-    if mode == "auto":
-        mode = "widgets" if has_frontend() else "plain"
-    if mode == "widgets":
-        from IPython.display import display
+             projector: str | None = None, flag: str | None = None, show_values: bool = False) -> None:
+    """Display the explorer (see the module docstring); returns None."""
+    how = display_mode(mode)
+    if how == PLAIN:
+        plain(df, state, blob, depth=depth, top=top, select=select, max_rows=max_rows, service=service,
+              projector=projector, flag=flag, show_values=show_values)
+        return
+    from .frontend import show
 
-        box = build_widgets(df, state, blob, depth=depth, top=top)
-        display(box)
-        return box
-    plain(df, state, blob, depth=depth, top=top, select=select, max_rows=max_rows, service=service,
-          projector=projector, flag=flag)
-    return None
+    box = build_widgets(df, state, blob, depth=depth, top=top, show_values=show_values)
+    fallback = None
+    if how == BUNDLE:
+        buf = io.StringIO()
+        plain(df, state, blob, depth=depth, top=top, select=select, max_rows=max_rows, service=service,
+              projector=projector, flag=flag, out=buf, show_values=show_values)
+        fallback = buf.getvalue()
+    show(box, fallback, mode=how)
 
 
 # --- plain output --------------------------------------------------------------------------------------
 
 
 def plain(df, state=None, blob=None, *, depth: int = 3, top: int = 10, select: tuple | None = None,
-          max_rows: int = 25, service=None, projector=None, flag=None, out=None) -> None:
+          max_rows: int = 25, service=None, projector=None, flag=None, out=None, show_values: bool = False) -> None:
     """Printed version of the explorer: filtered rows, one row's details, its anatomy."""
     out = out or sys.stdout
     w = out.write
@@ -174,7 +216,7 @@ def plain(df, state=None, blob=None, *, depth: int = 3, top: int = 10, select: t
     rows = filter_rows(df, service, projector, flag)
     w(f"filters: service={service or 'any'} projector={projector or 'any'} flag={flag or 'any'} -> "
       f"{len(rows)} of {len(df)} rows\n")
-    shown = rows.assign(_size=rows["storedBytes"].fillna(0).astype("int64")).sort_values("_size", ascending=False)
+    shown = sort_rows(rows)
     for _, rec in shown.head(max_rows).iterrows():
         w(f"  {_label(rec)}\n")
     if len(shown) > max_rows:
@@ -200,40 +242,41 @@ def plain(df, state=None, blob=None, *, depth: int = 3, top: int = 10, select: t
             pct = int(done * 100 / total)
             for m in sorted(marks):
                 if pct >= m:
-                    w(f"  ... {m}% ({done:,} of {total:,} bytes)\n")
+                    w(f"  ... {m}% ({format_bytes(done)} of {format_bytes(total)})\n")
                     marks.discard(m)
     try:
         report = run_anatomy(state, blob, rec, depth=depth, top=top, progress=progress)
     except Exception as exc:  # noqa: BLE001 - show, don't crash the notebook
         w(f"  cannot walk this payload: {exc}\n")
         return
-    w(report.table(limit=40) + "\n")
+    w(anatomy_text(report, limit=40, show_values=show_values) + "\n")
 
 
 # --- widgets --------------------------------------------------------------------------------------------
 
 
-def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10):
-    """The ipywidgets explorer (a VBox)."""
+def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10, show_values: bool = False):
+    """The ipywidgets explorer (a VBox; not displayed)."""
     import ipywidgets as W
 
     services = sorted(df["serviceId"].dropna().unique().tolist()) if len(df) else []
     projectors = sorted(df["projectorName"].dropna().unique().tolist()) if len(df) else []
-    svc = W.Dropdown(options=[("any", None)] + [(s, s) for s in services], description="service")
-    proj = W.Dropdown(options=[("any", None)] + [(p, p) for p in projectors], description="projector")
-    flag = W.Dropdown(options=[("any", None), ("no flags", "none")] + [(f[5:], f) for f in FLAG_COLUMNS],
+    svc = W.Dropdown(options=[("any", ANY)] + [(s, s) for s in services], value=ANY, description="service")
+    proj = W.Dropdown(options=[("any", ANY)] + [(p, p) for p in projectors], value=ANY, description="projector")
+    flag = W.Dropdown(options=[("any", ANY), ("no flags", "none")] + [(f[5:], f) for f in FLAG_COLUMNS], value=ANY,
                       description="flag")
+    count = W.HTML()
     rows = W.Select(options=[], rows=10, layout=W.Layout(width="100%"))
-    details = W.Output(layout=W.Layout(border="1px solid #ddd"))
+    details = W.Output(layout=W.Layout(border="1px solid #ddd", max_height="320px", overflow="auto"))
     depth_w = W.BoundedIntText(value=depth, min=1, max=12, description="depth")
     walk = W.Button(description="Walk payload", icon="search", disabled=state is None)
     bar = W.IntProgress(value=0, min=0, max=1000, description="anatomy", layout=W.Layout(width="60%"))
     status = W.Label()
-    result = W.Output()
+    result = W.Output(layout=W.Layout(overflow="auto"))
 
     def refresh(*_):
-        sub = filter_rows(df, svc.value, proj.value, flag.value)
-        sub = sub.assign(_size=sub["storedBytes"].fillna(0).astype("int64")).sort_values("_size", ascending=False)
+        sub = sort_rows(filter_rows(df, svc.value or None, proj.value or None, flag.value or None))
+        count.value = f"{len(sub):,} of {len(df):,} rows"
         rows.options = [(_label(r), i) for i, r in sub.iterrows()]
         if rows.options:
             rows.value = rows.options[0][1]
@@ -260,7 +303,7 @@ def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10):
             total = total or expected
             if total:
                 bar.value = min(1000, int(done * 1000 / total))
-            status.value = f"{done:,} bytes" + (f" of {total:,}" if total else "")
+            status.value = format_bytes(done) + (f" of {format_bytes(total)}" if total else "")
         walk.disabled = True
         try:
             report = run_anatomy(state, blob, rec, depth=depth_w.value, top=top, progress=progress)
@@ -271,12 +314,12 @@ def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10):
         finally:
             walk.disabled = state is None
         bar.value, bar.bar_style = 1000, "success"
-        status.value = f"{report.total_bytes:,} bytes in {report.seconds:.2f} s"
+        status.value = f"{format_bytes(report.total_bytes)} walked in {format_duration(report.seconds)}"
         with result:
             from ..ops.charts import anatomy_bars, show
 
             show(anatomy_bars(report))
-            print(report.table(limit=40))
+            print(anatomy_text(report, limit=40, show_values=show_values))
 
     svc.observe(refresh, "value")
     proj.observe(refresh, "value")
@@ -285,4 +328,5 @@ def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10):
     walk.on_click(do_walk)
     refresh()
     show_details()
-    return W.VBox([W.HBox([svc, proj, flag]), rows, details, W.HBox([depth_w, walk]), W.HBox([bar, status]), result])
+    return W.VBox([W.HBox([svc, proj, flag, count]), rows, details, W.HBox([depth_w, walk]), W.HBox([bar, status]),
+                   result])

@@ -48,8 +48,7 @@ explicitly given; its blobs stay there afterwards so that no row points at a del
 
 from __future__ import annotations
 
-from ...errors import UsageError
-from ...units import parse_sizes
+from ...units import parse_size, parse_sizes
 from .commands import (DEFAULT_OPS, EVENTS_PROCESSED, LAST_SORTABLE_UNIQUE_ID, MODE_LABELS, MODELLED,
                        MODELLED_NOTE, MODES, OPS)
 from .inputs import backend_label, file_digest, generate_state, machine_info
@@ -63,16 +62,6 @@ MB = 10**6
 MiB = 2**20
 GiB = 2**30
 
-
-def parse_size(text) -> int:
-    """:func:`sekiops.units.parse_size`, raising ValueError: kept for :mod:`sekiops.ops.incident`, which
-    imports it from here and words its own message. New code calls ``sekiops.units`` directly."""
-    from ...units import parse_size as units_parse_size
-
-    try:
-        return units_parse_size(text, what="size")
-    except UsageError as exc:
-        raise ValueError(str(exc)) from None
 
 __all__ = ["COLUMNS", "DEFAULT_OPS", "DEFAULT_SIZES", "EVENTS_PROCESSED", "GiB", "LAST_SORTABLE_UNIQUE_ID", "MB",
            "MODELLED", "MODELLED_NOTE", "MODES", "MODE_LABELS", "Measured", "MiB", "OPS", "Scenarios",
