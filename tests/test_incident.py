@@ -391,11 +391,14 @@ def test_timeline_explorer_widgets_and_headless(demo_rep, capsys):
     pytest.importorskip("ipywidgets")
     box = build_timeline_widget(demo_rep)
     picker, caption = box.children[0].children
-    slider, out = box.children[1], box.children[2]
+    slider, chart = box.children[1], box.children[2]
     assert "all projectors" in caption.value
+    first = chart.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"  # the chart is widget state, not captured output
     slider.index = (30, 60)
-    picker.value = "OrderSummary"  # redraws without error
+    picker.value = "OrderSummary"
     assert caption.value.startswith("02:30–03:00 UTC, OrderSummary: ")
+    assert chart.value[:4] == b"\x89PNG" and chart.value != first
     capsys.readouterr()
 
 

@@ -112,11 +112,15 @@ def test_explorer_without_a_frontend(tmp_path, capsys):
                                              labels[0]), labels
     flag.value = ""
     proj.value = "Both"
+    details = box.children[2]
+    assert "projectorName: Both" in details.value and "&lt;" not in details.value[:40]
     walk = box.children[3].children[1]
     bar, status = box.children[4].children
     walk.click()
     assert bar.value == 1000 and bar.bar_style == "success", status.value
     assert "walked in" in status.value and "KiB" in status.value
+    chart, text = box.children[5].children  # panes hold their content as state (no Output capture)
+    assert chart.value[:4] == b"\x89PNG" and "$." in text.value
     ex.plain(df, state, blob, flag="flag_tombstoned", select=("Old", "1"))
     out = capsys.readouterr().out
     assert "1 of 13 rows" in out and "lifecycle: tombstoned" in out

@@ -19,6 +19,7 @@ import sys
 from ..ops.inventory import FLAG_COLUMNS
 from ..units import format_bytes, format_count, format_duration, format_exact_bytes
 from .frontend import BUNDLE, PLAIN, WIDGETS, display_mode, has_frontend  # noqa: F401 - re-exported
+from .panes import chart_pane, set_chart, set_text, text_pane
 
 DETAIL_FIELDS = ["serviceId", "projectorName", "projectorVersion", "lifecycle", "eventsProcessed", "envelopeVersion",
                  "storedLocation", "storedBytes", "isOffloaded", "offloadKey", "envelopeFormat", "payloadOffloaded",
@@ -267,12 +268,13 @@ def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10, s
                       description="flag")
     count = W.HTML()
     rows = W.Select(options=[], rows=10, layout=W.Layout(width="100%"))
-    details = W.Output(layout=W.Layout(border="1px solid #ddd", max_height="320px", overflow="auto"))
+    details = text_pane("sekiops-details", border="1px solid #ddd", max_height="320px", overflow="auto")
     depth_w = W.BoundedIntText(value=depth, min=1, max=12, description="depth")
     walk = W.Button(description="Walk payload", icon="search", disabled=state is None)
     bar = W.IntProgress(value=0, min=0, max=1000, description="anatomy", layout=W.Layout(width="60%"))
     status = W.Label()
-    result = W.Output(layout=W.Layout(overflow="auto"))
+    result_chart = chart_pane("sekiops-anatomy-chart")
+    result_text = text_pane("sekiops-anatomy-text", overflow="auto")
 
     def refresh(*_):
         sub = sort_rows(filter_rows(df, svc.value or None, proj.value or None, flag.value or None))
@@ -281,14 +283,10 @@ def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10, s
         if rows.options:
             rows.value = rows.options[0][1]
         else:
-            details.clear_output()
+            set_text(details, "")
 
     def show_details(*_):
-        details.clear_output()
-        if rows.value is None:
-            return
-        with details:
-            print(row_details(df.loc[rows.value]))
+        set_text(details, "" if rows.value is None else row_details(df.loc[rows.value]))
 
     def do_walk(_):
         if rows.value is None or state is None:
@@ -297,7 +295,8 @@ def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10, s
         expected = _get(rec, "payloadOriginalBytes")
         bar.value, bar.bar_style = 0, "info"
         status.value = "reading..."
-        result.clear_output()
+        set_chart(result_chart, None)
+        set_text(result_text, "")
 
         def progress(done, total):
             total = total or expected
@@ -315,11 +314,10 @@ def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10, s
             walk.disabled = state is None
         bar.value, bar.bar_style = 1000, "success"
         status.value = f"{format_bytes(report.total_bytes)} walked in {format_duration(report.seconds)}"
-        with result:
-            from ..ops.charts import anatomy_bars, show
+        from ..ops.charts import anatomy_bars
 
-            show(anatomy_bars(report))
-            print(anatomy_text(report, limit=40, show_values=show_values))
+        set_chart(result_chart, anatomy_bars(report))
+        set_text(result_text, anatomy_text(report, limit=40, show_values=show_values))
 
     svc.observe(refresh, "value")
     proj.observe(refresh, "value")
@@ -329,4 +327,4 @@ def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10, s
     refresh()
     show_details()
     return W.VBox([W.HBox([svc, proj, flag, count]), rows, details, W.HBox([depth_w, walk]), W.HBox([bar, status]),
-                   result])
+                   W.VBox([result_chart, result_text], layout=W.Layout(overflow="auto"))])

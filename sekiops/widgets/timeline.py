@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from .frontend import PLAIN, display_mode, show
+from .panes import chart_pane, set_chart
 
 FALLBACK = ("(interactive timeline: open this notebook in JupyterLab to zoom and filter; the full window is shown "
             "above)")
@@ -26,9 +27,7 @@ def window_choices(rep) -> list:
 def build_timeline_widget(rep):
     """The widget (a VBox; not displayed), or None when the timeline has fewer than two minutes."""
     import ipywidgets as W
-    from IPython.display import Image, display
 
-    from ..ops.charts import png
     from ..ops.incident.charts import timeline_chart
 
     choices = window_choices(rep)
@@ -41,7 +40,7 @@ def build_timeline_widget(rep):
     names = ["(all)"] + sorted(tl["projectorName"].dropna().unique())
     pick = W.Dropdown(options=names, value="(all)", description="projector")
     caption = W.HTML()
-    out = W.Output()
+    chart = chart_pane("sekiops-timeline-chart")
 
     def redraw(*_):
         sub = dataclasses.replace(rep)
@@ -52,14 +51,12 @@ def build_timeline_widget(rep):
                               & (sub.timeline["time"] <= t1 + _minute())]
         caption.value = (f"{t0.strftime('%H:%M')}–{t1.strftime('%H:%M')} UTC, "
                          f"{'all projectors' if pick.value == '(all)' else pick.value}: {len(events):,} events")
-        with out:
-            out.clear_output(wait=True)
-            display(Image(png(timeline_chart(sub, time_from=t0, time_to=t1 + _minute()))))
+        set_chart(chart, timeline_chart(sub, time_from=t0, time_to=t1 + _minute()))
 
     rng.observe(redraw, names="value")
     pick.observe(redraw, names="value")
     redraw()
-    return W.VBox([W.HBox([pick, caption]), rng, out])
+    return W.VBox([W.HBox([pick, caption]), rng, chart])
 
 
 def _minute():

@@ -126,19 +126,18 @@ def test_01_inventory_explorer(page, lab, deployment, folder_before):
                            arg=[box.element_handle(), deployment.rows])
     big = next(i for i, o in enumerate(options) if "CustomerDirectory" in o)
     box.locator(".widget-select select").select_option(index=big)
-    details = box.locator(".widget-output").first
+    details = box.locator(".sekiops-details").first
     page.wait_for_function("e => /projectorName: CustomerDirectory/.test(e.textContent)",
                            arg=details.element_handle())
     check("MiB)" in details.inner_text(), "row details give sizes without a unit")
     # walk the payload: progress, then the chart and the table of paths
     widget_button(box, "Walk payload").click()
-    status = box.locator(".widget-label").last
+    status = box.locator(".widget-hbox:has(.widget-progress) .widget-label").last
     page.wait_for_function("e => /(walked in| in \\d)/.test(e.textContent)", arg=status.element_handle(),
                            timeout=120_000)
     check("57.2 MiB walked in" in status.inner_text(), f"walk status reads {status.inner_text()!r}")
-    result = box.locator(".widget-output").last
-    result.locator("img").first.wait_for()
-    text = result.inner_text()
+    box.locator("img.sekiops-anatomy-chart[src^='blob:'], img.sekiops-anatomy-chart[src^='data:']").first.wait_for()
+    text = box.locator(".sekiops-anatomy-text").first.inner_text()
     check("$.customers[]" in text, "the anatomy shows no paths")
     check("(values hidden: business data)" in text, "payload string values (business data) shown unasked")
     nb.screenshot("01_inventory_explorer", box, block="start")
@@ -233,16 +232,15 @@ def test_04_timeline_filter_and_zoom(page, lab, folder_before):
     check(timelines.count() == 1, f"the timeline explorer is displayed {timelines.count()} times")
     if timelines.count():
         box = timelines.first
-        image = box.locator(".widget-output img").first
+        image = box.locator("img.sekiops-timeline-chart").first
         image.wait_for()
         caption = box.locator(".widget-html").first
         before_caption, before_src = caption.inner_text(), image.get_attribute("src")
         # filter: one projector -> the chart is redrawn
         dropdown(box, "projector").select_option(label="OrderSummary")
-        page.wait_for_function("([i, s]) => { const img = i.querySelector('img'); return img && img.src !== s; }",
-                               arg=[box.locator(".widget-output").first.element_handle(), before_src])
+        page.wait_for_function("([i, s]) => i.src && i.src !== s", arg=[image.element_handle(), before_src])
         check("OrderSummary" in caption.inner_text(), f"caption after the filter: {caption.inner_text()!r}")
-        filtered_src = box.locator(".widget-output img").first.get_attribute("src")
+        filtered_src = image.get_attribute("src")
         # zoom: drag the window's start handle a quarter of the way right, as with a mouse
         handle = box.locator(".noUi-handle-lower, .noUi-handle").first
         handle.evaluate("e => e.scrollIntoView({block: 'center'})")
@@ -259,8 +257,7 @@ def test_04_timeline_filter_and_zoom(page, lab, folder_before):
                                    timeout=20_000)
         except Exception:  # noqa: BLE001 - reported below
             pass
-        page.wait_for_function("([i, s]) => { const img = i.querySelector('img'); return img && img.src !== s; }",
-                               arg=[box.locator(".widget-output").first.element_handle(), filtered_src])
+        page.wait_for_function("([i, s]) => i.src && i.src !== s", arg=[image.element_handle(), filtered_src])
         check(re.match(r"02:[1-5]\d–04:00 UTC", caption.inner_text()) is not None,
               f"caption after zooming: {caption.inner_text()!r} (was {before_caption!r})")
         nb.screenshot("04_post_incident_timeline", box)
