@@ -468,6 +468,34 @@ def test_stop_and_pause_files_act_between_rows(tmp_path):
     assert all(r.revision == 2 for r in iter_rows(state))
 
 
+def test_paused_means_nothing_in_flight_with_concurrency(tmp_path):
+    """With 4 workers, "paused" is announced only after the items in flight finished: the done count
+    the console shows at "paused" does not move while the pause lasts (browser suite: 5 == 4)."""
+    db, blob_url = f"sqlite:///{tmp_path}/s.db", f"file://{tmp_path}/b"
+    state = open_state_store(db)
+    put_rows(state, 24, fmts=("v9",))
+    controls = Controls()
+    at_pause, later = [], []
+
+    def progress(ev):
+        if ev["event"] == "item" and ev["counts"]["done"] == 6:
+            controls.pause()
+        if ev["event"] == "paused" and not at_pause:
+            at_pause.append(ev["counts"]["done"])
+
+            def look_then_stop():
+                later.append(sum(1 for r in iter_rows(state) if r.revision == 2))
+                controls.stop()
+            threading.Timer(1.0, look_then_stop).start()
+
+    with open_endpoints("reencode", db, blob_url) as ep:
+        opts = RunOptions(execute=True, journal=str(tmp_path / "c.jsonl"), canary=0, concurrency=4)
+        result = run_plan(make_plan("reencode", ep), ep, opts, controls=controls, progress=progress)
+    assert result.status == "stopped"
+    assert at_pause and later == at_pause == [result.counts["done"]]
+    assert sum(1 for r in iter_rows(state) if r.revision == 2) == result.counts["done"]
+
+
 class Throttled:
     """A real store whose first writes answer 429 with a retry-after, as Cosmos DB does."""
 

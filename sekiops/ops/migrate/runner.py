@@ -278,6 +278,9 @@ class Runner:
                         reap(block=True)
                     if error is not None:
                         break
+                    if self.controls.pause_requested:  # "paused" means nothing is moving: settle first
+                        while inflight:
+                            reap(block=True)
                     self._next_slot()
                     inflight.add(pool.submit(self._process, item))
                     self._batch_boundary(n)
