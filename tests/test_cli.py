@@ -110,6 +110,20 @@ def test_persist_prints_json_summary(tmp_path, private_spool):
     assert spool_files(private_spool) == []
 
 
+def test_persist_mode_keeps_the_contract_but_legacy_is_the_benchmarks(tmp_path, private_spool):
+    """The contract's ``--mode streaming|legacy``: streaming is the product; legacy (the modelled byte[]
+    path) is refused with a pointer to the benchmark, and nothing is written."""
+    db, inp = tmp_path / "s.db", tmp_path / "state.json"
+    inp.write_bytes(exact_json(10_000))
+    env = cli_env(private_spool)
+    r = run_cli(persist_args(f"sqlite:///{db}", inp=inp, extra=["--mode", "legacy"]), env=env)
+    assert r.rc == 2 and r.err.startswith("error: persist --mode legacy") and "sekiops bench" in r.err
+    assert len(r.err.strip().splitlines()) == 1 and not db.exists()
+    r = run_cli(persist_args(f"sqlite:///{db}", inp=inp, extra=["--mode", "streaming"]), env=env)
+    assert r.rc == 0, r.err
+    assert r.json()["mode"] == "streaming"
+
+
 @pytest.fixture
 def stored(tmp_path, private_spool):
     """A SQLite store with one snapshot whose payload is offloaded (content-addressed)."""
@@ -511,7 +525,7 @@ CORRUPT_CASES = [
          match="negative|EventsProcessed"),
     # the modelled byte[] path lives in the benchmark only (sekiops.ops.bench), not in the product
     Case("persist-no-modelled-mode", args=lambda c, o: _persist(c, name="FreshMode", extra=("--mode", "legacy")),
-         match="unrecognized arguments: --mode"),
+         match="--mode legacy: sekiops persists only by streaming.*sekiops bench"),
     Case("persist-strict-sqlite-record-offload", match="(?i)strict|record level",
          args=lambda c, o: _persist(c, name="FreshStrict", extra=("--record-threshold", "10"))),
     Case("persist-build-source-too-long", match="BuildSource",
@@ -634,3 +648,62 @@ def test_unsafe_key_envelope_as_state_data(corrupt_ctx, tmp_path, private_spool,
                 env=cli_env(private_spool))
     _check_clean_failure(r, ctx, out_dir, before, what=case[0])
     assert "projector" in r.err or "key" in r.err, r.err
+
+
+# --- one syntax for sizes and durations (issue 16.2) ------------------------------------------------
+
+#: options that take a size or a duration, by their dest; every one must parse through sekiops.units
+SIZE_WORDS = ("size", "threshold", "memory", "disk", "limit", "baseline")
+DURATION_WORDS = ("grace", "timeout", "interval", "deadline", "age")
+#: counts whose names contain one of those words
+COUNTS = {"page_size"}
+
+
+def _all_options():
+    import argparse
+
+    from sekiops.cli.main import build_parser
+
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, prefix + [name])
+            elif action.option_strings:
+                yield prefix, action
+
+    yield from walk(build_parser(), [])
+
+
+def test_every_size_and_duration_option_takes_the_same_forms():
+    checked = {"size": 0, "duration": 0}
+    for command, action in _all_options():
+        dest = action.dest
+        kind = getattr(action.type, "__name__", None)
+        if kind in ("size", "duration"):
+            checked[kind] += 1
+            sample = {"size": ("4GiB", 4 * 2**30), "duration": ("24h", 86400.0)}[kind]
+            assert action.type(sample[0]) == sample[1], (command, dest)
+            assert action.type("90" if kind == "duration" else "1_000") in (90.0, 1000), (command, dest)
+            assert "90s" in action.help or "500MB" in action.help, (command, dest, action.help)
+            continue
+        words = {dest.split("_")[-1]}  # what the option is: its name's last word
+        if action.type in (int, float) and dest not in COUNTS and words & set(SIZE_WORDS + DURATION_WORDS):
+            raise AssertionError(f"{' '.join(command)} {action.option_strings[0]}: a bare {action.type.__name__}")
+        if (words & set(DURATION_WORDS) and action.nargs != 0
+                and action.type is None and action.choices is None):
+            raise AssertionError(f"{' '.join(command)} {action.option_strings[0]}: a duration parsed as text")
+    assert checked["size"] >= 5 and checked["duration"] >= 3, checked
+
+
+def test_grace_takes_hours_in_both_commands(tmp_path, private_spool):
+    env = cli_env(private_spool)
+    db, blobs = tmp_path / "s.db", tmp_path / "blobs"
+    blobs.mkdir()
+    for argv in (["audit-blobs", "--state", f"sqlite:///{db}", "--blob", str(blobs), "--grace", "24h"],
+                 ["migrate", "plan", "gc-blobs", "--state", f"sqlite:///{db}", "--blob", str(blobs), "--grace", "24h"]):
+        r = run_cli(argv, env=env)
+        assert r.rc in (0, 2), r.err
+        assert "invalid float" not in r.err and "not a duration" not in r.err, r.err
+    r = run_cli(["audit-blobs", "--state", f"sqlite:///{db}", "--blob", str(blobs), "--grace", "soon"], env=env)
+    assert r.rc == 2 and "error: argument --grace: --grace 'soon' is not a duration" in r.err
