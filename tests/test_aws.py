@@ -391,7 +391,7 @@ def test_inventory_flags_the_dynamodb_item_limit(aws, tmp_path):
 
 
 def test_multipart_upload_reads_back_and_failed_upload_leaves_nothing(aws):
-    blob = aws.blob(aws.blob_url + "&part_size=5m")
+    blob = aws.blob(aws.blob_url + "&part_size=5MiB")
     data = os.urandom(11 * 1024 * 1024 + 17)
     w = blob.write(io.BytesIO(data), "Multi")
     head = aws.s3.head_object(Bucket=aws.bucket, Key=w.key)
@@ -586,7 +586,7 @@ def proxy(aws, monkeypatch):
                                                                   monotonic=time.monotonic))
     p.sleeps = sleeps
     p.state_url = f"dynamodb://{aws.table}?endpoint={p.endpoint}&timeout=5s"
-    p.blob_url = f"s3://{aws.bucket}?endpoint={p.endpoint}&path_style=true&timeout=5s&part_size=5m"
+    p.blob_url = f"s3://{aws.bucket}?endpoint={p.endpoint}&path_style=true&timeout=5s&part_size=5MiB"
     yield p
     p.stop()
 

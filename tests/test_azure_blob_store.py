@@ -245,7 +245,7 @@ def test_sas_in_url_is_not_shown(monkeypatch):
 
 
 def test_wrong_sha256_hint_commits_nothing(azure_storage_env):
-    store = open_blob_store(f"azblob://{_container()}?block_size=64k")
+    store = open_blob_store(f"azblob://{_container()}?block_size=64KiB")
     data = os.urandom(300_000)  # several blocks are staged before the mismatch shows
     real = hashlib.sha256(data).hexdigest()
     wrong = hashlib.sha256(b"something else").hexdigest()
@@ -284,7 +284,7 @@ def test_multi_block_upload_non_seekable_and_idempotent(azure_storage_env, monke
         return orig(self, blob, key, block_id, data)
 
     monkeypatch.setattr(AzureBlobStore, "_stage", counting)
-    store = open_blob_store(f"azblob://{_container()}?block_size=64k&concurrency=3")
+    store = open_blob_store(f"azblob://{_container()}?block_size=64KiB&concurrency=3")
     assert store.block_size == 64 * 1024 and store.concurrency == 3
     data = os.urandom(1_000_003)
     w = store.write(NonSeekable(data, max_read=7_777), "Multi/v1")  # spooled, then uploaded
@@ -305,7 +305,7 @@ def test_multi_block_upload_non_seekable_and_idempotent(azure_storage_env, monke
 
 
 def test_concurrent_writers_of_the_same_bytes(azure_storage_env):
-    store = open_blob_store(f"azblob://{_container()}?block_size=128k")
+    store = open_blob_store(f"azblob://{_container()}?block_size=128KiB")
     store.write(io.BytesIO(b"x"), "Init")  # container exists before the race
     data = os.urandom(2 * MiB + 5)
     results, errors = [], []
@@ -313,7 +313,7 @@ def test_concurrent_writers_of_the_same_bytes(azure_storage_env):
     def writer():
         try:
             # Each writer gets its own client, as separate processes would.
-            s = open_blob_store(f"azblob://{store.container}?block_size=128k")
+            s = open_blob_store(f"azblob://{store.container}?block_size=128KiB")
             results.append(s.write(io.BytesIO(data), "Race", sha256=hashlib.sha256(data).hexdigest()))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -410,8 +410,8 @@ def test_writer_losing_the_commit_race_still_succeeds(azure_storage_env, monkeyp
     from sekiops.blob.azure import AzureBlobStore
 
     container = _container()
-    store = open_blob_store(f"azblob://{container}?block_size=64k&concurrency=1")
-    other = open_blob_store(f"azblob://{container}?block_size=64k&concurrency=1")
+    store = open_blob_store(f"azblob://{container}?block_size=64KiB&concurrency=1")
+    other = open_blob_store(f"azblob://{container}?block_size=64KiB&concurrency=1")
     data = os.urandom(300_000)
     sha = hashlib.sha256(data).hexdigest()
     orig = AzureBlobStore._stage

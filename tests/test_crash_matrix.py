@@ -132,7 +132,7 @@ class Backend:
         else:
             request.getfixturevalue("azure_storage_env")
             # small blocks: a kill in mid_upload leaves staged-but-uncommitted blocks behind
-            self.blob_url = f"azblob://{name}?block_size=64k"
+            self.blob_url = f"azblob://{name}?block_size=64KiB"
             if kind == "postgres":
                 self.state_url = request.getfixturevalue("postgres_server").url
             else:

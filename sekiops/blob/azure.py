@@ -9,7 +9,7 @@ URLs:
   its key (or SAS) is used instead. A SAS may also be given as the URL's query string.
 
 Options (URL query or keyword arguments of :meth:`AzureBlobStore.from_url`): ``block_size``
-(bytes, ``k``/``m`` suffixes allowed; default 4 MiB), ``concurrency`` (upload workers, default 2),
+(a size: bytes, or e.g. ``8MiB``; default 4 MiB), ``concurrency`` (upload workers, default 2),
 ``api_version`` (default ``$SEKIOPS_AZURE_API_VERSION``, else the SDK's newest; Azurite 3.35
 knows up to ``2025-11-05`` and refuses newer ones unless started with ``--skipApiVersionCheck``), ``retries`` (default 3, short
 exponential backoff, so a dead endpoint fails within ~10-30 s).
@@ -54,6 +54,7 @@ from azure.core.exceptions import (
 from azure.core import MatchConditions
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
+from ..units import format_bytes, parse_size
 from ..errors import (
     BlobChangedError,
     BlobNotFoundError,
@@ -117,7 +118,7 @@ class AzureBlobStore(BlobStore):
                  block_size: int = DEFAULT_BLOCK_SIZE, concurrency: int = DEFAULT_CONCURRENCY,
                  credential_kind: str = "unknown", provider: str | None = None, prefix: str = ""):
         if block_size < 1 or block_size > MAX_BLOCK_SIZE:
-            raise UsageError(f"azure block size must be 1..{MAX_BLOCK_SIZE} bytes, not {block_size}")
+            raise UsageError(f"azure block size must be 1 B..{format_bytes(MAX_BLOCK_SIZE)}, not {block_size:,} bytes")
         if concurrency < 1 or concurrency > 64:
             raise UsageError(f"azure upload concurrency must be 1..64, not {concurrency}")
         self._service = service
@@ -151,7 +152,7 @@ class AzureBlobStore(BlobStore):
             query = {}
         for k, v in query.items():
             options.setdefault(k, v)
-        block_size = _parse_size(options.pop("block_size", DEFAULT_BLOCK_SIZE), "block_size")
+        block_size = parse_size(options.pop("block_size", DEFAULT_BLOCK_SIZE), what="azblob option block_size")
         concurrency = _parse_int(options.pop("concurrency", DEFAULT_CONCURRENCY), "concurrency")
         api_version = options.pop("api_version", None) or os.environ.get(API_VERSION_ENV, "").strip() or None
         retries = _parse_int(options.pop("retries", RETRY_TOTAL), "retries")
@@ -754,15 +755,6 @@ def _check_container(name: str) -> None:
     if not _CONTAINER_RE.match(name):
         raise UsageError(f"{name!r} is not a valid Azure container name "
                          "(3-63 lower-case letters, digits and single hyphens)")
-
-
-def _parse_size(value: Any, what: str) -> int:
-    if isinstance(value, int):
-        return value
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)(?:i?[bB])?\s*", str(value))
-    if not m:
-        raise UsageError(f"azblob option {what}={value!r} is not a size")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": MiB}[m.group(2).lower()]
 
 
 def _parse_int(value: Any, what: str) -> int:

@@ -3,7 +3,7 @@
 URL: ``s3://BUCKET``; query options ``prefix=`` (Sekiban's key prefix), ``region=``,
 ``endpoint=http://host:port`` and ``path_style=true`` (S3-compatible servers: MinIO, moto,
 LocalStack...), ``sse=AES256`` (default, as Sekiban's ``EnableEncryption``) or ``sse=none``,
-``part_size=`` (bytes, ``k``/``m`` suffixes; default 8 MiB, at least S3's 5 MiB),
+``part_size=`` (a size: bytes, or e.g. ``16MiB``; default 8 MiB, at least S3's 5 MiB),
 ``concurrency=`` (parts in flight, default 2), ``profile=``, ``timeout=``/``connect_timeout=``,
 ``retries=``. Credentials and region: the standard AWS chain (:mod:`sekiops.aws`). The bucket
 must exist (sekiops never creates one); a missing bucket is an error naming it, never "every
@@ -58,6 +58,7 @@ from typing import Any, BinaryIO, Iterator
 from urllib.parse import unquote, urlsplit
 
 from .. import aws
+from ..units import format_bytes, parse_size
 from ..errors import (BlobChangedError, BlobNotFoundError, IntegrityError, SekiopsError, SpoolError, StoreError,
                       StoreUnavailableError, UnsafeKeyError, UsageError)
 from ..format.constants import PROVIDER_S3
@@ -91,15 +92,6 @@ VERSIONING_HOWTO = ("enable versioning: aws s3api put-bucket-versioning --bucket
                     "--versioning-configuration Status=Enabled")
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
-def parse_size(value: Any, what: str) -> int:
-    if isinstance(value, int):
-        return value
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(?:i?[bB])?\s*", str(value))
-    if not m:
-        raise UsageError(f"s3 option {what}={value!r} is not a size")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}[m.group(2).lower()]
 
 
 def _md5(data) -> str:
@@ -136,8 +128,8 @@ class S3BlobStore(BlobStore):
                  sse: str | None = "AES256", part_size: int = DEFAULT_PART_SIZE,
                  concurrency: int = DEFAULT_CONCURRENCY, provider: str | None = None, location: str | None = None):
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
-            raise UsageError(f"s3 part_size must be {MIN_PART_SIZE}..{MAX_PART_SIZE} bytes (S3's limits), "
-                             f"not {part_size}")
+            raise UsageError(f"s3 part_size must be {format_bytes(MIN_PART_SIZE)}..{format_bytes(MAX_PART_SIZE)} "
+                             f"(S3's limits), not {format_bytes(part_size)} ({part_size:,} bytes)")
         if not 1 <= concurrency <= 16:
             raise UsageError(f"s3 concurrency must be 1..16, not {concurrency}")
         self._client = client
@@ -186,7 +178,7 @@ class S3BlobStore(BlobStore):
             sse = "AES256"
         else:
             raise UsageError(f"{location}: sse={sse!r}: use AES256 (default) or none")
-        part_size = parse_size(options.pop("part_size", DEFAULT_PART_SIZE), "part_size")
+        part_size = parse_size(options.pop("part_size", DEFAULT_PART_SIZE), what="s3 option part_size")
         try:
             concurrency = int(options.pop("concurrency", DEFAULT_CONCURRENCY))
         except ValueError:

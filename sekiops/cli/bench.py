@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..units import DURATION_FORMS, SIZE_FORMS
+from .main import duration_type
 
 
 def register(sub) -> None:
@@ -42,8 +43,8 @@ def register(sub) -> None:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="stdout format")
     p.add_argument("--repeat", type=int, default=1, help="runs per scenario; fastest time and highest peak kept")
     p.add_argument("--baseline-repeats", type=int, default=3, help="idle runs per baseline (median; default 3)")
-    p.add_argument("--timeout", metavar="DURATION",
-                   help=f"per child process: {DURATION_FORMS} (default 120 s + 1 s per MB)")
+    p.add_argument("--timeout", metavar="DURATION", type=duration_type("--timeout"),
+                   help=f"per child process: {DURATION_FORMS} (default 120 s + 1 s per MB of state)")
     p.add_argument("--no-codec", action="store_true", help="skip the codec floor")
     p.add_argument("--no-verify", action="store_true", help="restore without --verify (output is still compared)")
     p.add_argument("--heap", action="store_true", help="children also measure their Python heap peak (slower)")

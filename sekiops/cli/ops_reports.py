@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .main import add_store_args, open_stores, print_json
+from .main import DURATION_HELP, add_store_args, duration_type, open_stores, print_json
 
 
 def register(sub) -> None:
@@ -38,7 +38,8 @@ def register(sub) -> None:
                        "row cannot be decoded, or the services cannot be enumerated, nothing is certified "
                        "(orphans empty, certified false).")
     add_store_args(a)
-    a.add_argument("--grace", default="24h", help="grace window: 30m, 24h, 7d, 0 (default %(default)s)")
+    a.add_argument("--grace", type=duration_type("--grace"), default=24 * 3600.0, metavar="DURATION",
+                   help=f"grace window: a blob younger than this is never an orphan ({DURATION_HELP}; default 24h)")
     a.add_argument("--services", help="comma-separated service ids whose rows may use this blob container "
                    "(default: every service the store has)")
     a.add_argument("--prefix", default="", help="only audit blobs whose key starts with this")

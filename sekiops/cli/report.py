@@ -5,7 +5,10 @@ Argument parsing only: the analysis and the rendering are :mod:`sekiops.ops.inci
 
 from __future__ import annotations
 
+import math
 import os
+
+from .main import DURATION_HELP, SIZE_HELP, duration_type
 
 
 def register(sub) -> None:
@@ -34,10 +37,10 @@ def register(sub) -> None:
     i.add_argument("--state", metavar="URL", help="snapshot store for the inventory in the capacity table "
                    "(default: $SEKIOPS_STATE_URL; none: capacity from the logs only)")
     i.add_argument("--blob", metavar="URL", help="blob store (default: $SEKIOPS_BLOB_URL)")
-    i.add_argument("--memory-limit", metavar="SIZE", help="the container's memory limit, e.g. 4GiB (default: "
+    i.add_argument("--memory-limit", metavar="SIZE", help=f"the container's memory limit ({SIZE_HELP}; default: "
                    "inferred from the export's working set / memory percentage, else 4GiB)")
     i.add_argument("--app-baseline", metavar="SIZE", help="memory the app holds besides snapshots, for the "
-                   "capacity model (default 1.5GiB)")
+                   f"capacity model ({SIZE_HELP}; default 1.5GiB)")
     i.add_argument("--sekiban-version", metavar="V", help="the Sekiban release the findings and the capacity "
                    "model assume, e.g. 10.22 (default: the current one, 10.23: offloaded payloads restore "
                    "streaming in the grain, inline payloads in memory)")
@@ -45,8 +48,8 @@ def register(sub) -> None:
                    "model (default: its built-in measurements)")
     i.add_argument("--out", required=True, metavar="HTML", help="where to write the report")
     i.add_argument("--ipynb", metavar="FILE", help="also keep the executed notebook here")
-    i.add_argument("--timeout", type=int, default=900, metavar="S",
-                   help="seconds per notebook cell (default %(default)s)")
+    i.add_argument("--timeout", type=duration_type("--timeout"), default=900.0, metavar="DURATION",
+                   help=f"deadline per notebook cell ({DURATION_HELP}; default 15m)")
     i.set_defaults(func=run_incident)
 
 
@@ -65,7 +68,7 @@ def run_incident(args) -> int:
         state_url=args.state or os.environ.get("SEKIOPS_STATE_URL") or None,
         blob_url=args.blob or os.environ.get("SEKIOPS_BLOB_URL") or None, memory_limit=args.memory_limit,
         app_baseline=args.app_baseline, bench_results=args.bench_results, sekiban_version=args.sekiban_version)
-    render_incident_report(rep, out, ipynb_copy=args.ipynb, timeout=args.timeout)
+    render_incident_report(rep, out, ipynb_copy=args.ipynb, timeout=max(1, math.ceil(args.timeout)))
     print(f"report: {out}")
     if rep.lacks:
         print(f"evidence not given: {', '.join(rep.lacks)}")

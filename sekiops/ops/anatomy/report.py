@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ...units import format_bytes, format_duration, format_rate
 from .tokenizer import T_ARR, T_OBJ, TYPE_NAMES
 from .tree import Node, path_of
 
@@ -33,13 +34,13 @@ class Anatomy:
     values_shown: bool = False
 
     @property
-    def throughput_mb_s(self) -> float:
-        return round(self.total_bytes / 1e6 / self.seconds, 2) if self.seconds > 0 else 0.0
+    def bytes_per_second(self) -> float:
+        return round(self.total_bytes / self.seconds) if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
         return {"totalBytes": self.total_bytes, "rootBytes": self.root_bytes,
                 "outsideRootBytes": self.total_bytes - self.root_bytes, "maxDepth": self.max_depth,
-                "depth": self.depth, "seconds": round(self.seconds, 3), "throughputMBps": self.throughput_mb_s,
+                "depth": self.depth, "seconds": round(self.seconds, 3), "bytesPerSecond": self.bytes_per_second,
                 "tokens": self.tokens, "source": self.source, "paths": self.paths,
                 "biggestStrings": self.biggest_strings, "largeArrays": self.large_arrays,
                 "valuesShown": self.values_shown}
@@ -65,8 +66,9 @@ class Anatomy:
 
     def table(self, limit: int = 60) -> str:
         """A plain-text report (the CLI's ``--format table``)."""
-        lines = [f"total {self.total_bytes:,} bytes (root value {self.root_bytes:,}), max depth {self.max_depth}, "
-                 f"{self.seconds:.2f} s ({self.throughput_mb_s} MB/s)"]
+        lines = [f"total {format_bytes(self.total_bytes)} ({self.total_bytes:,} bytes; root value "
+                 f"{self.root_bytes:,}), max depth {self.max_depth}, {format_duration(self.seconds)} "
+                 f"({format_rate(self.bytes_per_second)})"]
         if self.source:
             s = self.source
             lines.append(f"snapshot {s.get('where', '')}  envelope {s.get('envelope_location')} "
@@ -85,16 +87,30 @@ class Anatomy:
             lines.append(f"... {len(self.paths) - limit} more paths (--format json for all)")
         if self.biggest_strings:
             lines.append("")
-            lines.append("biggest strings:")
-            for s in self.biggest_strings:
+            lines.append("biggest strings (bytes, path, role):")
+            for s, times in _runs(self.biggest_strings):
                 shown = "(value not shown; --show-values)" if s["prefix"] is None else repr(s["prefix"])
-                lines.append(f"  {s['length']:>14,}  {s['path']}  {s['role']}  {shown}")
+                more = f"  x{times}" if times > 1 else ""
+                lines.append(f"  {s['length']:>14,}  {s['path']}  {s['role']}{more}  {shown}")
         if self.large_arrays:
             lines.append("")
             lines.append("largest arrays (by items in one array):")
             for a in self.large_arrays:
                 lines.append(f"  {a['maxItems']:>14,}  {a['path']}  ({a['arrays']:,} arrays, {a['items']:,} items)")
         return "\n".join(lines)
+
+
+def _runs(strings: list[dict]):
+    """Equal neighbours (same length, path and role, values hidden) folded into one line with a count."""
+    out: list[list] = []
+    for s in strings:
+        last = out[-1][0] if out else None
+        if (last is not None and s["prefix"] is None and last["prefix"] is None
+                and (s["length"], s["path"], s["role"]) == (last["length"], last["path"], last["role"])):
+            out[-1][1] += 1
+        else:
+            out.append([s, 1])
+    return out
 
 
 def build_report(root: Node, total: int, root_bytes: int, max_depth: int, depth: int, strings, top, tokens, seconds,
