@@ -35,18 +35,45 @@ def run_notebook(name: str, parameters: dict, out_ipynb: str, kernel: str = "pyt
 
     previous = os.environ.get("SEKIOPS_WIDGETS")
     os.environ["SEKIOPS_WIDGETS"] = "0"  # no frontend will ever render widgets here: plain output
+    config, sockets = _local_kernel_config()
     try:
         papermill.execute_notebook(str(notebook(name)), out_ipynb, parameters=parameters, kernel_name=kernel,
-                                   cwd=cwd, progress_bar=False, log_output=False, execution_timeout=timeout)
+                                   cwd=cwd, progress_bar=False, log_output=False, execution_timeout=timeout,
+                                   **({"config": config} if config is not None else {}))
     except papermill.PapermillExecutionError as exc:
         raise SekiopsError(f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: "
                            f"{str(exc.evalue)[:300]} (executed copy: {out_ipynb})") from None
     finally:
+        if sockets is not None:
+            import shutil
+
+            shutil.rmtree(sockets, ignore_errors=True)
         if previous is None:
             os.environ.pop("SEKIOPS_WIDGETS", None)
         else:
             os.environ["SEKIOPS_WIDGETS"] = previous
     return out_ipynb
+
+
+def _local_kernel_config():
+    """Talk to the kernel over Unix sockets in a private directory, not unencrypted TCP on localhost:
+    no other local user can connect, and the kernel has nothing to warn about on stderr.
+    Returns ``(traitlets Config, socket dir)``, or ``(None, None)`` (TCP) where sockets cannot be used."""
+    import sys
+    import tempfile
+
+    if sys.platform == "win32":
+        return None, None
+    from traitlets.config import Config
+
+    sockets = tempfile.mkdtemp(prefix="sekiops-kernel-")  # 0700
+    if len(sockets) > 80:  # a Unix socket path holds ~107 bytes, and the kernel appends "-<port>"
+        os.rmdir(sockets)
+        return None, None
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = os.path.join(sockets, "kernel")
+    return config, sockets
 
 
 def notebook_title(nb) -> str | None:
