@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from ..errors import UsageError
 from .main import SIZE_HELP, add_store_args, open_stores, print_json, size_type
 
 
@@ -36,9 +36,8 @@ def register(sub) -> None:
     p.add_argument("--gzip", choices=["isal", "zlib-ng", "zlib"], help="gzip backend (default: fastest installed)")
     p.add_argument("--build-source", help="BuildSource column (default SEKIOPS_STREAM)")
     p.add_argument("--heap", action="store_true", help="also measure the Python heap peak (tracemalloc; slower)")
-    p.add_argument("--mode", choices=["streaming", "legacy"], default="streaming",
-                   help="streaming, the only way sekiops persists (default). 'legacy' is refused: Sekiban's "
-                   "byte[] path is a model that runs only in the benchmark (sekiops bench --modes legacy,streaming)")
+    p.add_argument("--mode", type=_persist_mode, choices=["streaming"], default="streaming",
+                   help="streaming, the only way sekiops persists (default)")
     p.set_defaults(func=run_persist)
 
     r = sub.add_parser("restore", help="write a snapshot's projector state to a file (streamed)",
@@ -55,14 +54,20 @@ def register(sub) -> None:
     r.set_defaults(func=run_restore)
 
 
+def _persist_mode(text: str) -> str:
+    """``--mode``: the contract's option, with streaming its only value; 'legacy' says where it went."""
+    if text == "legacy":
+        raise argparse.ArgumentTypeError(
+            "'legacy' is not a persist mode: sekiops persists only by streaming; Sekiban's byte[] path is "
+            "modelled in Python by the benchmark alone (sekiops bench --modes legacy,streaming), never written "
+            "to a store")
+    return text
+
+
 def run_persist(args) -> int:
     from ..format.constants import PAYLOAD_OFFLOAD_THRESHOLD
     from ..pipeline.persist import PersistOptions, persist_stream
 
-    if args.mode != "streaming":
-        raise UsageError("persist --mode legacy: sekiops persists only by streaming; Sekiban's byte[] path is "
-                         "modelled in Python by the benchmark alone (sekiops bench --modes legacy,streaming), "
-                         "never written to a store")
     source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
     state, blob = open_stores(args)
     opts = PersistOptions(record_threshold=args.record_threshold,
