@@ -22,22 +22,49 @@ def register(sub) -> None:
 
 
 def run_demo(args) -> int:
-    from ..ops.demo import memory_lines, run_demo as demo
-    from ..units import parse_size
+    from ..ops.demo import headline_table, memory_lines, next_steps, run_demo as demo
+    from ..units import format_duration, parse_size
 
     result = demo(args.dir, size=parse_size(args.size, what="--size", allow_zero=False), notebooks=not args.no_notebooks,
                   progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print(f"\nsekiops demo: done in {result.seconds:.0f} s")
-    print(f"deployment : {result.deployment.state_url}  blobs: {result.deployment.blob_url}")
+    dep = result.deployment
+    print(f"\nsekiops demo: done in {format_duration(result.seconds)}")
+    print(f"deployment : {dep.state_url}  blobs: {dep.blob_url}")
     print(f"benchmark  : {result.bench_csv}  chart: {result.chart}")
-    for name, html in result.reports.items():
+    for html in result.reports.values():
         print(f"report     : {html}")
     print()
-    cols = ["op", "mode", "state_mb", "peak_rss_mb", "over_idle_mb", "seconds", "mb_per_s", "ok"]
-    widths = [max(len(c), *(len(str(r[c])) for r in result.table)) for c in cols]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for r in result.table:
-        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    cells = headline_table(result.table)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print("(sizes in binary units: 1 MiB = 1,048,576 bytes; the modelled path is not timed: its time would be "
+          "Python's, not .NET's)")
     for line in memory_lines(result.table):
         print(line)
+    print("\nTry it next: point the CLI at the demo deployment, then list its snapshots, look inside the large one,")
+    print("and audit its blobs (dry run; the demo planted one orphan):")
+    activate, command = _how_to_call()
+    if activate:
+        print(f"  {activate}")
+    for line in next_steps(dep, command):
+        print(f"  {line}")
     return 0
+
+
+def _how_to_call() -> tuple[str | None, str]:
+    """(a line that puts ``sekiops`` on PATH or None, the command to type): ``source .venv/bin/activate``
+    when this interpreter is a virtual environment whose ``sekiops`` is not the one on PATH."""
+    import os
+    import shlex
+    import shutil
+
+    mine = os.path.join(sys.prefix, "bin", "sekiops")
+    found = shutil.which("sekiops")
+    if found and os.path.realpath(found) == os.path.realpath(mine):
+        return None, "sekiops"
+    if sys.prefix != sys.base_prefix and os.path.exists(mine):
+        rel = os.path.relpath(sys.prefix)
+        return f"source {shlex.quote(os.path.join(sys.prefix if rel.startswith('..') else rel, 'bin', 'activate'))}", \
+            "sekiops"
+    return None, f"{shlex.quote(sys.executable)} -m sekiops"

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import time
 from typing import Callable
 
+from ..units import MiB, format_bytes, format_duration, format_rate
+from .bench.commands import MODE_LABELS, MODELLED
 from .demo_deployment import DemoDeployment, build_demo_deployment
 
 #: (notebook, stem) rendered by the demo when present; parameters come from _notebook_parameters
@@ -63,40 +66,63 @@ def run_demo(directory: str = "sekiops-demo", size: int = 150_000_000, notebooks
 
 
 def headline(df) -> list[dict]:
-    """Side-by-side rows: op, mode, peak RSS, overhead over the idle CLI, time, throughput (streaming only:
-    the modelled byte[] path's time is Python's, not .NET's)."""
+    """Side-by-side rows: op, path, state size, peak RSS, memory over the idle CLI (bytes), and time and
+    throughput for sekiops only (the modelled byte[] path's time is Python's, not .NET's: not shown)."""
     rows = []
-    scen = df[df["mode"].isin(["legacy", "streaming"])]
+    scen = df[df["mode"].isin([MODELLED, "streaming"])]
     for _, r in scen.iterrows():
-        mode = f"{r['mode']} (modelled)" if r["mode"] == "legacy" else r["mode"]
-        rows.append({"op": r["op"], "mode": mode, "state_mb": round(r["size_bytes"] / 1e6),
-                     "peak_rss_mb": _mb(r["peak_rss_bytes"]), "over_idle_mb": _mb(r["overhead_bytes"]),
-                     "seconds": None if _missing(r["op_s"]) else round(float(r["op_s"]), 2),
-                     "mb_per_s": None if _missing(r["throughput_mb_s"]) else round(float(r["throughput_mb_s"]), 1),
+        modelled = r["mode"] == MODELLED
+        rows.append({"op": r["op"], "mode": r["mode"], "modelled": modelled, "path": MODE_LABELS[r["mode"]],
+                     "state_bytes": _int(r["size_bytes"]), "peak_rss_bytes": _int(r["peak_rss_bytes"]),
+                     "over_idle_bytes": _int(r["overhead_bytes"]),
+                     "seconds": None if modelled or _missing(r["op_s"]) else float(r["op_s"]),
+                     "bytes_per_second": None if modelled or _missing(r["throughput_mb_s"])
+                     else float(r["throughput_mb_s"]) * 1e6,
                      "ok": bool(r["ok"])})
     return rows
 
 
-def memory_lines(table: list[dict]) -> list[str]:
+def headline_table(rows: list[dict]) -> list[list[str]]:
+    """:func:`headline` as text cells in binary units (header first)."""
+    out = [["op", "path", "state", "peak RSS", "over idle", "time", "throughput", "ok"]]
+    for r in rows:
+        out.append([r["op"], r["path"], format_bytes(r["state_bytes"]), format_bytes(r["peak_rss_bytes"]),
+                    format_bytes(r["over_idle_bytes"]),
+                    "not timed" if r["modelled"] else format_duration(r["seconds"]),
+                    "not timed" if r["modelled"] else format_rate(r["bytes_per_second"]),
+                    "yes" if r["ok"] else "FAILED"])
+    return out
+
+
+def memory_lines(rows: list[dict]) -> list[str]:
     """One line per op: the modelled byte[] path's memory beside streaming's (memory only, labelled)."""
-    modelled = {r["op"]: r for r in table if r["mode"] == "legacy (modelled)"}
-    stream = {r["op"]: r for r in table if r["mode"] == "streaming"}
+    modelled = {r["op"]: r for r in rows if r["modelled"]}
+    stream = {r["op"]: r for r in rows if r["mode"] == "streaming"}
     lines = []
     for op in ("persist", "restore"):
-        if op in modelled and op in stream and stream[op]["over_idle_mb"]:
-            ratio = modelled[op]["over_idle_mb"] / max(stream[op]["over_idle_mb"], 1.0)
+        if op in modelled and op in stream and stream[op]["over_idle_bytes"] and modelled[op]["over_idle_bytes"]:
+            ratio = modelled[op]["over_idle_bytes"] / max(stream[op]["over_idle_bytes"], MiB)
             lines.append(f"{op}: Sekiban's byte[] path, modelled in Python from Sekiban's source (not measured on "
-                         f".NET), needs {modelled[op]['over_idle_mb']} MiB over the idle CLI; sekiops streaming "
-                         f"{stream[op]['over_idle_mb']} MiB ({ratio:.0f}x less)")
+                         f".NET), needs {format_bytes(modelled[op]['over_idle_bytes'])} over the idle CLI; sekiops "
+                         f"streaming {format_bytes(stream[op]['over_idle_bytes'])} ({ratio:.0f}x less)")
     return lines
+
+
+def next_steps(dep: DemoDeployment, sekiops: str = "sekiops") -> list[str]:
+    """The shell lines that point the CLI at the demo deployment, then three commands to try on it."""
+    return [f"export SEKIOPS_STATE_URL={shlex.quote(dep.state_url)}",
+            f"export SEKIOPS_BLOB_URL={shlex.quote(dep.blob_url)}",
+            f"{sekiops} inventory",
+            f"{sekiops} anatomy --projector {shlex.quote(dep.big_projector)} --depth 2",
+            f"{sekiops} audit-blobs --format table"]
 
 
 def _missing(v) -> bool:
     return v is None or v != v  # None or NaN
 
 
-def _mb(v):
-    return None if _missing(v) else round(float(v) / 2**20, 1)
+def _int(v):
+    return None if _missing(v) else int(v)
 
 
 def render_notebooks(dep: DemoDeployment, bench_csv: str, reports: str, progress) -> dict:

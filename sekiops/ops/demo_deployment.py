@@ -3,7 +3,7 @@
 SQLite rows + a local blob directory: a large projection (payload offloaded), small inline ones,
 a record-level offloaded envelope (SQLite extension mode, as the URL says), a v9 gzip envelope,
 a legacy ``payloadJson`` envelope, an old GUID-keyed blob, a tombstone, an older version beside
-the newest, an orphan blob older than the audit's grace window, and a 2.3 MB envelope kept inline
+the newest, an orphan blob older than the audit's grace window, and an envelope over 2 MiB kept inline
 in its row (written before record offload was configured), so notebook 02's default ``offload``
 migration has a row to move. Its sample incident evidence names the deployment's own projections
 (``CustomerDirectory``, ``OrderSummary``), so notebook 04's capacity table shows both the logs' and
@@ -28,6 +28,7 @@ from ..format.record import SnapshotRow, sortable_unique_id, utcnow
 from ..pipeline.persist import PersistOptions, persist
 from ..state import open_state_store
 from .demo_evidence import write_demo_evidence
+from ..units import format_bytes
 from .synth import write_state
 
 #: the demo's SQLite runs in sekiops' record-offload extension mode so both offload levels show
@@ -76,7 +77,7 @@ def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
                 payload_type_name=f"Demo.{name}Payload", options=PersistOptions(**opts))
 
     big_path = os.path.join(directory, "big-state.json")
-    progress(f"generating a {big_bytes / 1e6:.0f} MB projector state")
+    progress(f"generating a {format_bytes(big_bytes)} projector state")
     with open(big_path, "wb") as f:
         write_state(f, big_bytes)
     progress("persisting the large projection (streaming)")
@@ -94,7 +95,7 @@ def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
 
     progress("adding a v9 gzip envelope, a payloadJson envelope, a GUID-keyed blob and a tombstone")
     _legacy_rows(state, blob, lsuid)
-    progress("adding a 2.3 MB envelope kept inline (written before record offload was configured)")
+    progress("adding an envelope over 2 MiB kept inline (written before record offload was configured)")
     add_inline_rows(state, ["OrderHistory"], payload_bytes=1_700_000, lsuid=lsuid)
     put("RetiredReport", "v1", 5_000, '{"report":"retired"}')
     state.tombstone(state.get("RetiredReport", "v1"))
