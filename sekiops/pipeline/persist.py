@@ -29,6 +29,7 @@ from ..format.envelope import (EnvelopeMeta, offloaded_envelope_bytes,
                                write_inline_envelope)
 from .jsoncheck import JsonChecker
 from ..format.payload import PayloadEncoder, PayloadStats, gzip_backend
+from ..format.pgzip import BlockGzipEncoder, default_threads
 from ..format.record import SnapshotRow, check_projector, utcnow
 from ..state.base import StateStore
 from ..streams import CountingWriter, ReadAhead, WriteBehind
@@ -63,6 +64,9 @@ class PersistOptions:
     input_format: str = "json"
     #: ``raw`` only: accept an empty payload (a JSON document is never empty)
     allow_empty: bool = False
+    #: threads compressing the payload (one gzip member either way; the bytes, and so the blob key,
+    #: do not depend on it); None = the CPUs this process may use
+    threads: int | None = None
 
 
 @dataclasses.dataclass
@@ -94,6 +98,8 @@ class PersistResult:
     row_attempts: int
     gzip_backend: str
     backend: str = ""
+    #: threads that compressed the payload (0: stored uncompressed)
+    threads: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,6 +153,10 @@ class _Job:
         self.state, self.blob, self.opts, self.meta = state, blob, opts, meta
         self.safe_window = safe_window
         self.backend = gzip_backend(opts.gzip)
+        if opts.threads is not None and (isinstance(opts.threads, bool) or not isinstance(opts.threads, int)
+                                         or not 1 <= opts.threads <= 256):
+            raise UsageError(f"threads must be a whole number from 1 to 256, not {opts.threads!r}")
+        self.threads = opts.threads or default_threads()
         self.where = f"{state.service_id}/{meta.projector_name}/{meta.projector_version}"
         self.build_ms = self.upload_ms = self.row_ms = self.total_ms = 0.0
         self.tempfile_bytes = self.upload_bytes = 0
@@ -193,16 +203,22 @@ class _Job:
             payload = spool.create(self.meta.projector_name)
             self._spool_files.append(payload)
             t = now_ms()
-            # Compression runs here; hashing and the temp-file write run on a second thread.
+            # Compression runs on ``threads`` worker threads (1 MiB blocks, one gzip member), the
+            # JSON check on its own thread, hashing and the temp-file write on another; this
+            # thread only hands blocks around. Every one of them releases the GIL in C.
             sink = CountingWriter(payload.file, hash_it=True)
             checker = JsonChecker(self.input_name) if self.opts.input_format == "json" else None
             try:
-                # the JSON check runs on its own thread (C, GIL released) beside the compression
                 with WriteBehind(sink.write) as behind, _Checking(checker) as check:
-                    enc = PayloadEncoder(behind, self.backend, compress=self.opts.compress, hash_output=False)
-                    body = _Tee(check, enc) if checker is not None else enc
-                    write_body(_FailAfterFirstWrite(body) if failpoints.active() else body)
-                    sizes = enc.finish()
+                    enc = (BlockGzipEncoder(behind, self.backend, threads=self.threads) if self.opts.compress
+                           else PayloadEncoder(behind, self.backend, compress=False, hash_output=False))
+                    try:
+                        body = _Tee(check, enc) if checker is not None else enc
+                        write_body(_FailAfterFirstWrite(body) if failpoints.active() else body)
+                        sizes = enc.finish()
+                    finally:
+                        if self.opts.compress:
+                            enc.close()
                 payload.file.flush()
             except OSError as exc:
                 raise spool_write_error(exc, self.where) from exc
@@ -392,6 +408,7 @@ class _Job:
             offload_ratio=round(self.upload_bytes / total, 6) if total else 0.0,
             peak_rss_bytes=probe.peak_rss, start_rss_bytes=probe.start_rss, peak_heap_bytes=probe.peak_heap,
             row_attempts=self.attempts, gzip_backend=self.backend.name,
+            threads=self.threads if self.opts.compress else 0,
             backend=f"{self.state.kind}+{self.blob.provider if self.blob is not None else 'none'}")
 
 
