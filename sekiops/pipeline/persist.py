@@ -100,6 +100,8 @@ class PersistResult:
     backend: str = ""
     #: threads that compressed the payload (0: stored uncompressed)
     threads: int = 0
+    #: the JSON check's validator (``native``, ``yajl``), None with input_format ``raw``
+    json_check: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -157,6 +159,7 @@ class _Job:
                                          or not 1 <= opts.threads <= 256):
             raise UsageError(f"threads must be a whole number from 1 to 256, not {opts.threads!r}")
         self.threads = opts.threads or default_threads()
+        self.json_check: str | None = None
         self.where = f"{state.service_id}/{meta.projector_name}/{meta.projector_version}"
         self.build_ms = self.upload_ms = self.row_ms = self.total_ms = 0.0
         self.tempfile_bytes = self.upload_bytes = 0
@@ -208,6 +211,7 @@ class _Job:
             # thread only hands blocks around. Every one of them releases the GIL in C.
             sink = CountingWriter(payload.file, hash_it=True)
             checker = JsonChecker(self.input_name) if self.opts.input_format == "json" else None
+            self.json_check = checker.backend if checker is not None else None
             try:
                 with WriteBehind(sink.write) as behind, _Checking(checker) as check:
                     enc = (BlockGzipEncoder(behind, self.backend, threads=self.threads) if self.opts.compress
@@ -408,7 +412,7 @@ class _Job:
             offload_ratio=round(self.upload_bytes / total, 6) if total else 0.0,
             peak_rss_bytes=probe.peak_rss, start_rss_bytes=probe.start_rss, peak_heap_bytes=probe.peak_heap,
             row_attempts=self.attempts, gzip_backend=self.backend.name,
-            threads=self.threads if self.opts.compress else 0,
+            threads=self.threads if self.opts.compress else 0, json_check=self.json_check,
             backend=f"{self.state.kind}+{self.blob.provider if self.blob is not None else 'none'}")
 
 
