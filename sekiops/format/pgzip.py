@@ -18,7 +18,6 @@ Every codec call releases the GIL (python-isal, zlib-ng, zlib do for inputs this
 from __future__ import annotations
 
 import collections
-import os
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -33,14 +32,6 @@ WINDOW = 32 * 1024
 HEADER = bytes([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 4, 3])
 
 
-def default_threads() -> int:
-    """The CPUs this process may run on (the affinity mask, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 class BlockGzipEncoder:
     """A writable stream: JSON in, one gzip member to ``out.write`` out, compressed by ``threads``.
 
@@ -50,14 +41,14 @@ class BlockGzipEncoder:
     next ``write`` or by ``finish``.
     """
 
-    def __init__(self, out, backend: GzipBackend | None = None, threads: int | None = None,
+    def __init__(self, out, backend: GzipBackend | None = None, threads: int = 1,
                  block_size: int = BLOCK, level: int | None = None):
         if block_size < WINDOW:
             raise ValueError(f"block size must be at least {WINDOW} bytes")
         self._out = out
         self._backend = backend or gzip_backend()
         self._level = self._backend.fast_level if level is None else level
-        self.threads = max(1, int(threads or default_threads()))
+        self.threads = max(1, int(threads))
         self._block = block_size
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sekiops-gzip")
         self._inflight: collections.deque = collections.deque()
@@ -193,4 +184,4 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     return (crc1 ^ crc2) & 0xFFFFFFFF
 
 
-__all__ = ["BLOCK", "BlockGzipEncoder", "crc32_combine", "default_threads"]
+__all__ = ["BLOCK", "BlockGzipEncoder", "crc32_combine"]

@@ -29,7 +29,7 @@ from ..format.envelope import (EnvelopeMeta, offloaded_envelope_bytes,
                                write_inline_envelope)
 from .jsoncheck import JsonChecker
 from ..format.payload import PayloadEncoder, PayloadStats, gzip_backend
-from ..format.pgzip import BlockGzipEncoder, default_threads
+from ..format.pgzip import BlockGzipEncoder
 from ..format.record import SnapshotRow, check_projector, utcnow
 from ..state.base import StateStore
 from ..streams import CountingWriter, ReadAhead, WriteBehind
@@ -414,6 +414,16 @@ class _Job:
             row_attempts=self.attempts, gzip_backend=self.backend.name,
             threads=self.threads if self.opts.compress else 0, json_check=self.json_check,
             backend=f"{self.state.kind}+{self.blob.provider if self.blob is not None else 'none'}")
+
+
+def default_threads() -> int:
+    """Compression threads by default: the CPUs this process may run on (its affinity mask)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _same_write(stored: SnapshotRow, written: SnapshotRow) -> bool:
