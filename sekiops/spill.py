@@ -30,8 +30,8 @@ def _spool_file(tag: str):
 class KeySet:
     """Keys with a small value each (who references them) and a "seen" mark; memory-bounded."""
 
-    def __init__(self, budget: int = KEY_BUDGET):
-        self.budget = budget
+    def __init__(self, budget: int | None = None):
+        self.budget = budget or KEY_BUDGET
         self._mem: dict[str, list] = {}
         self._file = None
         self._db: sqlite3.Connection | None = None
@@ -130,8 +130,8 @@ class SpilledList(Sequence):
     streams it (:func:`write_json`).
     """
 
-    def __init__(self, items: Iterable[dict] = (), budget: int = RECORD_BUDGET):
-        self.budget = budget
+    def __init__(self, items: Iterable[dict] = (), budget: int | None = None):
+        self.budget = budget or RECORD_BUDGET
         self._mem: list[dict] = []
         self._file = None
         self._offsets: list[int] = []

@@ -193,3 +193,32 @@ def test_cli_gc_paused_before_its_delete_while_a_persist_runs(tmp_path):
                               "--verify"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out.json").read_bytes() == STATE_X
+
+
+def test_gc_of_many_orphans_keeps_items_and_references_on_disk(tmp_path, monkeypatch):
+    """References, orphans, plan items, results and the audit record past their memory budget
+    (set tiny here) move to disk: the run is the same, every orphan deleted exactly once."""
+    import sekiops.spill as spill
+
+    monkeypatch.setattr(spill, "KEY_BUDGET", 20)
+    monkeypatch.setattr(spill, "RECORD_BUDGET", 20)
+    monkeypatch.chdir(tmp_path)
+    db, url = f"sqlite:///{tmp_path}/s.db", f"file://{tmp_path}/blobs"
+    state, blob = open_state_store(db), open_blob_store(url)
+    for i in range(40):  # 40 referenced payload blobs (more than the key budget)
+        persist(state, blob, json.dumps({"n": i, "pad": os.urandom(300).hex()}).encode(), f"v{i}")
+    orphans = {blob.write(io.BytesIO(f"orphan {i}".encode()), "P").key for i in range(150)}
+    with open_endpoints("gc-blobs", db, url) as ep:
+        plan = make_plan("gc-blobs", ep, grace_hours=0)
+        assert plan.items.records.spilled and plan.context["audit"]["orphans"].spilled
+        assert {i.item for i in plan.items} == orphans and len(plan.items) == 150
+        result = run_plan(plan, ep, RunOptions(execute=True, journal="gc.jsonl", canary=5, proceed=True,
+                                               concurrency=8))
+    assert result.status == "complete" and result.counts["done"] == 150
+    assert result.items.spilled and len(result.items) == 150
+    left = {b.key for b in blob.list()}
+    assert not left & orphans and len(left) == 40
+    record = json.load(open(result.audit))
+    assert len(record["items"]) == 150 and record["totals"]["done"] == 150
+    for i in range(40):
+        assert restored(state, blob, f"v{i}", tmp_path)

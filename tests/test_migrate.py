@@ -228,8 +228,10 @@ def test_dry_run_writes_nothing(tmp_path, kind, extra):
 # --- crash and resume ----------------------------------------------------------------------------
 
 
-def test_reencode_1000_rows_killed_at_random_and_resumed(tmp_path):
-    """SIGKILL the CLI at random moments until it completes: each row migrated exactly once."""
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_reencode_1000_rows_killed_at_random_and_resumed(tmp_path, concurrency):
+    """SIGKILL the CLI at random moments until it completes: each row migrated exactly once,
+    one row at a time and with eight in flight (the journal is order-independent)."""
     base = tmp_path if FAST_DIR is None else os.path.join(FAST_DIR, "sekiops-mig-" + uuid.uuid4().hex[:8])
     os.makedirs(base, exist_ok=True)
     try:
@@ -245,7 +247,8 @@ def test_reencode_1000_rows_killed_at_random_and_resumed(tmp_path):
         rng = random.Random(7)
         kills = 0
         args = [sys.executable, "-m", "sekiops", "migrate", "run", "reencode", "--state", db, "--blob", blob_url,
-                "--execute", "--journal", journal, "--canary", "0", "--format", "json"]
+                "--execute", "--journal", journal, "--canary", "0", "--format", "json",
+                "--concurrency", str(concurrency)]
         while True:
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:  # six runs killed at random moments, then one left to finish
@@ -443,7 +446,8 @@ def test_stop_and_pause_files_act_between_rows(tmp_path):
             stopf.touch()
 
     with open_endpoints("reencode", db, blob_url) as ep:
-        opts = RunOptions(execute=True, journal="p.jsonl", canary=0, pause_file=str(pause), stop_file=str(stopf))
+        opts = RunOptions(execute=True, journal="p.jsonl", canary=0, pause_file=str(pause), stop_file=str(stopf),
+                          concurrency=1)  # one at a time: the stop lands exactly after the fifth row
         result = run_plan(make_plan("reencode", ep), ep, opts, progress=progress)
         assert result.status == "stopped" and result.counts["done"] == 5
         assert any(e["event"] == "paused" for e in seen)
@@ -521,12 +525,21 @@ def test_verification_failure_puts_the_row_back_and_stops(tmp_path, monkeypatch)
 
     monkeypatch.setattr(steps, "write_inline_envelope", corrupting)
     with open_endpoints("reencode", db, blob_url) as ep:
-        result = run_plan(make_plan("reencode", ep), ep, RunOptions(execute=True, journal="v.jsonl", canary=0))
-    assert result.status == "failed" and "verification failed" in result.message
-    assert result.counts == {"done": 0, "skipped": 0, "failed": 1, "reverted": 1, "already": 0}
+        result = run_plan(make_plan("reencode", ep), ep, RunOptions(execute=True, journal="v.jsonl", canary=0,
+                                                                    concurrency=1))
+        assert result.status == "failed" and "verification failed" in result.message
+        assert result.counts == {"done": 0, "skipped": 0, "failed": 1, "reverted": 1, "already": 0}
+        after = snapshot(state, None)
+        for item, (raw, sha, _) in original.items():
+            assert after[item][0] == raw and after[item][1] == sha  # the first row was put back; others untouched
+        # with rows in flight, each of them verifies itself: every bad write is put back
+        result = run_plan(make_plan("reencode", ep), ep, RunOptions(execute=True, journal="v.jsonl", canary=0,
+                                                                    concurrency=4))
+    assert result.status == "failed" and 1 <= result.counts["failed"] == result.counts["reverted"] <= 4
+    assert result.counts["done"] == 0
     after = snapshot(state, None)
     for item, (raw, sha, _) in original.items():
-        assert after[item][0] == raw and after[item][1] == sha  # the first row was put back; others untouched
+        assert after[item][0] == raw and after[item][1] == sha
 
 
 def test_journal_is_exclusive_and_belongs_to_one_migration(tmp_path):
@@ -718,7 +731,7 @@ def test_gc_blobs_never_deletes_a_blob_a_row_takes_before_the_delete(tmp_path):
 
     with open_endpoints("gc-blobs", db, blob_url, service_id="svc-a") as ep:
         plan = make_plan("gc-blobs", ep, grace_hours=1)
-        result = run_plan(plan, ep, RunOptions(execute=True, journal="gc.jsonl", canary=0,
+        result = run_plan(plan, ep, RunOptions(execute=True, journal="gc.jsonl", canary=0, concurrency=1,
                                                hooks={"before_write": before_write}))
     assert result.status == "complete" and len(taken) == 1, result.message
     assert result.counts["skipped"] == 1 and result.counts["done"] == len(orphans) - 1
@@ -752,7 +765,7 @@ def test_gc_blobs_puts_a_blob_back_when_a_row_takes_it_during_the_delete(tmp_pat
             return done
 
         ep.blob.delete = delete_then_row
-        result = run_plan(plan, ep, RunOptions(execute=True, journal="gc.jsonl", canary=0))
+        result = run_plan(plan, ep, RunOptions(execute=True, journal="gc.jsonl", canary=0, concurrency=1))
     assert result.status == "failed" and result.counts["reverted"] == 1 and len(taken) == 1
     assert "referenced the blob right after it was deleted" in result.message
     assert blob.exists(taken[0])  # put back from the backup, same key
@@ -835,3 +848,30 @@ def test_copy_plan_tells_the_truth_about_the_target(tmp_path):
         ep.target_blob = None
         plan = make_plan("copy", ep)
     assert any("no target blob store" in f for f in {i.item: i for i in plan.items}["Big/1"].flags)
+
+
+@pytest.mark.parametrize("concurrency", [4, 16])
+def test_a_stop_with_rows_in_flight_leaves_no_half_written_row(tmp_path, concurrency):
+    """With many rows in flight a stop starts no new row and lets each one in flight finish its
+    life cycle: no pending begin in the journal, and a rerun finishes the rest exactly once."""
+    db, blob_url = f"sqlite:///{tmp_path}/s.db", f"file://{tmp_path}/b"
+    state = open_state_store(db)
+    put_rows(state, 60, fmts=("v9",))
+    controls = Controls()
+
+    def progress(ev):
+        if ev["event"] == "item" and ev["counts"]["done"] == 10:
+            controls.stop()
+
+    with open_endpoints("reencode", db, blob_url) as ep:
+        opts = RunOptions(execute=True, journal="p.jsonl", canary=0, concurrency=concurrency)
+        result = run_plan(make_plan("reencode", ep), ep, opts, controls=controls, progress=progress)
+        assert result.status == "stopped" and 10 <= result.counts["done"] < 10 + concurrency
+        assert not Journal.read("p.jsonl").pending("migrate")
+        revs = sorted(r.revision for r in iter_rows(state))
+        assert revs.count(2) == result.counts["done"] and revs.count(1) == 60 - result.counts["done"]
+        result = run_plan(make_plan("reencode", ep), ep, RunOptions(execute=True, journal="p.jsonl", canary=0,
+                                                                    concurrency=concurrency))
+    assert result.status == "complete"
+    assert set(done_counts(str(tmp_path / "p.jsonl")).values()) == {1}
+    assert all(r.revision == 2 for r in iter_rows(state))

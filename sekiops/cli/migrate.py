@@ -68,6 +68,8 @@ def _migration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to-service-id", metavar="ID", help="copy: target service id (default: the source's)")
     p.add_argument("--grace", type=duration_type("--grace"), default=24 * 3600.0, metavar="DURATION",
                    help=f"gc-blobs: keep blobs written within this window ({DURATION_HELP}; default 24h)")
+    p.add_argument("--prefix", default="", metavar="KEYS", help="gc-blobs: only blobs whose key starts with this "
+                   "(a very large container is collected a part at a time)")
     p.add_argument("--services", metavar="A,B,...", help="gc-blobs: every service id whose rows may use the blob "
                    "container (default: all, when the state store can list them)")
     p.add_argument("--rate", type=float, metavar="ROWS_PER_S", help="rate limit (also used by the time estimate)")
@@ -81,6 +83,9 @@ def _guard_args(p: argparse.ArgumentParser) -> None:
                    help="rows between progress reports and audit-record updates (default %(default)s)")
     p.add_argument("--pause-file", metavar="F", help="while this file exists the run waits between rows")
     p.add_argument("--stop-file", metavar="F", help="when this file appears the run stops cleanly between rows")
+    p.add_argument("--concurrency", type=int, default=4, metavar="N",
+                   help="rows in flight at once after the canary (1..64, default %(default)s): hides store "
+                   "latency; a store that throttles slows the whole pool")
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -97,7 +102,7 @@ def _open_and_plan(args, create: bool = False):
         services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
         plan = make_plan(args.kind, ep, projector=args.projector, threshold=args.threshold,
                          payload_level=args.payload_level, grace_hours=args.grace / 3600, services=services,
-                         rate=args.rate)
+                         rate=args.rate, prefix=args.prefix)
     except BaseException:
         ep.close()
         raise
@@ -156,7 +161,7 @@ def _options(args, **kw):
     from ..ops.migrate.runner import RunOptions
 
     return RunOptions(execute=args.execute, rate=args.rate, batch=max(1, args.batch), pause_file=args.pause_file,
-                      stop_file=args.stop_file, **kw)
+                      stop_file=args.stop_file, concurrency=args.concurrency, **kw)
 
 
 def _report(result, plan, fmt: str) -> int:

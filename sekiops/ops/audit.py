@@ -27,6 +27,7 @@ grow with the number of blobs.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
@@ -113,6 +114,8 @@ class RowWatch:
         self.blob = blob
         self.tokens: dict[tuple[str, str, str], str | None] = {}
         self.refs: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._last_start = float("-inf")
 
     def remember(self, row) -> None:
         self.tokens[(row.service_id, row.projector_name, row.projector_version)] = row.token
@@ -124,7 +127,22 @@ class RowWatch:
                 self.remember(row)
 
     def refresh(self) -> list[str]:
-        """Read the references of rows written since the last look; return the new keys."""
+        """Read the references of rows written since the last look; return the new keys.
+
+        Thread-safe, and coalescing: concurrent callers (gc workers) wait for one listing; a
+        caller is served by any listing that *started* after it asked, so what it sees is never
+        older than its own call.
+        """
+        asked = time.monotonic()
+        with self._lock:
+            if self._last_start >= asked:
+                return []
+            start = time.monotonic()
+            found = self._refresh()
+            self._last_start = start
+            return found
+
+    def _refresh(self) -> list[str]:
         found: list[str] = []
         for store in self.stores.values():
             for row in iter_rows(store):
@@ -132,6 +150,7 @@ class RowWatch:
                 if key in self.tokens and self.tokens[key] == row.token:
                     continue
                 for ref in _changed_row_references(store, self.blob, row):
+                    ref = self.blob.canonical_key(ref)  # as the listing names it
                     if ref not in self.refs:
                         self.refs[ref] = row.where
                         found.append(ref)
@@ -139,7 +158,8 @@ class RowWatch:
         return found
 
     def referenced_by(self, key: str) -> str | None:
-        return self.refs.get(key)
+        """The row referencing ``key`` (a listed name, or any key: compared as the store keeps it)."""
+        return self.refs.get(self.blob.canonical_key(key))
 
 
 def _changed_row_references(store, blob, row) -> list[str]:
@@ -170,7 +190,7 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
                   state_for: Callable[[str], StateStore] | None = None,
                   grace: timedelta | str = DEFAULT_GRACE, now: datetime | None = None, prefix: str = "",
                   progress: Callable[[str, int], object] | None = None,
-                  after_listing: Callable[[], object] | None = None) -> dict:
+                  after_listing: Callable[[], object] | None = None, concurrency: int = 4) -> dict:
     """Audit ``blob`` against the rows of every service; see the module docstring.
 
     ``states``: stores already scoped to each service (their service ids are the services covered
@@ -226,12 +246,16 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
                 store = state_for(sid) if state_for is not None else scoped_store(state, sid)
                 by_service[sid] = store
             watch_stores[sid] = store
-            for row in iter_rows(store):
+
+            def read(row, store=store):
+                return row, _references_with_retry(store, blob, row, undecodable)
+
+            for row, found in _bounded_map(read, iter_rows(store), concurrency):
                 rows += 1
                 tombstoned += int(row.is_tombstoned)
                 watch.remember(row)
-                for ref in _references_with_retry(store, blob, row, undecodable):
-                    refs.add(ref, row.where)
+                for ref in found:
+                    refs.add(blob.canonical_key(ref), row.where)
                 if progress is not None:
                     progress("rows", rows)
         except SekiopsError as exc:
@@ -322,6 +346,26 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
 
 #: The name gc-blobs looks for first.
 audit = audit_orphans
+
+
+def _bounded_map(fn, items, limit: int):
+    """``fn`` over ``items`` with at most ``limit`` calls in flight; results as they complete."""
+    if limit <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="sekiops-audit") as pool:
+        inflight: set = set()
+        for item in items:
+            if len(inflight) >= limit:
+                done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield f.result()
+            inflight.add(pool.submit(fn, item))
+        for f in inflight:
+            yield f.result()
 
 
 def _references_with_retry(store, blob, row, undecodable: list) -> list[str]:

@@ -211,11 +211,39 @@ class _Silence:
 
 
 class _Shared:
-    """What a store and the stores scoped from it (``for_service``) share: one connection."""
+    """What a store and the stores scoped from it (``for_service``) share: one connection per
+    thread (migration and audit workers run rows concurrently; a libpq connection serves one
+    thread at a time), all closed together."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.conn: psycopg.Connection | None = None
+        self.local = threading.local()
+        self.registry_lock = threading.Lock()
+        self.conns: list = []
+
+    @property
+    def lock(self) -> threading.RLock:
+        lock = getattr(self.local, "lock", None)
+        if lock is None:
+            lock = self.local.lock = threading.RLock()
+        return lock
+
+    @property
+    def conn(self) -> psycopg.Connection | None:
+        return getattr(self.local, "conn", None)
+
+    @conn.setter
+    def conn(self, value: psycopg.Connection | None) -> None:
+        self.local.conn = value
+        if value is not None:
+            with self.registry_lock:
+                self.conns.append(value)
+
+    def close_all(self, discard) -> None:
+        with self.registry_lock:
+            conns, self.conns = self.conns, []
+        for conn in conns:
+            discard(conn)
+        self.local = threading.local()
 
 
 class PostgresStateStore(StateStore):
@@ -878,12 +906,9 @@ class PostgresStateStore(StateStore):
                 stream.close()
             except Exception:
                 pass
-        if self._borrowed:  # the connection belongs to the store this one was scoped from
+        if self._borrowed:  # the connections belong to the store this one was scoped from
             return
-        with self._lock:
-            if self._conn is not None:
-                self._discard(self._conn)
-                self._conn = None
+        self._shared.close_all(self._discard)
 
     def __repr__(self) -> str:
         return f"PostgresStateStore({self.location!r}, service_id={self.service_id!r})"

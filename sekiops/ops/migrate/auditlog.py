@@ -1,21 +1,27 @@
 """The audit record of one run: who, when, where (redacted), parameters, per-item before/after, totals.
 
-Written next to the journal as ``{journal}.audit-{run id}.json``, rewritten atomically at every
-batch boundary and when the run ends, so even a killed run leaves a record up to its last batch
-(the journal has the rest). Holds metadata only: no payload bytes, no secrets.
+Written next to the journal as ``{journal}.audit-{run id}.json``, rewritten atomically at batch
+boundaries (at most every few seconds, so a run of a million items does not rewrite it a
+million times) and when the run ends: even a killed run leaves a record up to its last write
+(the journal has the rest). The per-item list stays in memory up to a budget and then on disk
+(sekiops.spill), and is streamed into the file. Holds metadata only: no payload bytes, no secrets.
 """
 
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import socket
 import sys
 import tempfile
+import time
 
 from ...format.record import utcnow
+from ...spill import SpilledList, write_json
 from ...urls import redact
+
+#: least seconds between two rewrites of the record during a run (the last one is always written)
+WRITE_EVERY = 5.0
 
 
 def who() -> str:
@@ -39,8 +45,9 @@ class AuditLog:
             "startedAt": utcnow().isoformat(), "endedAt": None,
             "command": redact(" ".join(sys.argv)) if sys.argv and sys.argv[0] else None,
             "where": where, "parameters": params, "options": options, "journal": journal,
-            "status": "running", "message": None, "totals": {}, "items": [],
+            "status": "running", "message": None, "totals": {}, "items": SpilledList(),
         }
+        self._written_at = float("-inf")
 
     def item(self, item: str, action: str, result: str, *, before=None, after=None, reason: str | None = None,
              payload_sha256: str | None = None, **extra) -> None:
@@ -51,15 +58,18 @@ class AuditLog:
     def finish(self, status: str, totals: dict, message: str | None) -> None:
         self.data.update(status=status, totals=totals, message=message, endedAt=utcnow().isoformat())
 
-    def write(self, totals: dict | None = None) -> None:
+    def write(self, totals: dict | None = None, force: bool = True) -> None:
+        """Rewrite the record (atomically); ``force=False``: only if the last write is old enough."""
         if totals is not None:
             self.data["totals"] = totals
+        if not force and time.monotonic() - self._written_at < WRITE_EVERY:
+            return
+        self._written_at = time.monotonic()
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(prefix=".audit-", dir=directory)
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(self.data, f, indent=1, default=str)
-                f.write("\n")
+                write_json(self.data, f, indent=1)
             os.replace(tmp, self.path)
         except BaseException:
             try:

@@ -40,7 +40,7 @@ def reference_watch(ep, services: list[str]) -> RowWatch:
     return watch
 
 
-def run_audit(ep, services: list[str], grace_hours: float) -> dict:
+def run_audit(ep, services: list[str], grace_hours: float, prefix: str = "") -> dict:
     """The orphan audit over every service, on the endpoints' stores."""
     return audit_orphans(ep.state, ep.blob, services=services, state_for=ep.state_for,
-                         grace=timedelta(hours=grace_hours))
+                         grace=timedelta(hours=grace_hours), prefix=prefix)

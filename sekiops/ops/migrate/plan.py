@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 
 from ...errors import GuardRefusedError, SekiopsError, UsageError
@@ -63,6 +64,41 @@ class PlanItem:
     def to_dict(self) -> dict:
         return {_camel(k): v for k, v in dataclasses.asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "PlanItem":
+        names = {_camel(f.name): f.name for f in dataclasses.fields(cls)}
+        return cls(**{names[k]: v for k, v in data.items() if k in names})
+
+
+class PlanItems(Sequence):
+    """Plan items kept as records, in memory up to a budget and then on disk (sekiops.spill):
+    a gc of a million orphans must not hold a million objects."""
+
+    def __init__(self):
+        from ...spill import SpilledList
+
+        self.records = SpilledList()
+
+    def append(self, item: PlanItem) -> None:
+        self.records.append(item.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        for rec in self.records:
+            yield PlanItem.from_dict(rec)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [PlanItem.from_dict(r) for r in self.records[index]]
+        return PlanItem.from_dict(self.records[index])
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple, PlanItems)):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
 
 @dataclasses.dataclass
 class Plan:
@@ -90,7 +126,8 @@ class Plan:
         return {"kind": self.kind, "where": self.where, "params": self.params, "createdAt": self.created_at,
                 "refused": self.refused, "warnings": self.warnings, "estimate": self.estimate.to_dict(),
                 "planningBytesRead": self.planning_bytes_read,
-                "items": [i.to_dict() for i in self.items], "skipped": self.skipped}
+                "items": (self.items.records if isinstance(self.items, PlanItems)
+                          else [i.to_dict() for i in self.items]), "skipped": self.skipped}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
@@ -146,7 +183,7 @@ def _camel(name: str) -> str:
 
 def make_plan(kind: str, ep: Endpoints, *, projector: str | None = None, threshold: int | None = None,
               payload_level: bool = False, grace_hours: float = DEFAULT_GRACE_HOURS,
-              services: list[str] | None = None, rate: float | None = None) -> Plan:
+              services: list[str] | None = None, rate: float | None = None, prefix: str = "") -> Plan:
     """Plan a migration of ``kind`` over the endpoints' rows (optionally one projector only)."""
     if kind == "offload":
         return plan_offload(ep, threshold=threshold, payload_level=payload_level, projector=projector, rate=rate)
@@ -155,7 +192,7 @@ def make_plan(kind: str, ep: Endpoints, *, projector: str | None = None, thresho
     if kind == "copy":
         return plan_copy(ep, projector=projector, rate=rate)
     if kind == "gc-blobs":
-        return plan_gc(ep, grace_hours=grace_hours, services=services, rate=rate)
+        return plan_gc(ep, grace_hours=grace_hours, services=services, rate=rate, prefix=prefix)
     if kind == "rekey":
         return plan_rekey(ep, projector=projector, rate=rate)
     raise UsageError(f"unknown migration {kind!r}")
@@ -387,7 +424,8 @@ def plan_copy(ep: Endpoints, *, projector: str | None, rate: float | None = None
 # --- gc-blobs ------------------------------------------------------------------------------------
 
 
-def plan_gc(ep: Endpoints, *, grace_hours: float, services: list[str] | None, rate: float | None = None) -> Plan:
+def plan_gc(ep: Endpoints, *, grace_hours: float, services: list[str] | None, rate: float | None = None,
+            prefix: str = "") -> Plan:
     """Certified orphans of the orphan audit, to delete; nothing when the audit cannot certify.
 
     Refused on a blob store that cannot delete conditionally (it could delete a blob written
@@ -400,10 +438,10 @@ def plan_gc(ep: Endpoints, *, grace_hours: float, services: list[str] | None, ra
     caps = ep.blob.capabilities if ep.blob is not None else None
     sids = service_ids(ep, services)
     watch = reference_watch(ep, sids)  # before the audit: rows that change after it are re-read before each delete
-    report = run_audit(ep, sids, grace_hours)
+    report = run_audit(ep, sids, grace_hours, prefix)
     cutoff = utcnow() - timedelta(hours=grace_hours)
-    params = {"graceHours": grace_hours, "services": sids}
-    items, skipped, refused = [], [], None
+    params = {"graceHours": grace_hours, "services": sids, **({"prefix": prefix} if prefix else {})}
+    items, skipped, refused = PlanItems(), [], None
     if caps is not None and not caps.conditional_delete:
         refused = (f"{ep.blob.location} cannot delete only the version the audit certified"
                    + (f": {caps.conditional_delete_note}" if caps.conditional_delete_note else ""))

@@ -24,13 +24,19 @@ hold a callable run with ``(item, prepared)`` between the journalled intent and 
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
+import threading
+import time
+from itertools import chain as _chain
 from typing import Callable
 
-from ...errors import ConcurrencyConflictError, SekiopsError, StoreUnavailableError, TombstonedError
+from ...errors import (ConcurrencyConflictError, SekiopsError, StoreUnavailableError, TombstonedError,
+                       UsageError)
 from ...format.record import utcnow
 from ...pipeline import failpoints
-from ...pipeline.spool import Spool
+from ...pipeline.spool import MAX_FILES, Spool
+from ...spill import SpilledList
 from .auditlog import AuditLog, audit_path, who
 from .backup import BackupDir
 from .guards import (Backoff, BackoffPolicy, Controls, GaveUp, RateLimiter, StopRequested,
@@ -40,6 +46,9 @@ from .plan import Plan, PlanItem, check_runnable
 from .steps import DONE_EARLIER, Skip, Step, Verdict, make_step
 
 DEFAULT_CANARY = 10
+#: rows in flight at once: enough to hide 20-50 ms of store latency, few enough to stay polite
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 64
 
 
 @dataclasses.dataclass
@@ -57,11 +66,13 @@ class RunOptions:
     max_failures: int = 10
     backoff: BackoffPolicy = dataclasses.field(default_factory=BackoffPolicy)
     hooks: dict = dataclasses.field(default_factory=dict)
+    #: items in flight at once after the canary (the canary itself runs one at a time)
+    concurrency: int = DEFAULT_CONCURRENCY
 
     def to_dict(self) -> dict:
         return {"execute": self.execute, "canary": self.canary, "continue": self.proceed, "rate": self.rate,
                 "batch": self.batch, "pauseFile": self.pause_file, "stopFile": self.stop_file,
-                "maxFailures": self.max_failures}
+                "maxFailures": self.max_failures, "concurrency": self.concurrency}
 
 
 @dataclasses.dataclass
@@ -82,9 +93,11 @@ class RunResult:
         return self.status in ("dry-run", "complete", "canary", "stopped")
 
     def to_dict(self) -> dict:
+        """A dict; ``items`` is a plain list unless it grew past memory (then stream it: spill.write_json)."""
+        items = self.items if isinstance(self.items, SpilledList) and self.items.spilled else list(self.items)
         return {"status": self.status, "phase": self.phase, "kind": self.kind, "counts": self.counts,
                 "message": self.message, "runId": self.run_id, "journal": self.journal, "audit": self.audit,
-                "items": self.items}
+                "items": items}
 
 
 class Halt(Exception):
@@ -117,7 +130,11 @@ def run_plan(plan: Plan, ep, options: RunOptions, controls: Controls | None = No
     with Journal.open(path, header) as journal:
         backups = BackupDir(journal.backup_dir)
         backups.clean_incoming()
-        step = make_step(plan, ep, Spool(), backups, options.hooks)
+        # every worker holds a few temp files at once: a spool of its own (so a migration never
+        # crowds out the persists sharing the machine), whose file cap grows with the workers
+        parent = Spool(clean=False).directory  # made and checked (private, ours) first
+        spool = Spool(os.path.join(parent, "migrations"), max_files=MAX_FILES + 3 * max(1, options.concurrency))
+        step = make_step(plan, ep, spool, backups, options.hooks)
         runner = Runner(journal, step, plan.items, options, phase="migrate", kind=plan.kind, where=plan.where,
                         params=plan.params, controls=controls, progress=progress)
         return runner.run()
@@ -139,7 +156,13 @@ class Runner:
         self.rate = RateLimiter(options.rate)
         self.run_id = new_run_id()
         self.counts = {"done": 0, "skipped": 0, "failed": 0, "reverted": 0, "already": 0}
-        self.results: list[dict] = []
+        self.results = SpilledList()
+        if not 1 <= options.concurrency <= MAX_CONCURRENCY:
+            raise UsageError(f"concurrency must be 1..{MAX_CONCURRENCY}, not {options.concurrency}")
+        #: journal, counts, results, audit record and progress are shared by the workers
+        self._lock = threading.RLock()
+        #: a store asked us to back off: no new item starts before this (time.monotonic)
+        self._throttled_until = 0.0
         self.audit = AuditLog(audit_path(journal.path, self.run_id), run_id=self.run_id, kind=kind, phase=phase,
                               where=where, params=params, options=options.to_dict(), journal=journal.path)
 
@@ -179,11 +202,15 @@ class Runner:
         if self.phase == "migrate" and j.canary_passed and not opts.proceed and self.items:
             return "canary", ("the canary passed in an earlier run; pass --continue to migrate the remaining "
                               f"{len(self.items)} item(s)")
-        for n, item in enumerate(self.items, 1):
-            self.controls.checkpoint(on_pause=lambda: self._emit("paused"))
-            self.rate.wait(self.controls)
+        items = iter(enumerate(self.items, 1))
+        n = 0
+        for n, item in items:  # the canary: one at a time, so it is exactly the first N items
+            if not canary:
+                items = _chain([(n, item)], items)
+                break
+            self._next_slot()
             self._process(item)
-            if canary and self.counts["done"] >= canary:
+            if self.counts["done"] >= canary:
                 j.append({"t": "canary", "run": self.run_id, "rows": self.counts["done"], "result": "passed"})
                 self._emit("canary", rows=self.counts["done"])
                 canary = 0
@@ -191,16 +218,85 @@ class Runner:
                     return "canary", (f"canary passed: {self.counts['done']} item(s) migrated and verified; "
                                       f"check them, then rerun with --continue for the remaining "
                                       f"{len(self.items) - n}")
-            if n % max(1, opts.batch) == 0:
-                self.audit.write({**self.counts, "planned": len(self.items)})
+            self._batch_boundary(n)
+        else:
+            return "complete", None
+        self._concurrently(items)
         return "complete", None
+
+    def _next_slot(self) -> None:
+        """Before an item starts: pause/stop, the shared backoff, the rate limit."""
+        self.controls.checkpoint(on_pause=lambda: self._emit("paused"))
+        while True:
+            wait = self._throttled_until - time.monotonic()
+            if wait <= 0:
+                break
+            self.controls.sleep(wait)
+            self.controls.checkpoint(on_pause=lambda: self._emit("paused"))
+        self.rate.wait(self.controls)
+
+    def _batch_boundary(self, n: int) -> None:
+        if n % max(1, self.options.batch) == 0:
+            with self._lock:
+                self.audit.write({**self.counts, "planned": len(self.items)}, force=False)
+
+    def _concurrently(self, items) -> None:
+        """The items after the canary, ``options.concurrency`` at a time.
+
+        Each worker runs one item's whole life cycle; the journal is order-independent (every line
+        names its item), so a resume finds each item's state whatever the interleaving. A stop, a
+        halt or a give-up lets the items in flight finish (never half a write) and starts no more.
+        """
+        limit = self.options.concurrency
+        if limit == 1:
+            for n, item in items:
+                self._next_slot()
+                self._process(item)
+                self._batch_boundary(n)
+            return
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        inflight: set = set()
+        error: BaseException | None = None
+
+        def reap(block: bool) -> None:
+            nonlocal error
+            if not inflight:
+                return
+            done, _ = wait(inflight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            for f in done:
+                inflight.discard(f)
+                exc = f.exception()
+                if exc is not None and error is None:
+                    error = exc
+
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="sekiops-migrate") as pool:
+            try:
+                for n, item in items:
+                    reap(block=False)
+                    while len(inflight) >= limit and error is None:
+                        reap(block=True)
+                    if error is not None:
+                        break
+                    self._next_slot()
+                    inflight.add(pool.submit(self._process, item))
+                    self._batch_boundary(n)
+            finally:
+                while inflight:  # the items in flight end their life cycle; none is cut in half
+                    reap(block=True)
+        if error is not None:
+            raise error
 
     # --- one item ------------------------------------------------------------------------------
 
     def _call(self, fn, what: str):
-        return call_with_backoff(fn, what, self.options.backoff, self.controls,
-                                 on_wait=lambda w, d, e: self._emit("backoff", what=w, seconds=round(d, 2),
-                                                                    error=str(e)))
+        return call_with_backoff(fn, what, self.options.backoff, self.controls, on_wait=self._backing_off)
+
+    def _backing_off(self, what: str, seconds: float, exc: BaseException) -> None:
+        """A store throttles one worker: the whole pool slows down (no new item for that long)."""
+        with self._lock:
+            self._throttled_until = max(self._throttled_until, time.monotonic() + seconds)
+        self._emit("backoff", what=what, seconds=round(seconds, 2), error=str(exc))
 
     def _process(self, item: PlanItem) -> None:
         st = self.journal.item(self.phase, item.item)
@@ -210,7 +306,8 @@ class Runner:
             current = self._call(lambda: step.load(item), f"read {item.item}")
             reason = self._call(lambda: step.skip_reason(current, item, done_after), f"check {item.item}")
             if reason == DONE_EARLIER:  # nothing to record: the journal has it already
-                self.counts["already"] += 1
+                with self._lock:
+                    self.counts["already"] += 1
                 self._emit("item", item=item.item, action=item.action, result="already", reason=reason)
                 return
             if reason:
@@ -236,7 +333,7 @@ class Runner:
 
     def _execute(self, item: PlanItem, prep) -> None:
         begin = {"t": "begin", "phase": self.phase, "run": self.run_id, "item": item.item, **prep.begin_fields()}
-        self.journal.append(begin, durable=True)
+        self._journal(begin, durable=True)
         failpoints.hit("migrate_after_begin")
         hook = self.options.hooks.get("before_write")
         if hook is not None:
@@ -277,7 +374,7 @@ class Runner:
                 if delay is None:
                     raise GaveUp(f"{exc} — write of {begin['item']}: still unavailable after {backoff.attempt} "
                                  "attempts; the run stopped and resumes from its journal") from exc
-                self._emit("backoff", what=f"write {begin['item']}", seconds=round(delay, 2), error=str(exc))
+                self._backing_off(f"write {begin['item']}", delay, exc)
                 self.controls.sleep(delay)
 
     def _conclude(self, item: PlanItem | None, begin: dict, stored) -> None:
@@ -291,7 +388,8 @@ class Runner:
             try:
                 undone = step.revert(begin, stored)
                 if undone:
-                    self.counts["reverted"] += 1
+                    with self._lock:
+                        self.counts["reverted"] += 1
                 else:
                     undone = "left as written"
             except SekiopsError as exc:
@@ -308,8 +406,8 @@ class Runner:
             begin = st.begin
             status, current = self._call(lambda: self.step.identify(begin), f"re-read {st.item}")
             if status == "untouched":
-                self.journal.append({"t": "reset", "phase": self.phase, "run": self.run_id, "item": st.item,
-                                     "reason": "interrupted before its write; redone if still needed"})
+                self._journal({"t": "reset", "phase": self.phase, "run": self.run_id, "item": st.item,
+                               "reason": "interrupted before its write; redone if still needed"})
             elif status == "foreign":
                 self._outcome("skipped", None, begin["action"], name=st.item,
                               reason="another writer changed it while the run was interrupted; not overwritten",
@@ -328,15 +426,21 @@ class Runner:
         if result == "done":
             rec.update(after=after, payloadSha256=payload_sha256)
         rec.update(extra)
-        self.journal.append(rec)
-        self.counts[result] += 1
-        self.audit.item(name, action, result, before=before, after=after, reason=reason,
-                        payload_sha256=payload_sha256, **extra)
         entry = {"item": name, "action": action, "result": result, "reason": reason}
-        self.results.append(entry)
+        with self._lock:
+            self.journal.append(rec)
+            self.counts[result] += 1
+            self.audit.item(name, action, result, before=before, after=after, reason=reason,
+                            payload_sha256=payload_sha256, **extra)
+            self.results.append(entry)
+            failed = self.counts["failed"]
         self._emit("item", **entry)
-        if result == "failed" and self.counts["failed"] >= self.options.max_failures:
-            raise Halt(f"{self.counts['failed']} item(s) failed (limit {self.options.max_failures}); the run stopped")
+        if result == "failed" and failed >= self.options.max_failures:
+            raise Halt(f"{failed} item(s) failed (limit {self.options.max_failures}); the run stopped")
+
+    def _journal(self, record: dict, durable: bool = False) -> None:
+        with self._lock:
+            self.journal.append(record, durable=durable)
 
     def _count_text(self) -> str:
         c = self.counts
@@ -345,4 +449,5 @@ class Runner:
 
     def _emit(self, event: str, **data) -> None:
         if self.progress is not None:
-            self.progress({"event": event, "counts": dict(self.counts), "total": len(self.items), **data})
+            with self._lock:
+                self.progress({"event": event, "counts": dict(self.counts), "total": len(self.items), **data})
