@@ -108,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     au.add_argument("--blobs", type=int, required=True)
     au.add_argument("--referenced", type=int, required=True)
     au.add_argument("--projectors", type=int, default=100)
+    au.add_argument("--blobs-exist", action="store_true", help="the blobs are there: write the rows only")
     ms = sub.add_parser("migrate-setup", help="persist N small inline snapshots for the migration benchmark")
     ms.add_argument("--state", required=True)
     ms.add_argument("--blob")
@@ -139,7 +140,8 @@ def main(argv: list[str]) -> int:
             from .audit_bench import setup_child
 
             result = setup_child(args.state, args.blob, args.blobs, args.referenced, args.projectors,
-                                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+                                 progress=lambda m: print(m, file=sys.stderr, flush=True),
+                                 blobs_exist=args.blobs_exist)
         elif args.cmd == "migrate-setup":
             from .migrate_bench import setup_child as migrate_setup
 

@@ -35,8 +35,10 @@ LAST_SORTABLE = "063912345678901234500000000001"
 
 
 def setup_child(state_url: str, blob_url: str, blobs: int, referenced: int, projectors: int = 100,
-                workers: int = 16, progress: Callable[[str], object] | None = None) -> dict:
-    """Create ``blobs`` blobs and ``referenced`` rows pointing at the first ones (run in its own process)."""
+                workers: int = 16, progress: Callable[[str], object] | None = None,
+                blobs_exist: bool = False) -> dict:
+    """Create ``blobs`` blobs and ``referenced`` rows pointing at the first ones (run in its own process).
+    ``blobs_exist``: the blobs are there already (another row count over the same container)."""
     from ...blob import open_blob_store
     from ...format.constants import PAYLOAD_TYPE
     from ...format.envelope import EnvelopeMeta, offloaded_envelope_bytes
@@ -69,7 +71,9 @@ def setup_child(state_url: str, blob_url: str, blobs: int, referenced: int, proj
                 written = blob.write(io.BytesIO(data), f"P{i % projectors}", sha256=sha, size=len(data))
                 assert written.key == key, (written.key, key)
 
-        if local:
+        if blobs_exist:
+            pass
+        elif local:
             for i in range(blobs):
                 put(i)
                 if progress and i and i % 100_000 == 0:
@@ -128,14 +132,16 @@ def tail_fields(path: str, size: int = 1 << 20) -> dict:
 
 
 def run_audit_benchmark(sizes=(10_000, 100_000, 1_000_000), *, workdir: str, blob_url: str | None = None,
-                        referenced_fraction: float = 0.1, repeat: int = 1, python: str | None = None,
-                        progress: Callable[[str], object] | None = None, timeout: float = 3600.0,
-                        env: dict | None = None) -> list[dict]:
+                        referenced_fraction: float = 0.1, referenced: int | None = None, repeat: int = 1,
+                        python: str | None = None, progress: Callable[[str], object] | None = None,
+                        timeout: float = 3600.0, env: dict | None = None) -> list[dict]:
     """Rows: one per size (plus the idle baseline), measured in fresh processes.
 
     ``blob_url`` None: a local directory per size under ``workdir`` (kept: building a million
     files takes a while); else that container (e.g. Azurite's) with a prefix per size, so the
-    sizes do not see each other's blobs.
+    sizes do not see each other's blobs. Snapshot rows: ``referenced`` (a fixed count, at most the
+    size), else ``referenced_fraction`` of the blobs; each row count has its own state store over
+    the same blobs.
     """
     from .inputs import package_root
 
@@ -151,24 +157,29 @@ def run_audit_benchmark(sizes=(10_000, 100_000, 1_000_000), *, workdir: str, blo
         label = "idle" if n == 0 else f"{n:,}"
         here = os.path.join(workdir, f"audit-{n}" + ("" if blob_url is None else "-remote"))
         os.makedirs(here, exist_ok=True)
-        state_url = "sqlite:///" + os.path.join(here, "state.db")
+        n_refs = min(n, referenced) if referenced is not None else int(n * referenced_fraction)
+        db = os.path.join(here, "state.db" if n_refs == int(n * 0.1) else f"state-{n_refs}.db")
+        state_url = "sqlite:///" + db
         this_blob = os.path.join(here, "blobs") if blob_url is None else _with_prefix(blob_url, f"auditbench{n}")
-        marker = os.path.join(here, "ready.json")
-        referenced = int(n * referenced_fraction)
-        if not os.path.exists(marker):
-            for stale in ("state.db",):
-                try:
-                    os.unlink(os.path.join(here, stale))
-                except FileNotFoundError:
-                    pass
-            say(f"audit {label}: building the container ({n:,} blobs, {referenced:,} rows) in a separate process")
+        blobs_marker = os.path.join(here, "ready.json")
+        rows_marker = db + ".ready"
+        if not (os.path.exists(blobs_marker) and (os.path.exists(rows_marker) or db.endswith("state.db"))):
+            try:
+                os.unlink(db)
+            except FileNotFoundError:
+                pass
+            have_blobs = os.path.exists(blobs_marker)
+            say(f"audit {label}: building the container ({'its' if have_blobs else f'{n:,}'} blobs, "
+                f"{n_refs:,} rows) in a separate process")
             m = run_measured([python, "-m", "sekiops.ops.bench", "audit-setup", "--state", state_url, "--blob",
-                              this_blob, "--blobs", str(n), "--referenced", str(referenced)],
+                              this_blob, "--blobs", str(n), "--referenced", str(n_refs)]
+                             + (["--blobs-exist"] if have_blobs else []),
                              env=child_env, cwd=here, timeout=timeout)
             if not m.ok:
                 raise RuntimeError(f"audit set-up for {label} failed: {m.error_line()}")
-            with open(marker, "w") as f:
-                json.dump(m.json() or {}, f)
+            for marker in (blobs_marker, rows_marker):
+                with open(marker, "w") as f:
+                    json.dump(m.json() or {}, f)
         for rnd in range(max(1, repeat)):
             out = os.path.join(here, "audit-output.json")
             argv = [python, "-m", "sekiops", "audit-blobs", "--state", state_url, "--blob", this_blob,
@@ -179,7 +190,7 @@ def run_audit_benchmark(sizes=(10_000, 100_000, 1_000_000), *, workdir: str, blo
                 os.unlink(out)
             except FileNotFoundError:
                 pass
-            row = {"blobs": n, "label": label, "round": rnd, "ok": m.ok and fields.get("blobs") == n,
+            row = {"blobs": n, "rows": n_refs, "label": label, "round": rnd, "ok": m.ok and fields.get("blobs") == n,
                    "error": None if m.ok else m.error_line(), "peak_rss_bytes": m.peak_rss_bytes,
                    "wall_s": round(m.wall_s, 3), "audit_s": fields.get("seconds"),
                    "referenced": fields.get("referenced"), "orphans": fields.get("orphanCount"),

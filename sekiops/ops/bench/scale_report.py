@@ -86,7 +86,10 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
     if ok:
         by_store: dict[str, list] = {}
         for r in ok:
-            by_store.setdefault(r.get("store", "local"), []).append(r)
+            n_rows = r.get("rows")
+            what = ("rows = 10% of blobs" if n_rows == r["blobs"] // 10 else f"{n_rows:,} rows") if n_rows is not None \
+                else "rows"
+            by_store.setdefault(f"{r.get('store', 'local')}, {what}", []).append(r)
         ax_t = ax_audit.twinx()
         for store, rs in by_store.items():
             rs = sorted(rs, key=lambda r: r["blobs"])
@@ -163,7 +166,7 @@ def markdown(persist=None, stages: dict | None = None, audit: list | None = None
                            f"{v['bound_ratio_to_codec']:.2f}x | {v.get('limited_by', '-')} |")
         out.append("")
     if audit:
-        out.append("| blobs | store | referenced | orphans | peak RSS MiB | over idle MiB | wall s | audit s |")
+        out.append("| blobs | store | rows (referenced blobs) | orphans | peak RSS MiB | over idle MiB | wall s | audit s |")
         out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
         for r in audit:
             out.append(f"| {r['blobs']:,} | {r.get('store', 'local')} | {_fmt(r.get('referenced'), '{:,}')} | "
