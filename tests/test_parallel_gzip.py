@@ -200,3 +200,14 @@ def test_cli_threads_flag(tmp_path):
     assert summary["threads"] == 3 and summary["json_check"] in ("native", "yajl")
     helptext = subprocess.run([sys.executable, "-m", "sekiops", "persist", "--help"], capture_output=True, text=True)
     assert "--threads N" in helptext.stdout and "one gzip member" in helptext.stdout
+
+
+@pytest.mark.parametrize("setting,expected", [("1", "True"), ("0", "False")])
+def test_restore_allocator_setting_applies_and_can_be_turned_off(setting, expected):
+    """sekiops restore (and the codec floor) keep freed gunzip buffers for reuse (glibc mallopt);
+    SEKIOPS_MALLOC_TUNE=0 leaves the allocator alone. Run in a child: it changes the process."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    out = subprocess.run([sys.executable, "-c", "from sekiops.pipeline.memory import tune_malloc; print(tune_malloc())"],
+                         capture_output=True, text=True, env={**os.environ, "SEKIOPS_MALLOC_TUNE": setting}, timeout=60)
+    assert out.stdout.strip() == expected, out.stderr

@@ -95,6 +95,9 @@ def run_persist(args) -> int:
 
 
 def run_restore(args) -> int:
+    from ..pipeline.memory import tune_malloc
+
+    tune_malloc()  # a fresh process's gunzip buffers reuse their pages (1.5x faster at 300 MB, measured)
     from ..pipeline.restore import RestoreOptions, restore
 
     state, blob = open_stores(args, create=False)
