@@ -199,7 +199,8 @@ def test_cli_threads_flag(tmp_path):
     summary = json.loads(ok.stdout)
     assert summary["threads"] == 3 and summary["json_check"] in ("native", "yajl")
     helptext = subprocess.run([sys.executable, "-m", "sekiops", "persist", "--help"], capture_output=True, text=True)
-    assert "--threads N" in helptext.stdout and "one gzip member" in helptext.stdout
+    flat = " ".join(helptext.stdout.split())
+    assert "--threads N" in flat and "one gzip member" in flat and "at most 8" in flat
 
 
 @pytest.mark.parametrize("setting,expected", [("1", "True"), ("0", "False")])
@@ -211,3 +212,21 @@ def test_restore_allocator_setting_applies_and_can_be_turned_off(setting, expect
     out = subprocess.run([sys.executable, "-c", "from sekiops.pipeline.memory import tune_malloc; print(tune_malloc())"],
                          capture_output=True, text=True, env={**os.environ, "SEKIOPS_MALLOC_TUNE": setting}, timeout=60)
     assert out.stdout.strip() == expected, out.stderr
+
+
+def test_blocks_in_flight_stay_bounded():
+    """At most threads + 2 blocks are queued or running, however fast the writes come."""
+    enc = BlockGzipEncoder(io.BytesIO(), gzip_backend(), threads=3, block_size=65536)
+    peak = 0
+    for _ in range(200):
+        enc.write(b"x" * 65536)
+        peak = max(peak, len(enc._inflight))
+    enc.finish()
+    assert peak <= 3 + 2
+
+
+def test_default_threads_is_the_cpu_count_capped():
+    from sekiops.pipeline.persist import MAX_DEFAULT_THREADS, default_threads
+
+    n = default_threads()
+    assert 1 <= n <= MAX_DEFAULT_THREADS and n <= len(os.sched_getaffinity(0))

@@ -34,9 +34,10 @@ def register(sub) -> None:
     p.add_argument("--allow-empty", action="store_true", help="with --raw: accept an empty payload")
     p.add_argument("--gzip", choices=["isal", "zlib-ng", "zlib"], help="gzip backend (default: fastest installed)")
     p.add_argument("--threads", type=_threads, metavar="N",
-                   help="threads compressing the payload, 1 MiB blocks each (default: the CPUs this process may "
-                   "use). The output is one gzip member either way, byte-identical for any N, so the blob key "
-                   "does not depend on it; the JSON check, hashing and temp-file writes run on threads of their own")
+                   help="threads compressing the payload, 1 MiB blocks each, about N + 2 MiB in flight (default: "
+                   "the CPUs this process may use, at most 8). The output is one gzip member either way, "
+                   "byte-identical for any N, so the blob key does not depend on it; the JSON check, hashing and "
+                   "temp-file writes run on threads of their own")
     p.add_argument("--build-source", help="BuildSource column (default SEKIOPS_STREAM)")
     p.add_argument("--heap", action="store_true", help="also measure the Python heap peak (tracemalloc; slower)")
     p.set_defaults(func=run_persist)

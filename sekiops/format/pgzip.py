@@ -11,7 +11,8 @@ GZipStream, ``gzip -t``): pigz has produced exactly this since 2007.
 The bytes depend only on the input, the backend and its level, never on the thread count or on
 how the writes were sized, so ``threads=1`` and ``threads=8`` give the same content-addressed key.
 
-Memory: at most ``2 x threads`` blocks in flight (input and output), e.g. ~5 MiB with 2 threads.
+Memory: at most ``threads + 2`` blocks in flight (each 1 MiB of input and its output), e.g. ~5 MiB
+with 2 threads: one block per worker and two queued, so no worker waits for the next.
 Every codec call releases the GIL (python-isal, zlib-ng, zlib do for inputs this size).
 """
 
@@ -115,8 +116,8 @@ class BlockGzipEncoder:
         self.close()
 
     def _submit(self, block: bytes) -> None:
-        # at most 2 x threads blocks queued or running: bounded memory, and the workers never idle
-        while len(self._inflight) >= 2 * self.threads:
+        # at most threads + 2 blocks queued or running: bounded memory, and the workers never idle
+        while len(self._inflight) >= self.threads + 2:
             self._collect()
         self._inflight.append(self._pool.submit(_deflate_block, self._backend, self._level, block, self._dict))
         self._dict = block[-WINDOW:]

@@ -50,19 +50,16 @@ typedef struct {
 /* 1: a byte a string can hold as is (printable ASCII but '"' and '\\') */
 static unsigned char PLAIN[256];
 static unsigned char HEX[256];
-static int tables_ready;
 
-static void init_tables(void) {
-    if (tables_ready) return;
+/* filled once when the library is loaded, before any thread can call jv_feed */
+__attribute__((constructor)) static void init_tables(void) {
     for (int c = 0; c < 256; c++) {
         PLAIN[c] = (c >= 0x20 && c < 0x80 && c != '"' && c != '\\');
         HEX[c] = ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'));
     }
-    tables_ready = 1;
 }
 
 jv_state *jv_new(void) {
-    init_tables();
     jv_state *s = (jv_state *)calloc(1, sizeof(jv_state));
     if (s) s->g = G_VALUE;
     return s;

@@ -65,7 +65,7 @@ class PersistOptions:
     #: ``raw`` only: accept an empty payload (a JSON document is never empty)
     allow_empty: bool = False
     #: threads compressing the payload (one gzip member either way; the bytes, and so the blob key,
-    #: do not depend on it); None = the CPUs this process may use
+    #: do not depend on it; about threads + 2 MiB in flight); None = the CPUs this process may use, at most 8
     threads: int | None = None
 
 
@@ -416,14 +416,20 @@ class _Job:
             backend=f"{self.state.kind}+{self.blob.provider if self.blob is not None else 'none'}")
 
 
+#: default compression threads at most: 8 isal threads compress ~5 GB/s, more than a disk or a
+#: network takes, and each thread holds about 1 MiB in flight (--threads can ask for more)
+MAX_DEFAULT_THREADS = 8
+
+
 def default_threads() -> int:
-    """Compression threads by default: the CPUs this process may run on (its affinity mask)."""
+    """Compression threads by default: the CPUs this process may run on (its affinity mask), at most 8."""
     import os
 
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    return max(1, min(n, MAX_DEFAULT_THREADS))
 
 
 def _same_write(stored: SnapshotRow, written: SnapshotRow) -> bool:
