@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import weakref
+from array import array
 from collections.abc import Sequence
 from typing import Iterable, Iterator
 
@@ -19,6 +20,8 @@ from typing import Iterable, Iterator
 KEY_BUDGET = 100_000
 #: records held in memory before a SpilledList moves to disk
 RECORD_BUDGET = 10_000
+#: a spilled SpilledList remembers the file offset of every INDEX_STRIDE-th record (indexing reads forward)
+INDEX_STRIDE = 1024
 
 
 def _spool_file(tag: str):
@@ -134,8 +137,11 @@ class SpilledList(Sequence):
         self.budget = budget or RECORD_BUDGET
         self._mem: list[dict] = []
         self._file = None
-        self._offsets: list[int] = []
+        #: the file offset of every INDEX_STRIDE-th record: a sparse index, so memory does not grow
+        #: with the records (one Python int per record was ~36 bytes: 72 MB for a million-blob audit)
+        self._offsets = array("q")
         self._count = 0
+        self._written = 0
         for item in items:
             self.append(item)
 
@@ -160,7 +166,9 @@ class SpilledList(Sequence):
     def _write(self, rec: dict) -> None:
         f = self._file.file
         f.seek(0, os.SEEK_END)
-        self._offsets.append(f.tell())
+        if self._written % INDEX_STRIDE == 0:
+            self._offsets.append(f.tell())
+        self._written += 1
         f.write(json.dumps(rec, separators=(",", ":")).encode("utf-8") + b"\n")
 
     def __len__(self) -> int:
@@ -188,7 +196,9 @@ class SpilledList(Sequence):
         f = self._file.file
         f.flush()
         with open(self._file.path, "rb") as r:
-            r.seek(self._offsets[index])
+            r.seek(self._offsets[index // INDEX_STRIDE])
+            for _ in range(index % INDEX_STRIDE):
+                r.readline()
             return json.loads(r.readline())
 
     def __eq__(self, other: object) -> bool:
@@ -205,8 +215,9 @@ class SpilledList(Sequence):
             self._file.close()
             self._file = None
         self._mem = []
-        self._offsets = []
+        del self._offsets[:]
         self._count = 0
+        self._written = 0
 
 
 def write_json(obj, stream, indent: int | None = 2) -> None:

@@ -156,9 +156,10 @@ def test_the_check_agrees_with_json_on_a_corpus():
             assert ok == expected, (step, doc[:40])
 
 
-def test_without_libyajl_the_check_refuses_to_guess(stores, monkeypatch):
+def test_without_a_validator_the_check_refuses_to_guess(stores, monkeypatch):
     state, blob, db, blob_dir, first = stores
     monkeypatch.setattr(jsoncheck, "_load_yajl", lambda: None)
+    monkeypatch.setattr(jsoncheck, "_load_native", lambda: None)
     with pytest.raises(UsageError, match="libyajl.*--raw"):
         persist_stream(state, blob, io.BytesIO(GOOD), projector_name="P", projector_version="9",
                        events_processed=1, last_sortable_unique_id=SLUI)

@@ -296,7 +296,7 @@ def test_cli_bench_out_chart_and_progress(tmp_path):
              str(tmp_path / "w"), "--out", str(out), "--append", "--format", "csv", "--baseline-repeats", "1")
     assert p.returncode == 0, p.stderr
     assert len(json.loads(out.read_text())["rows"]) == len(rows) + 1
-    assert p.stdout.splitlines()[0].startswith("op,mode,backend,")
+    assert p.stdout.splitlines()[0].startswith("op,mode,variant,backend,")
 
 
 def test_cli_bench_table_format_labels_the_model(tmp_path):
@@ -305,7 +305,7 @@ def test_cli_bench_table_format_labels_the_model(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     header = lines[0].split()
-    assert header[:4] == ["op", "mode", "backend", "size_label"] and "overhead_mb" in header
+    assert header[:5] == ["op", "mode", "variant", "backend", "size_label"] and "overhead_mb" in header
     assert "legacy (modelled)" in lines[1]
     assert lines[-1] == ("# legacy (modelled) = Sekiban's byte[] path, modelled in Python from Sekiban's source, "
                          "not measured on .NET: memory only, no times")

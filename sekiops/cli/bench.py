@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--gzip", default=None, metavar="NAMES",
                    help="gzip backend(s) for the pipeline, comma separated, e.g. isal,zlib (default: the "
                    "fastest installed); the codec floor is measured with these and with zlib")
+    p.add_argument("--variants", metavar="LIST", help="extra streaming persists in the same rounds, each changing "
+                   "one thing: threads=N (compression threads), check=native|yajl (the JSON check's validator); "
+                   "e.g. threads=1,check=yajl")
     p.add_argument("--state", metavar="URL", help="state store URL (default: embedded SQLite in the work directory)")
     p.add_argument("--blob", metavar="URL", help="blob store URL (with --state; default: a local directory)")
     p.add_argument("--execute", action="store_true", help="required with --state: the benchmark writes rows "
@@ -64,7 +67,8 @@ def run_bench(args) -> int:
                            blob_url=args.blob, execute=args.execute, workdir=args.workdir, out=args.out,
                            append=args.append, chart=args.chart, gzip=args.gzip, timeout=args.timeout,
                            progress=progress, codec=not args.no_codec, heap=args.heap, verify=not args.no_verify,
-                           repeat=args.repeat, baseline_repeats=args.baseline_repeats, cleanup=not args.keep)
+                           repeat=args.repeat, baseline_repeats=args.baseline_repeats, cleanup=not args.keep,
+                           variants=[v.strip() for v in (args.variants or "").split(",") if v.strip()])
     sys.stdout.write(render(df, args.format))
     if failed:
         progress(f"{failed} scenario(s) failed; see the error column")

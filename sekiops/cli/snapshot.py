@@ -34,6 +34,11 @@ def register(sub) -> None:
                    "gzipped as Sekiban does")
     p.add_argument("--allow-empty", action="store_true", help="with --raw: accept an empty payload")
     p.add_argument("--gzip", choices=["isal", "zlib-ng", "zlib"], help="gzip backend (default: fastest installed)")
+    p.add_argument("--threads", type=_threads, metavar="N",
+                   help="threads compressing the payload, 1 MiB blocks each, about N + 2 MiB in flight (default: "
+                   "the CPUs this process may use, at most 8). The output is one gzip member either way, "
+                   "byte-identical for any N, so the blob key does not depend on it; the JSON check, hashing and "
+                   "temp-file writes run on threads of their own")
     p.add_argument("--build-source", help="BuildSource column (default SEKIOPS_STREAM)")
     p.add_argument("--heap", action="store_true", help="also measure the Python heap peak (tracemalloc; slower)")
     p.add_argument("--mode", type=_persist_mode, choices=["streaming"], default="streaming",
@@ -64,6 +69,16 @@ def _persist_mode(text: str) -> str:
     return text
 
 
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 256, not {text!r}")
+    return n
+
+
 def run_persist(args) -> int:
     from ..format.constants import PAYLOAD_OFFLOAD_THRESHOLD
     from ..pipeline.persist import PersistOptions, persist_stream
@@ -75,7 +90,7 @@ def run_persist(args) -> int:
                           else PAYLOAD_OFFLOAD_THRESHOLD,
                           allow_regress=args.allow_regress, gzip=args.gzip, compress=not args.raw,
                           input_format="raw" if args.raw else "json", allow_empty=args.allow_empty,
-                          build_source=args.build_source, measure_heap=args.heap)
+                          build_source=args.build_source, measure_heap=args.heap, threads=args.threads)
     try:
         result = persist_stream(state, blob, source, projector_name=args.projector,
                                 projector_version=args.projector_version,
@@ -92,6 +107,9 @@ def run_persist(args) -> int:
 
 
 def run_restore(args) -> int:
+    from ..pipeline.memory import tune_malloc
+
+    tune_malloc()  # a fresh process's gunzip buffers reuse their pages (1.5x faster at 300 MB, measured)
     from ..pipeline.restore import RestoreOptions, restore
 
     state, blob = open_stores(args, create=False)

@@ -1,6 +1,9 @@
 """``python -m sekiops.ops.bench``: the benchmark's child processes (run by ``sekiops bench``).
 
 * ``codec compress|decompress``: gzip alone, file to file, timed (the codec floor);
+* ``audit-setup``: a container of N blobs and its rows, for the audit benchmark (:mod:`.audit_bench`);
+* ``migrate-setup``: N small inline snapshots for the migration benchmark (:mod:`.migrate_bench`);
+* ``stages``: CPU per MB of every persist/restore stage alone, and the bounds they model (:mod:`.stages`);
 * ``modelled-persist`` / ``modelled-restore``: Sekiban's byte[] path, modelled in Python from
   Sekiban's source (not measured on .NET), on the benchmark's stores. They take the options of
   ``sekiops persist`` / ``sekiops restore`` that the benchmark passes, and print one JSON summary:
@@ -93,6 +96,25 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--gzip", default=None)
     c.add_argument("--in", dest="src", required=True)
     c.add_argument("--out", dest="dst", required=True)
+    sg = sub.add_parser("stages", help="CPU ms per MB of each persist/restore stage alone (measured), and the "
+                        "throughput bounds they imply on this machine's cores (modelled)")
+    sg.add_argument("--in", dest="src", required=True)
+    sg.add_argument("--gzip", default=None)
+    sg.add_argument("--sample", default="128MiB", help="bytes of the state held in memory (default 128MiB)")
+    sg.add_argument("--rounds", type=int, default=3)
+    au = sub.add_parser("audit-setup", help="fill a blob container and a state store for the audit benchmark")
+    au.add_argument("--state", required=True)
+    au.add_argument("--blob", required=True)
+    au.add_argument("--blobs", type=int, required=True)
+    au.add_argument("--referenced", type=int, required=True)
+    au.add_argument("--projectors", type=int, default=100)
+    au.add_argument("--blobs-exist", action="store_true", help="the blobs are there: write the rows only")
+    ms = sub.add_parser("migrate-setup", help="persist N small inline snapshots for the migration benchmark")
+    ms.add_argument("--state", required=True)
+    ms.add_argument("--blob")
+    ms.add_argument("--service-id", required=True)
+    ms.add_argument("--rows", type=int, required=True)
+    ms.add_argument("--row-bytes", type=int, default=4096)
     mp = sub.add_parser("modelled-persist", help="persist through Sekiban's byte[] path, modelled "
                         "(in Python from Sekiban's source, not measured on .NET)")
     _store_options(mp)
@@ -114,6 +136,22 @@ def main(argv: list[str]) -> int:
     try:
         if args.cmd == "codec":
             result = codec_child(args.direction, args.gzip, args.src, args.dst)
+        elif args.cmd == "audit-setup":
+            from .audit_bench import setup_child
+
+            result = setup_child(args.state, args.blob, args.blobs, args.referenced, args.projectors,
+                                 progress=lambda m: print(m, file=sys.stderr, flush=True),
+                                 blobs_exist=args.blobs_exist)
+        elif args.cmd == "migrate-setup":
+            from .migrate_bench import setup_child as migrate_setup
+
+            result = migrate_setup(args.state, args.blob, args.service_id, args.rows, args.row_bytes)
+        elif args.cmd == "stages":
+            from ...units import parse_size
+            from .stages import bounds, stage_child
+
+            result = stage_child(args.src, args.gzip, parse_size(args.sample, what="--sample"), args.rounds)
+            result["bounds"] = bounds(result)
         elif args.cmd == "modelled-persist":
             result = modelled_persist_child(args)
         else:

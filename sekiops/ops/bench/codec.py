@@ -34,7 +34,9 @@ def codec_child(direction: str, gzip: str | None, src: str, dst: str) -> dict:
     read + codec + write to the page cache.
     """
     from ...format.payload import gzip_backend
+    from ...pipeline.memory import tune_malloc
 
+    tune_malloc()  # as sekiops persist/restore do: the codec floor gets the same allocator settings
     backend = gzip_backend(gzip)
     obj = backend.compressobj() if direction == "compress" else backend.decompressobj()
     work = obj.compress if direction == "compress" else obj.decompress

@@ -121,13 +121,15 @@ os._exit(code if code >= 0 else 128 - code)
 
 
 def run_measured(argv: Sequence[str], *, env: dict | None = None, cwd: str | None = None,
-                 timeout: float | None = None, launcher_python: str | None = None) -> Measured:
+                 timeout: float | None = None, launcher_python: str | None = None,
+                 stdout_path: str | None = None) -> Measured:
     """Run ``argv`` in a fresh process; measure its wall time and kernel peak RSS (``wait4``).
 
     The program runs under a minimal launcher (see :data:`_LAUNCHER`) that ``os.wait4``-s it
     and reports its ``ru_maxrss``, so the caller's own size does not leak into the number.
-    stdout/stderr go to temp files (no pipe can fill up) and are returned as text. At the
-    timeout the whole process group is killed.
+    stdout/stderr go to temp files (no pipe can fill up) and are returned as text; with
+    ``stdout_path`` stdout goes to that file instead and is not read back (a large report). At
+    the timeout the whole process group is killed.
     """
     argv = [str(a) for a in argv]
     fd, result_path = tempfile.mkstemp(prefix="sekiops-bench-", suffix=".rusage")
@@ -135,7 +137,8 @@ def run_measured(argv: Sequence[str], *, env: dict | None = None, cwd: str | Non
     os.unlink(result_path)
     launcher = [launcher_python or sys.executable, "-S", "-c", _LAUNCHER, result_path]
     try:
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with (open(stdout_path, "w+b") if stdout_path else tempfile.TemporaryFile()) as out, \
+                tempfile.TemporaryFile() as err:
             start = time.perf_counter()
             proc = subprocess.Popen(launcher + argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
                                     cwd=cwd, start_new_session=True)
@@ -152,7 +155,7 @@ def run_measured(argv: Sequence[str], *, env: dict | None = None, cwd: str | Non
             proc.returncode = os.waitstatus_to_exitcode(status)
             out.seek(0)
             err.seek(0)
-            stdout = out.read().decode("utf-8", "replace")
+            stdout = "" if stdout_path else out.read().decode("utf-8", "replace")
             stderr = err.read().decode("utf-8", "replace")
         try:
             with open(result_path) as f:

@@ -19,10 +19,11 @@ MiB = 2**20
 GiB = 2**30
 
 #: The CLI's table: sizes in MB (10^6 bytes), as docs/benchmarks.md reports them.
-TABLE_COLUMNS = ["op", "mode", "backend", "size_label", "gzip_backend", "ok", "peak_rss_mb", "baseline_rss_mb",
-                 "overhead_mb", "overhead_ratio", "wall_s", "op_s", "throughput_mb_s", "codec_mb_s",
-                 "ratio_to_codec", "paired_ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec",
-                 "payload_location", "envelope_location", "error"]
+TABLE_COLUMNS = ["op", "mode", "variant", "backend", "size_label", "gzip_backend", "ok", "peak_rss_mb",
+                 "baseline_rss_mb", "overhead_mb", "overhead_ratio", "wall_s", "op_s", "throughput_mb_s", "codec_mb_s",
+                 "ratio_to_codec", "paired_ratio_to_codec", "process_ratio_to_codec", "paired_process_ratio_to_codec",
+                 "codec_zlib_mb_s", "ratio_to_zlib_codec", "threads", "json_check", "payload_location",
+                 "envelope_location", "error"]
 FOOTNOTE = f"legacy (modelled) = Sekiban's byte[] path, {MODELLED_NOTE}: memory only, no times"
 
 
@@ -37,6 +38,8 @@ def mode_label(mode: str) -> str:
 def scenario_line(row: dict) -> str:
     modelled = row["mode"] == MODELLED
     what = "Sekiban byte[] path, modelled" if modelled else row["mode"]
+    if row.get("variant"):
+        what += f" [{row['variant']}]"
     head = f"{row['op']} {what} {row['backend']} {row['size_label']} gzip={row['gzip_backend']}"
     if not row["ok"]:
         return f"{head}: FAILED: {row['error']}"
@@ -51,6 +54,8 @@ def scenario_line(row: dict) -> str:
                 t += f" ({row['ratio_to_codec']}x codec"
                 if row.get("paired_ratio_to_codec") and (row.get("repeat") or 1) > 1:
                     t += f", paired median {row['paired_ratio_to_codec']}x"
+                if row.get("process_ratio_to_codec"):
+                    t += f"; whole process {row['process_ratio_to_codec']}x"
                 t += ")"
             parts.append(t)
     parts.append(f"payload {row['payload_location']}")
@@ -112,11 +117,17 @@ def plot_benchmark(df, title: str | None = None):
     gz_style = {g: ls for g, ls in zip(sorted(ok["gzip_backend"].dropna().unique()), ["-", "--", ":", "-."])}
 
     ax_mem, ax_tp, ax_ratio = axes
-    for (op, mode, backend, gz), g in pipe.groupby(["op", "mode", "backend", "gzip_backend"], sort=True):
+    pipe = pipe.assign(variant=pipe["variant"].fillna("").astype(str))
+    for (op, mode, variant, backend, gz), g in pipe.groupby(["op", "mode", "variant", "backend", "gzip_backend"],
+                                                            sort=True):
         g = g.groupby("size_bytes", as_index=False).agg(
             {"overhead_bytes": "max", "throughput_mb_s": "max", "ratio_to_codec": "max"})
         what = "Sekiban byte[] path, modelled" if mode == MODELLED else mode
-        kw = dict(color=colors.get((op, mode), "gray"), marker=backend_marker[backend],
+        if variant:
+            what += f" [{variant}]"
+        color = colors.get((op, mode), "gray") if not variant else {"threads=1": "tab:cyan", "check=yajl": "tab:olive"}.get(
+            variant, "tab:brown")
+        kw = dict(color=color, marker=backend_marker[backend],
                   linestyle=gz_style.get(gz, "-"), label=f"{op} {what} ({backend}, gzip {gz})", markersize=6)
         x = g["size_bytes"] / MB
         ax_mem.plot(x, g["overhead_bytes"].astype(float).clip(lower=MB / 10) / MB, **kw)

@@ -18,7 +18,7 @@ from ...units import format_bytes, parse_size
 from . import commands
 from .inputs import generate_state, machine_info
 from .report import codec_line, scenario_line
-from .scenarios import COLUMNS, IDLE_STATE_BYTES, Outcome, Scenarios, best_of
+from .scenarios import COLUMNS, IDLE_STATE_BYTES, Outcome, Scenarios, best_of, variant_args
 
 MB = 10**6
 GiB = 2**30
@@ -40,7 +40,7 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
                   gzip: Sequence[str | None] | str | None = None, codec: bool = True, heap: bool = False,
                   verify: bool = True, repeat: int = 1, baseline_repeats: int = 3,
                   timeout: float | None = None, cleanup: bool = True, keep_states: bool | None = None,
-                  python: str | None = None, memory_margin: float = 4.0):
+                  python: str | None = None, memory_margin: float = 4.0, variants: Sequence[str] = ()):
     """Run ops x modes x sizes, each in a fresh process; return a DataFrame (:data:`COLUMNS`).
 
     ``modes``: ``streaming`` (sekiops) and ``legacy`` (Sekiban's byte[] path, modelled in Python
@@ -52,6 +52,9 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
     per child (default 120 + 1 s per MB). ``progress(str)`` gets a line per step. ``keep_states``:
     keep the generated states in ``workdir/states`` (default: yes when ``workdir`` is given).
     Modelled runs are skipped when MemAvailable is below ``memory_margin`` x the state + 256 MiB.
+    ``variants``: extra streaming persists of the same state in the same rounds, each changing one
+    thing (``threads=1``, ``check=yajl``: see :data:`~sekiops.ops.bench.scenarios.VARIANTS`); their
+    rows carry it in the ``variant`` column.
 
     Codec rows have ``mode == "codec"`` and ``op`` compress|decompress. ``df.attrs["machine"]``
     holds :func:`~sekiops.ops.bench.inputs.machine_info`.
@@ -71,6 +74,13 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
         if op not in commands.OPS:
             raise UsageError(f"unknown benchmark op {op!r}; use {', '.join(commands.OPS)}")
     plan = [(op, mode) for mode in modes for op in ops if commands.has_command(op, mode)]
+    variants = [v for v in dict.fromkeys(variants or ()) if v]
+    for v in variants:
+        variant_args(v)  # refuses an unknown one before anything runs
+    if variants:
+        if "streaming" not in modes or "persist" not in ops:
+            raise UsageError("variants are persist variants: they need --modes streaming and --ops persist")
+        plan += [("persist", "streaming", v) for v in variants]
     if gzip is None or isinstance(gzip, str):
         gzip = [gzip]
     gzips = list(dict.fromkeys(gzip_backend(g).name for g in gzip))  # resolves $SEKIOPS_GZIP too
@@ -129,11 +139,12 @@ def _rounds(bench: Scenarios, state: dict, label: str, gzips: list[str], codec_g
                     bench.progress(codec_line(r))
         for g in gzips:
             persisted: set[str] = set()
-            for op, mode in plan:
-                key = (g, mode, op)
+            for op, mode, *rest in plan:
+                variant = rest[0] if rest else None
+                key = (g, mode, op) + tuple(rest)
                 if not (key in best and not best[key].ok):  # a failure is not repeated
                     if op == "persist":
-                        outcome = bench.persist(state, label, mode, g)
+                        outcome = bench.persist(state, label, mode, g, variant)
                         if outcome.ok:
                             persisted.add(mode)
                     else:
@@ -142,9 +153,11 @@ def _rounds(bench: Scenarios, state: dict, label: str, gzips: list[str], codec_g
                             persisted.add(mode)
                     best[key] = best_of(best.get(key), outcome)
                     if outcome.ok:
-                        bench.scenario_rounds.setdefault((state["path"], g, mode, op), {})[rnd] = outcome.seconds
+                        skey = (state["path"], g, mode, op) + tuple(rest)
+                        bench.scenario_rounds.setdefault(skey, {})[rnd] = outcome.seconds
+                        bench.scenario_walls.setdefault(skey, {})[rnd] = outcome.measured.wall_s
                 if last:
-                    row = bench.row(op, mode, state, label, g, best[key])
+                    row = bench.row(op, mode, state, label, g, best[key], variant)
                     rows.append(row)
                     counter["done"] += 1
                     bench.progress(f"[{counter['done']}/{counter['total']}] " + scenario_line(row))

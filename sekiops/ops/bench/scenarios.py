@@ -30,16 +30,39 @@ IDLE_STATE_BYTES = 1000
 
 #: The columns of a benchmark frame, in order.
 COLUMNS = [
-    "op", "mode", "backend", "size_label", "size_bytes", "gzip_backend", "ok", "error",
+    "op", "mode", "variant", "backend", "size_label", "size_bytes", "gzip_backend", "ok", "error",
     "peak_rss_bytes", "baseline_rss_bytes", "overhead_bytes", "overhead_ratio",
     "wall_s", "baseline_wall_s", "op_s", "throughput_mb_s",
     "codec_mb_s", "ratio_to_codec", "paired_ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec",
+    "process_ratio_to_codec", "paired_process_ratio_to_codec", "cpu_s", "threads", "json_check",
     "payload_location", "envelope_location", "compressed_bytes",
     "child_peak_rss_bytes", "peak_heap_bytes", "fsync_s", "verified", "command", "repeat", "run_id", "modelled",
 ]
 #: Columns that are times (or derived from times): empty on modelled rows.
 TIME_COLUMNS = ["wall_s", "baseline_wall_s", "op_s", "throughput_mb_s", "codec_mb_s", "ratio_to_codec",
-                "paired_ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec"]
+                "paired_ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec", "process_ratio_to_codec",
+                "paired_process_ratio_to_codec", "cpu_s"]
+
+#: Persist variants the benchmark can run beside the default (``--variants``): each is one
+#: ``name=value`` that changes one thing of the same ``sekiops persist`` command.
+VARIANTS = {
+    "threads": "--threads N (compression threads)",
+    "check": "SEKIOPS_JSONCHECK=native|yajl (the JSON check's validator)",
+}
+
+
+def variant_args(variant: str | None) -> tuple[list[str], dict]:
+    """(extra argv, extra environment) of a persist variant such as ``threads=1`` or ``check=yajl``."""
+    if not variant:
+        return [], {}
+    name, _, value = variant.partition("=")
+    if name == "threads" and value.isdigit() and int(value) >= 1:
+        return ["--threads", value], {}
+    if name == "check" and value in ("native", "yajl"):
+        return [], {"SEKIOPS_JSONCHECK": value}
+    from ...errors import UsageError
+
+    raise UsageError(f"unknown benchmark variant {variant!r}: use threads=N or check=native|yajl")
 
 
 def empty_row() -> dict:
@@ -87,8 +110,9 @@ class Scenarios:
         self._baselines: dict[tuple, tuple[int, float]] = {}
         self._idle_state: dict | None = None
         self._idle_persisted: set[tuple] = set()
-        #: (state path, gzip, mode, op) -> {round: seconds}, for paired ratios
+        #: (state path, gzip, mode, op[, variant]) -> {round: seconds}, for paired ratios; walls: process wall
         self.scenario_rounds: dict[tuple, dict[int, float]] = {}
+        self.scenario_walls: dict[tuple, dict[int, float]] = {}
         self.env = self._child_env()
         self.codec = CodecFloor(python, self.run_dir, self.run)
 
@@ -124,8 +148,8 @@ class Scenarios:
     def projector(self, size_label: str, mode: str, gzip: str) -> str:
         return f"SekiopsBench-{self.run_id}-{size_label}-{mode}-{gzip}"
 
-    def run(self, argv: list[str], gzip: str, size: int) -> Measured:
-        env = dict(self.env, SEKIOPS_GZIP=gzip)
+    def run(self, argv: list[str], gzip: str, size: int, extra_env: dict | None = None) -> Measured:
+        env = dict(self.env, SEKIOPS_GZIP=gzip, **(extra_env or {}))
         timeout = self.timeout if self.timeout is not None else 120.0 + size / MB  # 1 s per MB on top of start-up
         return run_measured(argv, env=env, cwd=self.run_dir, timeout=timeout)
 
@@ -204,13 +228,18 @@ class Scenarios:
                     f"only {format_bytes(avail)} available")
         return None
 
-    def persist(self, state: dict, size_label: str, mode: str, gzip: str) -> Outcome:
+    def persist(self, state: dict, size_label: str, mode: str, gzip: str, variant: str | None = None) -> Outcome:
         command = commands.COMMANDS[("persist", mode)].name
         refusal = self.memory_refusal(mode, state["bytes"])
         if refusal:
             return Outcome(None, None, False, refusal, command)
         projector = self.projector(size_label, mode, gzip)
-        m = self.run(self.persist_argv(projector, state["path"], mode, gzip, heap=self.heap), gzip, state["bytes"])
+        extra, extra_env = variant_args(variant)
+        if variant:
+            projector += "-" + "".join(ch if ch.isalnum() else "_" for ch in variant)
+            command += " " + " ".join(extra or [f"{k}={v}" for k, v in extra_env.items()])
+        argv = self.persist_argv(projector, state["path"], mode, gzip, heap=self.heap) + extra
+        m = self.run(argv, gzip, state["bytes"], extra_env)
         return self._outcome(m, command)
 
     def read_back(self, op: str, state: dict, size_label: str, mode: str, gzip: str, persisted: bool) -> Outcome:
@@ -268,16 +297,21 @@ class Scenarios:
             return f"anatomy counted {summary.get('anatomy_total_bytes')} bytes, the state has {state['bytes']}"
         return None
 
-    def row(self, op: str, mode: str, state: dict, size_label: str, gzip: str, outcome: Outcome) -> dict:
+    def row(self, op: str, mode: str, state: dict, size_label: str, gzip: str, outcome: Outcome,
+            variant: str | None = None) -> dict:
         row = empty_row()
         modelled = mode == commands.MODELLED
-        row.update(op=op, mode=mode, backend=self.backend, size_label=size_label, size_bytes=state["bytes"],
+        row.update(op=op, mode=mode, variant=variant or "", backend=self.backend, size_label=size_label,
+                   size_bytes=state["bytes"],
                    gzip_backend=gzip, ok=outcome.ok, error=outcome.error, command=outcome.command,
                    repeat=self.repeat, run_id=self.run_id, verified=outcome.verified, modelled=modelled)
         m, s = outcome.measured, outcome.summary or {}
         if m is not None:
             row["peak_rss_bytes"] = m.peak_rss_bytes
             row["wall_s"] = round(m.wall_s, 3)
+            row["cpu_s"] = round(m.user_s + m.sys_s, 3)
+        row["threads"] = s.get("threads")
+        row["json_check"] = s.get("json_check")
         row["payload_location"] = s.get("payload_location")
         row["envelope_location"] = s.get("envelope_location")
         row["compressed_bytes"] = s.get("compressed_size_bytes")
@@ -292,12 +326,13 @@ class Scenarios:
                 row["baseline_wall_s"] = round(bwall, 3)
                 row["overhead_bytes"] = m.peak_rss_bytes - base[0]
                 row["overhead_ratio"] = round(row["overhead_bytes"] / state["bytes"], 4)
-            self._speed(row, op, mode, state, gzip, m)
+            self._speed(row, op, mode, state, gzip, m, variant)
         if modelled:
             row.update({c: None for c in TIME_COLUMNS})
         return row
 
-    def _speed(self, row: dict, op: str, mode: str, state: dict, gzip: str, m: Measured) -> None:
+    def _speed(self, row: dict, op: str, mode: str, state: dict, gzip: str, m: Measured,
+               variant: str | None = None) -> None:
         seconds = row["op_s"] or (m.wall_s - (row["baseline_wall_s"] or 0.0))
         if seconds and seconds > 0:
             row["throughput_mb_s"] = round(state["bytes"] / MB / seconds, 1)
@@ -308,8 +343,15 @@ class Scenarios:
             row["codec_mb_s"] = round(codec, 1)
             if row["throughput_mb_s"]:
                 row["ratio_to_codec"] = round(row["throughput_mb_s"] / codec, 3)
-            row["paired_ratio_to_codec"] = self.codec.paired_ratio(
-                state, gzip, direction, self.scenario_rounds.get((state["path"], gzip, mode, op), {}))
+            key = (state["path"], gzip, mode, op) + ((variant,) if variant else ())
+            row["paired_ratio_to_codec"] = self.codec.paired_ratio(state, gzip, direction,
+                                                                   self.scenario_rounds.get(key, {}))
+            # the whole process (interpreter start-up, imports, spool, hashing, upload, row) against
+            # the codec loop alone
+            if m.wall_s > 0:
+                row["process_ratio_to_codec"] = round(state["bytes"] / MB / m.wall_s / codec, 3)
+            row["paired_process_ratio_to_codec"] = self.codec.paired_ratio(state, gzip, direction,
+                                                                           self.scenario_walls.get(key, {}))
         if zlib_codec:
             row["codec_zlib_mb_s"] = round(zlib_codec, 1)
             if row["throughput_mb_s"]:
