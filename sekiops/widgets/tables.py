@@ -85,11 +85,21 @@ def table_html(df, caption: str | None = None, max_height: str = "480px", index:
             f"{body}</div>")
 
 
-def show_table(df, caption: str | None = None, **kw) -> None:
-    """Display ``df`` formatted, in a scrolling frame (displays; returns nothing)."""
-    from IPython.display import HTML, display
+def table_text(df, caption: str | None = None, index: bool = False, kinds: dict | None = None,
+               max_rows: int = 60) -> str:
+    """Plain text for ``df`` (formatted, at most ``max_rows`` rows): what a headless run's output
+    keeps for readers of the .ipynb or a text conversion, where HTML is not rendered."""
+    frame = format_frame(df, kinds)
+    body = frame.to_string(index=index, max_rows=max_rows) if len(frame.columns) else "(no columns)"
+    return f"{caption}\n{body}" if caption else body
 
-    display(HTML(table_html(df, caption, **kw)))
+
+def show_table(df, caption: str | None = None, **kw) -> None:
+    """Display ``df`` formatted, in a scrolling frame, with a plain-text twin (displays; returns nothing)."""
+    from IPython.display import display
+
+    text_kw = {k: v for k, v in kw.items() if k in ("index", "kinds")}
+    display({"text/html": table_html(df, caption, **kw), "text/plain": table_text(df, caption, **text_kw)}, raw=True)
 
 
 def numbers_frame(numbers: dict):
