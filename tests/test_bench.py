@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -105,7 +106,7 @@ def test_small_run_rows_and_columns(small_run):
     # the codec floor: compress and decompress alone, the pipeline's backend and zlib, per size
     assert set(zip(codec["op"], codec["gzip_backend"])) >= {("compress", "zlib"), ("decompress", "zlib"),
                                                              ("compress", default_gzip), ("decompress", default_gzip)}
-    assert codec["ok"].all() and (codec["throughput_mb_s"] > 0).all()
+    assert codec["ok"].all() and (codec["throughput_mib_s"] > 0).all()
     for r in pipe.to_dict("records"):
         assert r["peak_rss_bytes"] > 10 * MB and r["baseline_rss_bytes"] > 10 * MB
         assert r["overhead_bytes"] == r["peak_rss_bytes"] - r["baseline_rss_bytes"]
@@ -115,8 +116,8 @@ def test_small_run_rows_and_columns(small_run):
             assert all(r[c] is None or r[c] != r[c] for c in bench.TIME_COLUMNS), r
             assert "modelled" in r["command"] and r["command"].startswith("sekiops.ops.bench modelled-")
         else:
-            assert r["wall_s"] > 0 and r["op_s"] > 0 and r["throughput_mb_s"] > 0
-            assert r["codec_mb_s"] > 0 and r["ratio_to_codec"] > 0 and r["ratio_to_zlib_codec"] > 0
+            assert r["wall_s"] > 0 and r["op_s"] > 0 and r["throughput_mib_s"] > 0
+            assert r["codec_mib_s"] > 0 and r["ratio_to_codec"] > 0 and r["ratio_to_zlib_codec"] > 0
             assert r["paired_ratio_to_codec"] > 0
     # 2 MB compresses below Sekiban's payload threshold (inline), 8 MB above it (blob)
     locations = {(r["size_label"], r["op"], r["mode"]): r["payload_location"] for r in pipe.to_dict("records")}
@@ -171,12 +172,12 @@ def test_old_results_files_lose_the_models_times(tmp_path):
     import pandas as pd
 
     old = pd.DataFrame([{"op": "persist", "mode": "legacy", "size_bytes": 10, "ok": True, "op_s": 1.4,
-                         "throughput_mb_s": 72.0, "overhead_bytes": 30},
+                         "throughput_mib_s": 72.0, "overhead_bytes": 30},
                         {"op": "persist", "mode": "streaming", "size_bytes": 10, "ok": True, "op_s": 0.25,
-                         "throughput_mb_s": 408.0, "overhead_bytes": 7}])
+                         "throughput_mib_s": 408.0, "overhead_bytes": 7}])
     old.to_csv(tmp_path / "old.csv", index=False)
     back = bench.load_results(str(tmp_path / "old.csv")).set_index("mode")
-    assert pd.isna(back.loc["legacy", "op_s"]) and pd.isna(back.loc["legacy", "throughput_mb_s"])
+    assert pd.isna(back.loc["legacy", "op_s"]) and pd.isna(back.loc["legacy", "throughput_mib_s"])
     assert back.loc["streaming", "op_s"] == 0.25 and back.loc["legacy", "overhead_bytes"] == 30
     assert bool(back.loc["legacy", "modelled"]) and not bool(back.loc["streaming", "modelled"])
 
@@ -305,7 +306,7 @@ def test_cli_bench_table_format_labels_the_model(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     header = lines[0].split()
-    assert header[:5] == ["op", "mode", "variant", "backend", "size_label"] and "overhead_mb" in header
+    assert header[:5] == ["op", "mode", "variant", "backend", "size_label"] and "overhead_mib" in header
     assert "legacy (modelled)" in lines[1]
     assert lines[-1] == ("# legacy (modelled) = Sekiban's byte[] path, modelled in Python from Sekiban's source, "
                          "not measured on .NET: memory only, no times")
@@ -362,8 +363,8 @@ def test_bench_postgres_and_azurite(postgres_server, azure_storage_env, tmp_path
     assert set(pipe["backend"]) == {"postgresql+azblob"}
     assert set(pipe["payload_location"]) == {"blob"} and set(pipe["envelope_location"]) == {"inline"}
     assert (pipe["overhead_bytes"].notna()).all()
-    assert (pipe[pipe["mode"] == "streaming"]["throughput_mb_s"] > 0).all()
-    assert pipe[pipe["mode"] == MODELLED]["throughput_mb_s"].isna().all()  # the model's time is not reported
+    assert (pipe[pipe["mode"] == "streaming"]["throughput_mib_s"] > 0).all()
+    assert pipe[pipe["mode"] == MODELLED]["throughput_mib_s"].isna().all()  # the model's time is not reported
     assert pipe[pipe["op"] == "restore"]["verified"].map(bool).all()
     assert df.attrs["service_id"].startswith("bench-")
     # the URL's secrets never reach the frame
@@ -394,3 +395,15 @@ def test_persist_memory_timeline_streaming_beside_the_model(tmp_path):
     assert runs[MODELLED]["peak_bytes"] > runs["streaming"]["peak_bytes"] + 8 * MB
     for r in runs.values():
         assert r["upload_bytes"] > 0 and r["offload_ratio"] > 0.9 and r["payload_location"] == "blob"
+
+
+def test_columns_and_lines_speak_binary_units():
+    """One unit convention (issue 16): the benchmark's columns and progress lines use MiB, never MB."""
+    from sekiops.ops.bench.report import TABLE_COLUMNS, codec_line
+    from sekiops.ops.bench.scenarios import COLUMNS
+
+    decimal = [c for c in list(COLUMNS) + list(TABLE_COLUMNS) if re.search(r"_mb(_s)?$|mbps", c, re.I)]
+    assert not decimal, decimal
+    line = codec_line({"op": "compress", "size_label": "10MiB", "gzip_backend": "zlib", "ok": True, "op_s": 0.05,
+                       "throughput_mib_s": 190.7, "peak_rss_bytes": 30 * 2**20})
+    assert "190.7 MiB/s" in line and "MB/s" not in line, line

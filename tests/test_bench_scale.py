@@ -39,15 +39,15 @@ def test_stages_measure_every_stage_and_model_the_bounds(small_state):
     stages = {r["stage"]: r for r in result["stages"]}
     for name in ("read", "gzip, one stream (codec floor)", "gzip, 1 MiB blocks (threaded path, per thread)",
                  "sha256 of the gzip output", "temp-file write of the gzip output", "gunzip", "output write"):
-        assert stages[name]["cpu_ms_per_mb"] >= 0, name
+        assert stages[name]["cpu_ms_per_mib"] >= 0, name
     assert any(n.startswith("json check") for n in stages)
     b = bounds(result, cores=2)
     assert b["modelled"] is True and b["cores"] == 2
     for name, v in b["by_checker"].items():
-        assert v["bound_mb_s"] > 0 and v["bound_ratio_to_codec"] > 0, name
+        assert v["bound_mib_s"] > 0 and v["bound_ratio_to_codec"] > 0, name
     # the model cannot beat "no check": the check only adds CPU
-    no_check = b["by_checker"]["no check (for comparison)"]["bound_mb_s"]
-    assert all(v["bound_mb_s"] <= no_check + 1e-9 for k, v in b["by_checker"].items())
+    no_check = b["by_checker"]["no check (for comparison)"]["bound_mib_s"]
+    assert all(v["bound_mib_s"] <= no_check + 1e-9 for k, v in b["by_checker"].items())
 
 
 def test_stages_child_prints_json(small_state):

@@ -76,8 +76,8 @@ def headline(df) -> list[dict]:
                      "state_bytes": _int(r["size_bytes"]), "peak_rss_bytes": _int(r["peak_rss_bytes"]),
                      "over_idle_bytes": _int(r["overhead_bytes"]),
                      "seconds": None if modelled or _missing(r["op_s"]) else float(r["op_s"]),
-                     "bytes_per_second": None if modelled or _missing(r["throughput_mb_s"])
-                     else float(r["throughput_mb_s"]) * 1e6,
+                     "bytes_per_second": None if modelled or _missing(r["throughput_mib_s"])
+                     else float(r["throughput_mib_s"]) * MiB,
                      "ok": bool(r["ok"])})
     return rows
 

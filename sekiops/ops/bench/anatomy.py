@@ -26,7 +26,7 @@ def benchmark_backends(path: str, depth: int = DEFAULT_DEPTH) -> dict:
         t = time.perf_counter()
         rep = walk(f, depth=depth)
         out["scanner_seconds"] = round(time.perf_counter() - t, 3)
-    out["scanner_MBps"] = round(out["bytes"] / 1e6 / out["scanner_seconds"], 1)
+    out["scanner_mib_s"] = round(out["bytes"] / 2**20 / out["scanner_seconds"], 1)
     out["scanner_exact_total"] = rep.total_bytes == out["bytes"]
     try:
         import ijson

@@ -17,8 +17,8 @@ from typing import Callable
 
 from . import commands
 from .measure import Measured
+from ...units import MiB
 
-MB = 10**6
 #: Read size of the codec floor: 256 KiB inputs were the fastest for both isal and zlib here (1 MiB
 #: inputs make each decompress call return ~4.5 MiB, whose buffer growth costs 10-30%).
 CODEC_CHUNK = 256 * 1024
@@ -115,7 +115,7 @@ class CodecFloor:
                        size_bytes=state["bytes"], gzip_backend=gzip, ok=r["ok"], error=r.get("error"),
                        peak_rss_bytes=m.peak_rss_bytes, wall_s=round(m.wall_s, 3),
                        op_s=round(seconds, 4) if seconds else None,
-                       throughput_mb_s=round(state["bytes"] / MB / seconds, 1) if seconds else None,
+                       throughput_mib_s=round(state["bytes"] / MiB / seconds, 1) if seconds else None,
                        compressed_bytes=r.get("compressed_bytes"), fsync_s=r.get("fsync_s"),
                        command=f"{commands.CODEC.name} {direction}", modelled=False, **common)
             rows.append(row)
@@ -125,7 +125,7 @@ class CodecFloor:
         r = self._best.get((state["path"], gzip), {}).get(direction)
         if not r or not r.get("ok") or not r.get("seconds"):
             return None
-        return state["bytes"] / MB / r["seconds"]
+        return state["bytes"] / MiB / r["seconds"]
 
     def paired_ratio(self, state: dict, gzip: str, direction: str, scenario_rounds: dict[int, float]) -> float | None:
         """Median over rounds of (codec seconds / scenario seconds) within the same round."""

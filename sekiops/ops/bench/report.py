@@ -13,16 +13,14 @@ import math
 from ...units import format_bytes, format_duration
 from .commands import MODE_LABELS, MODELLED, MODELLED_NOTE
 from .scenarios import COLUMNS, TIME_COLUMNS
+from ...units import GiB, MiB
 
-MB = 10**6
-MiB = 2**20
-GiB = 2**30
 
-#: The CLI's table: sizes in MB (10^6 bytes), as docs/benchmarks.md reports them.
-TABLE_COLUMNS = ["op", "mode", "variant", "backend", "size_label", "gzip_backend", "ok", "peak_rss_mb",
-                 "baseline_rss_mb", "overhead_mb", "overhead_ratio", "wall_s", "op_s", "throughput_mb_s", "codec_mb_s",
+#: The CLI's table: sizes in MiB (2^20 bytes), as docs/benchmarks.md reports them.
+TABLE_COLUMNS = ["op", "mode", "variant", "backend", "size_label", "gzip_backend", "ok", "peak_rss_mib",
+                 "baseline_rss_mib", "overhead_mib", "overhead_ratio", "wall_s", "op_s", "throughput_mib_s", "codec_mib_s",
                  "ratio_to_codec", "paired_ratio_to_codec", "process_ratio_to_codec", "paired_process_ratio_to_codec",
-                 "codec_zlib_mb_s", "ratio_to_zlib_codec", "threads", "json_check", "payload_location",
+                 "codec_zlib_mib_s", "ratio_to_zlib_codec", "threads", "json_check", "payload_location",
                  "envelope_location", "error"]
 FOOTNOTE = f"legacy (modelled) = Sekiban's byte[] path, {MODELLED_NOTE}: memory only, no times"
 
@@ -48,8 +46,8 @@ def scenario_line(row: dict) -> str:
         parts.append(MODELLED_NOTE)
     else:
         parts.append(format_duration(row["op_s"] if not _missing(row["op_s"]) else row["wall_s"]))
-        if row["throughput_mb_s"]:
-            t = f"{row['throughput_mb_s']} MB/s"
+        if row["throughput_mib_s"]:
+            t = f"{row['throughput_mib_s']} MiB/s"
             if row["ratio_to_codec"]:
                 t += f" ({row['ratio_to_codec']}x codec"
                 if row.get("paired_ratio_to_codec") and (row.get("repeat") or 1) > 1:
@@ -66,15 +64,15 @@ def codec_line(row: dict) -> str:
     head = f"codec {row['op']} {row['size_label']} gzip={row['gzip_backend']}"
     if not row["ok"]:
         return f"{head}: FAILED: {row['error']}"
-    return (f"{head}: {format_duration(row['op_s'])}, {row['throughput_mb_s']} MB/s, "
+    return (f"{head}: {format_duration(row['op_s'])}, {row['throughput_mib_s']} MiB/s, "
             f"peak {format_bytes(row['peak_rss_bytes'])}")
 
 
 def table_frame(df):
-    """The benchmark frame with sizes in MB (10^6 bytes) and the modelled mode marked, for humans."""
+    """The benchmark frame with sizes in MiB (2^20 bytes) and the modelled mode marked, for humans."""
     out = df.copy()
     for col in ("peak_rss", "baseline_rss", "overhead"):
-        out[f"{col}_mb"] = (out[f"{col}_bytes"].astype("float64") / 1e6).round(1)
+        out[f"{col}_mib"] = (out[f"{col}_bytes"].astype("float64") / MiB).round(1)
     out["mode"] = out["mode"].map(lambda m: f"{m} (modelled)" if m == MODELLED else m)
     return out[[c for c in TABLE_COLUMNS if c in out.columns]]
 
@@ -121,7 +119,7 @@ def plot_benchmark(df, title: str | None = None):
     for (op, mode, variant, backend, gz), g in pipe.groupby(["op", "mode", "variant", "backend", "gzip_backend"],
                                                             sort=True):
         g = g.groupby("size_bytes", as_index=False).agg(
-            {"overhead_bytes": "max", "throughput_mb_s": "max", "ratio_to_codec": "max"})
+            {"overhead_bytes": "max", "throughput_mib_s": "max", "ratio_to_codec": "max"})
         what = "Sekiban byte[] path, modelled" if mode == MODELLED else mode
         if variant:
             what += f" [{variant}]"
@@ -129,30 +127,30 @@ def plot_benchmark(df, title: str | None = None):
             variant, "tab:brown")
         kw = dict(color=color, marker=backend_marker[backend],
                   linestyle=gz_style.get(gz, "-"), label=f"{op} {what} ({backend}, gzip {gz})", markersize=6)
-        x = g["size_bytes"] / MB
-        ax_mem.plot(x, g["overhead_bytes"].astype(float).clip(lower=MB / 10) / MB, **kw)
+        x = g["size_bytes"] / MiB
+        ax_mem.plot(x, g["overhead_bytes"].astype(float).clip(lower=MiB / 10) / MiB, **kw)
         if mode != MODELLED:
-            ax_tp.plot(x, g["throughput_mb_s"], **kw)
+            ax_tp.plot(x, g["throughput_mib_s"], **kw)
             ax_ratio.plot(x, g["ratio_to_codec"], **kw)
     if len(pipe):
-        xs = sorted(pipe["size_bytes"].unique() / MB)
+        xs = sorted(pipe["size_bytes"].unique() / MiB)
         ax_mem.plot(xs, xs, color="black", linewidth=0.8, linestyle=":", label="= state size")
-        ax_mem.axhline(64 * MiB / MB, color="gray", linewidth=0.8, linestyle="--", label="64 MiB budget")
+        ax_mem.axhline(64, color="gray", linewidth=0.8, linestyle="--", label="64 MiB budget")
     codec_handles = []
     for (op, gz), g in codec.groupby(["op", "gzip_backend"], sort=True):
-        g = g.groupby("size_bytes", as_index=False)["throughput_mb_s"].max()
-        (h,) = ax_tp.plot(g["size_bytes"] / MB, g["throughput_mb_s"], color="black" if op == "compress" else "gray",
+        g = g.groupby("size_bytes", as_index=False)["throughput_mib_s"].max()
+        (h,) = ax_tp.plot(g["size_bytes"] / MiB, g["throughput_mib_s"], color="black" if op == "compress" else "gray",
                           linestyle=gz_style.get(gz, "-"), linewidth=1.4, marker=".",
                           label=f"codec {op} alone (gzip {gz})")
         codec_handles.append(h)
     ax_ratio.axhline(0.8, color="gray", linewidth=0.8, linestyle="--")
     ax_ratio.axhline(1.0, color="black", linewidth=0.6, linestyle=":")
 
-    ax_mem.set(xscale="log", yscale="log", xlabel="state size (MB, uncompressed JSON)",
-               ylabel="peak RSS - idle baseline (MB)", title="Memory overhead (kernel peak RSS, wait4)")
-    ax_tp.set(xscale="log", xlabel="state size (MB)", ylabel="MB/s of state JSON",
+    ax_mem.set(xscale="log", yscale="log", xlabel="state size (MiB, uncompressed JSON)",
+               ylabel="peak RSS - idle baseline (MiB)", title="Memory overhead (kernel peak RSS, wait4)")
+    ax_tp.set(xscale="log", xlabel="state size (MiB)", ylabel="MiB/s of state JSON",
               title="sekiops throughput inside the operation (best run)")
-    ax_ratio.set(xscale="log", xlabel="state size (MB)", ylabel="pipeline / codec-alone throughput",
+    ax_ratio.set(xscale="log", xlabel="state size (MiB)", ylabel="pipeline / codec-alone throughput",
                  title="Ratio to the codec alone (dashed: 0.8x target)")
     plain = FuncFormatter(lambda v, _pos: f"{v:g}")
     blank = FuncFormatter(lambda v, _pos: "")

@@ -19,9 +19,9 @@ from . import commands
 from .inputs import generate_state, machine_info
 from .report import codec_line, scenario_line
 from .scenarios import COLUMNS, IDLE_STATE_BYTES, Outcome, Scenarios, best_of, variant_args
+from ...units import GiB
 
 MB = 10**6
-GiB = 2**30
 DEFAULT_SIZES = (10 * MB, 100 * MB, GiB)
 
 

@@ -8,9 +8,9 @@ stage costs and labelled so); :func:`markdown` writes the same numbers as tables
 from __future__ import annotations
 
 import math
+from ...units import MiB
 
 MB = 10**6
-MiB = 2**20
 
 
 def _ok(rows):
@@ -26,7 +26,7 @@ def _num(v) -> float | None:
 def plot_scale(persist=None, stages: dict | None = None, audit: list | None = None, migrate: list | None = None,
                title: str | None = None):
     """A matplotlib Figure: (1) persist/restore throughput over the codec alone, per variant, with the
-    modelled bounds; (2) CPU ms per MB of each stage; (3) audit peak RSS and time by blob count;
+    modelled bounds; (2) CPU ms per MiB of each stage; (3) audit peak RSS and time by blob count;
     (4) migration rows/s by concurrency."""
     from matplotlib.figure import Figure
 
@@ -72,7 +72,7 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
     if stages:
         rows = [r for r in stages["stages"] if r["side"] in ("persist", "codec")]
         names = [r["stage"] for r in rows]
-        vals = [r["cpu_ms_per_mb"] for r in rows]
+        vals = [r["cpu_ms_per_mib"] for r in rows]
         colors = ["tab:red" if n.startswith("json check") else "gray" if r["side"] == "codec" else "tab:blue"
                   for n, r in zip(names, rows)]
         ax_stage.barh(range(len(names)), vals, color=colors)
@@ -80,7 +80,7 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
             ax_stage.text(v + 0.02, i, f"{v:.2f}", va="center", fontsize=7)
         ax_stage.set_yticks(range(len(names)), names, fontsize=7)
         ax_stage.invert_yaxis()
-        ax_stage.set(xlabel="CPU ms per MB of state JSON, one thread (measured)",
+        ax_stage.set(xlabel="CPU ms per MiB of state JSON, one thread (measured)",
                      title=f"Where persist's CPU goes ({stages.get('gzip_backend')}, {stages.get('cores')} cores)")
         ax_stage.grid(True, axis="x", alpha=0.3)
 
@@ -99,7 +99,7 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
             xs = [r["blobs"] for r in rs]
             ax_audit.plot(xs, [r["peak_rss_bytes"] / MiB for r in rs], marker="o", label=f"peak RSS ({store})")
             ax_t.plot(xs, [r["wall_s"] for r in rs], marker="s", linestyle="--", label=f"wall s ({store})")
-        ax_audit.axhline(200 * 1e6 / MiB, color="tab:red", linewidth=0.8, linestyle="--", label="goal: < 200 MB")
+        ax_audit.axhline(200 * 1e6 / MiB, color="tab:red", linewidth=0.8, linestyle="--", label="goal: < 200 MB (190.7 MiB)")
         ax_audit.set(xscale="log", xlabel="blobs in the container", ylabel="peak RSS (MiB, kernel, wait4)",
                      title="sekiops audit-blobs over large containers (measured, fresh processes)")
         ax_audit.set_ylim(bottom=0)
@@ -136,8 +136,8 @@ def markdown(persist=None, stages: dict | None = None, audit: list | None = None
     """The same numbers as Markdown tables."""
     out = []
     if persist is not None and len(persist):
-        out.append("| op | size | variant | threads | check | op s | MB/s | codec MB/s | x codec (best) | "
-                   "x codec (paired median) | whole process x codec (paired) | peak RSS over idle MB |")
+        out.append("| op | size | variant | threads | check | op s | MiB/s | codec MiB/s | x codec (best) | "
+                   "x codec (paired median) | whole process x codec (paired) | peak RSS over idle MiB |")
         out.append("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         df = persist[(persist["mode"] == "streaming")]
         for _, r in df.iterrows():
@@ -145,27 +145,27 @@ def markdown(persist=None, stages: dict | None = None, audit: list | None = None
                        "{pp} | {ov} |".format(
                            op=r["op"], size=r["size_label"], variant=r.get("variant") or "default",
                            threads=_fmt(r.get("threads"), "{:.0f}"), check=_text(r.get("json_check")),
-                           op_s=_fmt(r.get("op_s"), "{:.3f}"), mbs=_fmt(r.get("throughput_mb_s"), "{:.0f}"),
-                           codec=_fmt(r.get("codec_mb_s"), "{:.0f}"), rb=_fmt(r.get("ratio_to_codec"), "{:.2f}"),
+                           op_s=_fmt(r.get("op_s"), "{:.3f}"), mbs=_fmt(r.get("throughput_mib_s"), "{:.0f}"),
+                           codec=_fmt(r.get("codec_mib_s"), "{:.0f}"), rb=_fmt(r.get("ratio_to_codec"), "{:.2f}"),
                            rp=_fmt(r.get("paired_ratio_to_codec"), "{:.2f}"),
                            pp=_fmt(r.get("paired_process_ratio_to_codec"), "{:.2f}"),
-                           ov=_fmt(_num(r.get("overhead_bytes")) and _num(r.get("overhead_bytes")) / MB, "{:.1f}")))
+                           ov=_fmt(_num(r.get("overhead_bytes")) and _num(r.get("overhead_bytes")) / MiB, "{:.1f}")))
         out.append("")
     if stages:
-        out.append("| stage (one thread) | CPU ms per MB | MB/s |")
+        out.append("| stage (one thread) | CPU ms per MiB | MiB/s |")
         out.append("|---|---:|---:|")
         for r in stages["stages"]:
-            out.append(f"| {r['stage']} | {r['cpu_ms_per_mb']:.3f} | {r['mb_s_one_thread']:,.0f} |")
+            out.append(f"| {r['stage']} | {r['cpu_ms_per_mib']:.3f} | {r['mib_s_one_thread']:,.0f} |")
         b = stages.get("bounds")
         if b:
             out.append("")
             out.append(f"Modelled from those costs (not measured): persist on {b['cores']} cores, "
                        f"{b['threads']} compression threads:")
             out.append("")
-            out.append("| JSON check | CPU ms per MB | bound MB/s | bound / codec alone | limited by |")
+            out.append("| JSON check | CPU ms per MiB | bound MiB/s | bound / codec alone | limited by |")
             out.append("|---|---:|---:|---:|---|")
             for name, v in b["by_checker"].items():
-                out.append(f"| {name} | {v['cpu_ms_per_mb']:.2f} | {v['bound_mb_s']:.0f} | "
+                out.append(f"| {name} | {v['cpu_ms_per_mib']:.2f} | {v['bound_mib_s']:.0f} | "
                            f"{v['bound_ratio_to_codec']:.2f}x | {v.get('limited_by', '-')} |")
         out.append("")
     if audit:

@@ -23,24 +23,24 @@ from . import commands
 from .codec import DIRECTION, CodecFloor
 from .inputs import backend_label, file_digest, generate_state, meminfo, package_root
 from .measure import Measured, run_measured
+from ...units import MiB
 
 MB = 10**6
-MiB = 2**20
 IDLE_STATE_BYTES = 1000
 
 #: The columns of a benchmark frame, in order.
 COLUMNS = [
     "op", "mode", "variant", "backend", "size_label", "size_bytes", "gzip_backend", "ok", "error",
     "peak_rss_bytes", "baseline_rss_bytes", "overhead_bytes", "overhead_ratio",
-    "wall_s", "baseline_wall_s", "op_s", "throughput_mb_s",
-    "codec_mb_s", "ratio_to_codec", "paired_ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec",
+    "wall_s", "baseline_wall_s", "op_s", "throughput_mib_s",
+    "codec_mib_s", "ratio_to_codec", "paired_ratio_to_codec", "codec_zlib_mib_s", "ratio_to_zlib_codec",
     "process_ratio_to_codec", "paired_process_ratio_to_codec", "cpu_s", "threads", "json_check",
     "payload_location", "envelope_location", "compressed_bytes",
     "child_peak_rss_bytes", "peak_heap_bytes", "fsync_s", "verified", "command", "repeat", "run_id", "modelled",
 ]
 #: Columns that are times (or derived from times): empty on modelled rows.
-TIME_COLUMNS = ["wall_s", "baseline_wall_s", "op_s", "throughput_mb_s", "codec_mb_s", "ratio_to_codec",
-                "paired_ratio_to_codec", "codec_zlib_mb_s", "ratio_to_zlib_codec", "process_ratio_to_codec",
+TIME_COLUMNS = ["wall_s", "baseline_wall_s", "op_s", "throughput_mib_s", "codec_mib_s", "ratio_to_codec",
+                "paired_ratio_to_codec", "codec_zlib_mib_s", "ratio_to_zlib_codec", "process_ratio_to_codec",
                 "paired_process_ratio_to_codec", "cpu_s"]
 
 #: Persist variants the benchmark can run beside the default (``--variants``): each is one
@@ -335,27 +335,27 @@ class Scenarios:
                variant: str | None = None) -> None:
         seconds = row["op_s"] or (m.wall_s - (row["baseline_wall_s"] or 0.0))
         if seconds and seconds > 0:
-            row["throughput_mb_s"] = round(state["bytes"] / MB / seconds, 1)
+            row["throughput_mib_s"] = round(state["bytes"] / MiB / seconds, 1)
         direction = DIRECTION[op]
         codec = self.codec.mb_s(state, gzip, direction)
         zlib_codec = self.codec.mb_s(state, "zlib", direction)
         if codec:
-            row["codec_mb_s"] = round(codec, 1)
-            if row["throughput_mb_s"]:
-                row["ratio_to_codec"] = round(row["throughput_mb_s"] / codec, 3)
+            row["codec_mib_s"] = round(codec, 1)
+            if row["throughput_mib_s"]:
+                row["ratio_to_codec"] = round(row["throughput_mib_s"] / codec, 3)
             key = (state["path"], gzip, mode, op) + ((variant,) if variant else ())
             row["paired_ratio_to_codec"] = self.codec.paired_ratio(state, gzip, direction,
                                                                    self.scenario_rounds.get(key, {}))
             # the whole process (interpreter start-up, imports, spool, hashing, upload, row) against
             # the codec loop alone
             if m.wall_s > 0:
-                row["process_ratio_to_codec"] = round(state["bytes"] / MB / m.wall_s / codec, 3)
+                row["process_ratio_to_codec"] = round(state["bytes"] / MiB / m.wall_s / codec, 3)
             row["paired_process_ratio_to_codec"] = self.codec.paired_ratio(state, gzip, direction,
                                                                            self.scenario_walls.get(key, {}))
         if zlib_codec:
-            row["codec_zlib_mb_s"] = round(zlib_codec, 1)
-            if row["throughput_mb_s"]:
-                row["ratio_to_zlib_codec"] = round(row["throughput_mb_s"] / zlib_codec, 3)
+            row["codec_zlib_mib_s"] = round(zlib_codec, 1)
+            if row["throughput_mib_s"]:
+                row["ratio_to_zlib_codec"] = round(row["throughput_mib_s"] / zlib_codec, 3)
 
 
 def best_of(best: Outcome | None, new: Outcome) -> Outcome:

@@ -2,7 +2,7 @@
 
 ``python -m sekiops.ops.bench stages --in STATE`` holds a sample of the state in memory (default
 up to 128 MiB) and runs each stage over it in interleaved rounds, measuring the thread's CPU
-time (``time.thread_time``): CPU milliseconds per MB (10^6 bytes) of state JSON, best of the
+time (``time.thread_time``): CPU milliseconds per MiB (2^20 bytes) of state JSON, best of the
 rounds. These are measured numbers. From them, :func:`bounds` *models* what the pipeline could
 reach on ``cores`` cores: the stages run on separate threads, so a persist can go no faster than
 its busiest serial stage (the JSON check, or the compression divided over its threads) nor than
@@ -20,9 +20,8 @@ import hashlib
 import os
 import tempfile
 import time
+from ...units import MiB
 
-MB = 10**6
-MiB = 2**20
 
 
 def _load(path: str, sample: int) -> list[bytes]:
@@ -127,9 +126,9 @@ def stage_child(path: str, gzip: str | None = None, sample: int = 128 * MiB, rou
             fn()
             cpu = time.thread_time() - t
             best[name] = min(best.get(name, cpu), cpu)
-    mb = size / MB
-    rows = [{"stage": name, "side": side, "cpu_ms_per_mb": round(best[name] * 1000 / mb, 3),
-             "mb_s_one_thread": round(mb / best[name], 1) if best[name] > 0 else None}
+    mib = size / MiB
+    rows = [{"stage": name, "side": side, "cpu_ms_per_mib": round(best[name] * 1000 / mib, 3),
+             "mib_s_one_thread": round(mib / best[name], 1) if best[name] > 0 else None}
             for name, (side, _) in stages.items()]
     return {"state": path, "sample_bytes": size, "gzip_backend": backend.name, "rounds": rounds,
             "compressed_bytes": sum(map(len, gz)), "stages": rows,
@@ -147,12 +146,12 @@ def bounds(result: dict, cores: int | None = None, threads: int | None = None) -
     """Modelled (not measured): the persist throughput the measured stage costs allow on ``cores``.
 
     Each stage runs on its own thread; compression is split over ``threads``. The pipeline's
-    time per MB is at least its busiest serial stage's and at least its total CPU / cores.
-    Returns per checker: total CPU ms/MB, the bound in MB/s and as a ratio to the codec floor.
+    time per MiB is at least its busiest serial stage's and at least its total CPU / cores.
+    Returns per checker: total CPU ms/MiB, the bound in MiB/s and as a ratio to the codec floor.
     """
     cores = cores or result["cores"]
     threads = threads or cores
-    cost = {r["stage"]: r["cpu_ms_per_mb"] for r in result["stages"]}
+    cost = {r["stage"]: r["cpu_ms_per_mib"] for r in result["stages"]}
     floor = cost["gzip, one stream (codec floor)"]
     blocks = cost["gzip, 1 MiB blocks (threaded path, per thread)"]
     rest = cost["read"] + cost["sha256 of the gzip output"] + cost["temp-file write of the gzip output"]
@@ -164,14 +163,14 @@ def bounds(result: dict, cores: int | None = None, threads: int | None = None) -
         total = check + blocks + rest
         serial = max(check, blocks / threads, rest)
         per_mb = max(serial, total / cores)
-        out[name] = {"cpu_ms_per_mb": round(total, 3), "bound_ms_per_mb": round(per_mb, 3),
-                     "bound_mb_s": round(1000 / per_mb, 1), "bound_ratio_to_codec": round(floor / per_mb, 3),
+        out[name] = {"cpu_ms_per_mib": round(total, 3), "bound_ms_per_mib": round(per_mb, 3),
+                     "bound_mib_s": round(1000 / per_mb, 1), "bound_ratio_to_codec": round(floor / per_mb, 3),
                      "limited_by": "the JSON check" if serial >= total / cores and serial == check
                      else ("compression" if serial >= total / cores and serial == blocks / threads else "the cores")}
     out["no check (for comparison)"] = {
-        "cpu_ms_per_mb": round(blocks + rest, 3),
-        "bound_ms_per_mb": round(max(blocks / threads, rest, (blocks + rest) / cores), 3)}
+        "cpu_ms_per_mib": round(blocks + rest, 3),
+        "bound_ms_per_mib": round(max(blocks / threads, rest, (blocks + rest) / cores), 3)}
     nb = out["no check (for comparison)"]
-    nb["bound_mb_s"] = round(1000 / nb["bound_ms_per_mb"], 1)
-    nb["bound_ratio_to_codec"] = round(floor / nb["bound_ms_per_mb"], 3)
-    return {"cores": cores, "threads": threads, "codec_floor_ms_per_mb": floor, "modelled": True, "by_checker": out}
+    nb["bound_mib_s"] = round(1000 / nb["bound_ms_per_mib"], 1)
+    nb["bound_ratio_to_codec"] = round(floor / nb["bound_ms_per_mib"], 3)
+    return {"cores": cores, "threads": threads, "codec_floor_ms_per_mib": floor, "modelled": True, "by_checker": out}

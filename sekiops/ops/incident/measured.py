@@ -192,14 +192,14 @@ def throughput_upload_chart(df, title: str | None = None):
               ("restore", "legacy"): "#ed7d31", ("restore", "streaming"): "#548235"}
     # no time comparison against the legacy model: its timings are Python's, not .NET's
     for (op, mode), g in pipe[pipe["mode"] == "streaming"].groupby(["op", "mode"], sort=True):
-        m = g.groupby("size_bytes", as_index=False)["throughput_mb_s"].max()
-        ax.plot(m["size_bytes"] / MiB, m["throughput_mb_s"] * 1e6 / MiB, marker="o", color=colors.get((op, mode), "gray"),
+        m = g.groupby("size_bytes", as_index=False)["throughput_mib_s"].max()
+        ax.plot(m["size_bytes"] / MiB, m["throughput_mib_s"], marker="o", color=colors.get((op, mode), "gray"),
                 label=f"{op} {mode}")
     for direction, style in (("compress", "--"), ("decompress", ":")):
         c = codec[codec["op"] == direction]
         if len(c):
-            m = c.groupby("size_bytes", as_index=False)["throughput_mb_s"].max()
-            ax.plot(m["size_bytes"] / MiB, m["throughput_mb_s"] * 1e6 / MiB, linestyle=style, marker="x", color="black",
+            m = c.groupby("size_bytes", as_index=False)["throughput_mib_s"].max()
+            ax.plot(m["size_bytes"] / MiB, m["throughput_mib_s"], linestyle=style, marker="x", color="black",
                     linewidth=1, label=f"gzip {direction} alone")
     if len(pipe):
         ax.set_xlim(0, float(pipe["size_bytes"].max()) / MiB * 1.08)
