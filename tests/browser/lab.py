@@ -186,7 +186,8 @@ class Notebook:
         """Shut the kernel down and close the notebook without saving it (the folder stays as it was)."""
         self.page.evaluate("""async () => {
             const w = window.jupyterapp.shell.currentWidget;
-            await w.sessionContext.shutdown();
+            // page.evaluate has no deadline of its own: give the shutdown 15 s, then close anyway
+            await Promise.race([w.sessionContext.shutdown(), new Promise(r => setTimeout(r, 15000))]);
             w.context.model.dirty = false;  // nothing to save: the copy on disk stays as it was
             w.close();
         }""")

@@ -132,12 +132,15 @@ def test_01_inventory_explorer(page, lab, deployment, folder_before):
     check("MiB)" in details.inner_text(), "row details give sizes without a unit")
     # walk the payload: progress, then the chart and the table of paths
     widget_button(box, "Walk payload").click()
-    status = box.locator(".widget-hbox:has(.widget-progress) .widget-label").last
+    status = box.locator(".widget-hbox:has(.widget-hprogress) > .widget-label").last
     page.wait_for_function("e => /(walked in| in \\d)/.test(e.textContent)", arg=status.element_handle(),
                            timeout=120_000)
     check("57.2 MiB walked in" in status.inner_text(), f"walk status reads {status.inner_text()!r}")
     box.locator("img.sekiops-anatomy-chart[src^='blob:'], img.sekiops-anatomy-chart[src^='data:']").first.wait_for()
-    text = box.locator(".sekiops-anatomy-text").first.inner_text()
+    pane = box.locator(".sekiops-anatomy-text").first
+    # the chart and the text are two widget updates: wait for the text too
+    page.wait_for_function("e => e.textContent.includes('$.customers')", arg=pane.element_handle(), timeout=30_000)
+    text = pane.inner_text()
     check("$.customers[]" in text, "the anatomy shows no paths")
     check("(values hidden: business data)" in text, "payload string values (business data) shown unasked")
     nb.screenshot("01_inventory_explorer", box, block="start")
