@@ -69,6 +69,7 @@ from ..format.constants import LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, RECORD_TH
 from ..format.record import SnapshotRow, check_service_id, format_dotnet_timestamp, parse_timestamp, utcnow
 from ..urls import query_flags, redact
 from .base import StateCapabilities, StateStore, check_expected
+from .base64text import open_base64
 
 log = logging.getLogger(__name__)
 
@@ -527,9 +528,7 @@ class DynamoDbStateStore(StateStore):
         if len(text) % 4:
             raise CorruptSnapshotError(f"{self.location}: {row.where}: StateData is not padded Base64 "
                                        f"({len(text)} characters)")
-        from .cosmos import DECODE_CHUNK, _Base64Reader
-
-        return io.BufferedReader(_Base64Reader(text, self.location, row.where), buffer_size=DECODE_CHUNK * 3 // 4)
+        return open_base64(text, self.location, row.where)
 
     # --- writes ------------------------------------------------------------------------------
 
