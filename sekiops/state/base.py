@@ -1,9 +1,10 @@
 """The state store contract: Sekiban's MultiProjection rows with compare-and-swap.
 
-One small abstract class, one module per backend (memory, sqlite, postgres, cosmos, dynamodb),
-and a conformance suite every backend runs (:mod:`sekiops.testing`). Stores know rows and
-StateData bytes only; which bytes go inline and which to a blob is the pipeline's decision
-(:mod:`sekiops.pipeline`), taken with the store's ``record_offload_threshold``.
+One small abstract class, one module per backend (memory, sqlite, dynamodb) or one package
+(postgres, cosmos: a module per job), and a conformance suite every backend runs
+(:mod:`sekiops.testing`). Stores know rows and StateData bytes only; which bytes go inline and which
+to a blob is the pipeline's decision (:mod:`sekiops.pipeline`), taken with the store's
+``record_offload_threshold``.
 
 What a backend can do beyond the core is declared in :class:`StateCapabilities`, never probed:
 callers read ``store.capabilities`` and only then call the optional methods.
