@@ -664,7 +664,11 @@ class DynamoDbStateStore(StateStore):
             raise self._fail(exc, what) from None
         attrs = answer.get("Attributes")
         if not attrs:
-            return self.get(expected.projector_name, expected.projector_version)
+            stored = self.get(expected.projector_name, expected.projector_version)
+            if stored is None:
+                raise ConcurrencyConflictError(f"{self.location}: {what} was applied, but {expected.where} was gone "
+                                               "when read back (deleted by another writer)")
+            return stored
         return self._row(attrs)
 
     def for_service(self, service_id: str) -> DynamoDbStateStore:

@@ -390,7 +390,7 @@ class CosmosStateStore(StateStore):
         etag = (body.get("_etag") if isinstance(body, dict) else None) or answer.get("etag")
         answer.clear()
         if not etag:
-            return self.get(row.projector_name, row.projector_version)
+            return self._read_back(row, what)
         doc["_etag"] = etag.strip() if isinstance(etag, str) else etag
         return row_from_document(doc, state_length if inline else None, self.service_id, self.location)
 
@@ -425,8 +425,16 @@ class CosmosStateStore(StateStore):
             raise StoreError(f"{self.location}: tombstone {where}: HTTP {exc.status_code}: "
                              f"{self._http_message(exc)}") from None
         if not isinstance(stored, dict) or not stored.get("_etag"):
-            return self.get(expected.projector_name, expected.projector_version)
+            return self._read_back(expected, f"tombstone {where}")
         return self._row_from_full(stored)
+
+    def _read_back(self, row: SnapshotRow, what: str) -> SnapshotRow:
+        """The row as stored, read again after ``what`` succeeded without an ``_etag`` in its answer."""
+        stored = self.get(row.projector_name, row.projector_version)
+        if stored is None:
+            raise ConcurrencyConflictError(f"{self.location}: {what} was applied, but {row.where} was gone when "
+                                           "read back (deleted by another writer)")
+        return stored
 
     def _shape(self) -> dict:
         return {"kind": self.kind, "location": self.location, "record_offload_threshold": self.record_offload_threshold,
