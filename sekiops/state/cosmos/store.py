@@ -76,7 +76,7 @@ log = logging.getLogger("sekiops.state.cosmos")
 
 
 class CosmosStateStore(StateStore):
-    """Sekiban MultiProjection rows in a Cosmos DB (NoSQL) container; see the module docstring."""
+    """Sekiban MultiProjection rows in a Cosmos DB (NoSQL) container; see the package and module docstrings."""
 
     kind = "cosmos"
     record_offload_threshold = RECORD_THRESHOLD_COSMOS

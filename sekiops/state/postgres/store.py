@@ -327,7 +327,7 @@ class PostgresStateStore(StateStore):
         return int(length)
 
     def open_state_stream(self, row: SnapshotRow) -> BinaryIO:
-        """The row's StateData: small values in one query, big ones in slices (see the module doc)."""
+        """The row's StateData: small values in one query, big ones in slices (see :mod:`.state_data`)."""
         if row.service_id != self.service_id:
             raise UsageError(f"row for service {row.service_id!r} read through a store scoped to {self.service_id!r}")
         key = self._key(row.projector_name, row.projector_version)
