@@ -35,7 +35,7 @@ class Timeouts:
         return f"connect {self.connect:g} s, silence {self.io:g} s"
 
 
-def timeouts_for(query: dict[str, str] | None = None, **overrides: float | None) -> Timeouts:
+def timeouts_for(query: dict[str, str] | None = None, **overrides: float | str | None) -> Timeouts:
     """The deadlines for one store: keyword overrides, else URL query, else environment, else defaults."""
     query = query or {}
 

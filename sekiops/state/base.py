@@ -1,9 +1,10 @@
 """The state store contract: Sekiban's MultiProjection rows with compare-and-swap.
 
-One small abstract class, one module per backend (memory, sqlite, postgres, cosmos, dynamodb),
-and a conformance suite every backend runs (:mod:`sekiops.testing`). Stores know rows and
-StateData bytes only; which bytes go inline and which to a blob is the pipeline's decision
-(:mod:`sekiops.pipeline`), taken with the store's ``record_offload_threshold``.
+One small abstract class, one module per backend (memory, sqlite, dynamodb) or one package
+(postgres, cosmos: a module per job), and a conformance suite every backend runs
+(:mod:`sekiops.testing`). Stores know rows and StateData bytes only; which bytes go inline and which
+to a blob is the pipeline's decision (:mod:`sekiops.pipeline`), taken with the store's
+``record_offload_threshold``.
 
 What a backend can do beyond the core is declared in :class:`StateCapabilities`, never probed:
 callers read ``store.capabilities`` and only then call the optional methods.
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ..format.record import SnapshotRow
 
@@ -93,7 +95,7 @@ class StateStore(abc.ABC):
         """Mark the row Lifecycle 1 (compare-and-swap on ``expected``)."""
 
     @abc.abstractmethod
-    def for_service(self, service_id: str) -> "StateStore":
+    def for_service(self, service_id: str) -> StateStore:
         """The same table/container scoped to another service id, sharing this store's connection.
 
         Closing the returned store does not close this one.
@@ -111,10 +113,10 @@ class StateStore(abc.ABC):
         journals): an output must never be written over them."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op default on purpose: stores without connections keep it
         """Release connections; idempotent."""
 
-    def __enter__(self) -> "StateStore":
+    def __enter__(self) -> StateStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -203,5 +205,5 @@ class AbsentStateStore(StateStore):
     def tombstone(self, expected):
         self._absent()
 
-    def for_service(self, service_id: str) -> "AbsentStateStore":
+    def for_service(self, service_id: str) -> AbsentStateStore:
         return AbsentStateStore(self._shape, service_id)

@@ -58,17 +58,25 @@ import re
 import threading
 import time
 from bisect import bisect_left
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from .. import aws
-from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, ItemTooLargeError, StoreError,
-                      TombstonedError, UsageError)
+from ..errors import (
+    ConcurrencyConflictError,
+    CorruptSnapshotError,
+    ItemTooLargeError,
+    StoreError,
+    TombstonedError,
+    UsageError,
+)
 from ..format.constants import LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, RECORD_THRESHOLD_DYNAMODB
 from ..format.record import SnapshotRow, check_service_id, format_dotnet_timestamp, parse_timestamp, utcnow
 from ..urls import query_flags, redact
 from .base import StateCapabilities, StateStore, check_expected
+from .base64text import open_base64
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +225,7 @@ class DynamoDbStateStore(StateStore):
         self._ensure_table(create)
 
     @classmethod
-    def from_url(cls, url: str, service_id: str = "default", **options) -> "DynamoDbStateStore":
+    def from_url(cls, url: str, service_id: str = "default", **options) -> DynamoDbStateStore:
         table, location = dynamodb_target(url)
         settings = aws.settings_from(url, options, location)
         flags = query_flags(url)
@@ -447,7 +455,7 @@ class DynamoDbStateStore(StateStore):
                                     "begins_with(pk, :pkp) AND (attribute_not_exists(serviceId) OR serviceId = :sid)",
                                     {":pkp": {"S": self._pk_prefix}, ":sid": {"S": self.service_id}}):
             if self._is_ours(item):
-                names.add(_s(item, "pk")[len(self._pk_prefix):])
+                names.add((_s(item, "pk") or "")[len(self._pk_prefix):])  # _is_ours: pk is a str
         result = sorted(names)
         with self._names_lock:
             self._names = (time.monotonic(), result)
@@ -527,9 +535,7 @@ class DynamoDbStateStore(StateStore):
         if len(text) % 4:
             raise CorruptSnapshotError(f"{self.location}: {row.where}: StateData is not padded Base64 "
                                        f"({len(text)} characters)")
-        from .cosmos import DECODE_CHUNK, _Base64Reader
-
-        return io.BufferedReader(_Base64Reader(text, self.location, row.where), buffer_size=DECODE_CHUNK * 3 // 4)
+        return open_base64(text, self.location, row.where)
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -580,7 +586,7 @@ class DynamoDbStateStore(StateStore):
                 f"{self.location}: {row.where}: inline StateData of {state_length} bytes makes a {size}-byte "
                 f"item (Base64 {b64} characters), over DynamoDB's {ITEM_LIMIT}-byte item limit (inline cap "
                 f"{self.inline_limit} bytes): offload it to a blob store (a lower record threshold)")
-        if inline and state_length:
+        if inline and state_length and state is not None:  # (no state for a length was refused above)
             item["stateData"] = {"S": self._encode(state, state_length, row.where)}
         request: dict[str, Any] = dict(TableName=self.table, Item=item)
         if expected is None:
@@ -658,10 +664,14 @@ class DynamoDbStateStore(StateStore):
             raise self._fail(exc, what) from None
         attrs = answer.get("Attributes")
         if not attrs:
-            return self.get(expected.projector_name, expected.projector_version)
+            stored = self.get(expected.projector_name, expected.projector_version)
+            if stored is None:
+                raise ConcurrencyConflictError(f"{self.location}: {what} was applied, but {expected.where} was gone "
+                                               "when read back (deleted by another writer)")
+            return stored
         return self._row(attrs)
 
-    def for_service(self, service_id: str) -> "DynamoDbStateStore":
+    def for_service(self, service_id: str) -> DynamoDbStateStore:
         """The same table scoped to another service, on this store's client."""
         scoped = copy.copy(self)
         scoped.service_id = check_service_id(service_id)
