@@ -279,3 +279,15 @@ def test_malformed_urls_never_print_their_password(tmp_path, url):
                                              "SEKIOPS_CONNECT_TIMEOUT": "3"})
     assert p.returncode == 2 and "SeCr3t" not in p.stderr + p.stdout, p.stderr
     one_error_line(p)
+    # said before connecting, readably, with no fragment of the password ('xyz', 'frag', 'x') as a host
+    assert p.stderr.startswith("error: postgresql://u:***@127.0.0.1:1/db: the user name or password holds"), p.stderr
+    assert "%40, %2F, %3F and %23" in p.stderr and "cannot connect" not in p.stderr
+
+
+@pytest.mark.parametrize("url", ["postgresql://127.0.0.1:1/db?options=a@b", "postgresql://u:p%40ss%2Fw@127.0.0.1:1/db",
+                                 "postgresql:///db?host=/tmp/none&user=a@b"])
+def test_well_formed_urls_with_at_signs_are_not_refused(tmp_path, url):
+    p = cli(["inventory", "--state", url], {**os.environ, "SEKIOPS_SPOOL_DIR": str(tmp_path / "spool"),
+                                             "SEKIOPS_CONNECT_TIMEOUT": "3"})
+    assert p.returncode == 2 and "cannot connect" in p.stderr and "percent-encoded" not in p.stderr, p.stderr
+    assert "p@ss/w" not in p.stderr

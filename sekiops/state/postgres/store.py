@@ -57,7 +57,7 @@ from .schema import (
     token_of,
 )
 from .state_data import CHUNK, COPY_PIECE, WRITE_METHODS, SliceReader, upload_by_copy, uploaded_value
-from .url import secrets_of, session_options, split_own_parameters
+from .url import check_authority, secrets_of, session_options, split_own_parameters
 
 
 class PostgresStateStore(StateStore):
@@ -84,6 +84,7 @@ class PostgresStateStore(StateStore):
         self.chunk_size = int(chunk_size)
         self._secrets = secrets_of(url)
         self.location = self._scrub(self.location)
+        check_authority(url)
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.Error as exc:

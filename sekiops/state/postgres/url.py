@@ -52,6 +52,30 @@ def split_own_parameters(url: str) -> tuple[str, str | None, dict[str, str]]:
     return out + ("#" + fragment if fragment else ""), schema, own
 
 
+def check_authority(url: str) -> None:
+    """Refuse a URL whose user name or password holds an unencoded ``@``, ``/``, ``?`` or ``#``.
+
+    libpq ends the user-info at the first ``@`` and the authority at the first ``/``, so
+    ``u:pa/ss@host`` or ``u:pa@ss@host`` would reach a host named after part of the password
+    (and the driver's error would quote it). Said before connecting, with the password hidden.
+    """
+    rest = url.split("://", 1)[-1]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    authority = rest[:end]
+    if authority.count("@") > 1:
+        bad = True
+    elif "@" in authority or "@" not in rest[end:] or authority.startswith("["):
+        bad = False
+    else:  # 'u:pa/ss@host': the authority 'u:pa' is no host:port, so ':pa' began a password
+        _host, colon, port = authority.partition(":")
+        bad = bool(colon) and not port.isdigit()
+    if bad:
+        # (no literal at sign in the message: redaction hides a line's URL up to its last one)
+        raise UsageError(f"{redact(url)}: the user name or password holds an at sign, slash, question mark "
+                         "or hash that is not percent-encoded, so libpq would read part of it as the host; "
+                         "write them as %40, %2F, %3F and %23")
+
+
 def secrets_of(url: str, password: str | None = None) -> list[str]:
     """The password in every form it may appear in a message (raw, unquoted, quoted), longest first."""
     found = set()
