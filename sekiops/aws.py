@@ -227,9 +227,18 @@ def classify(exc: BaseException, where: str, what: str, idempotent: bool) -> Bas
     :class:`Transient` (retried), a final :class:`SekiopsError`, or ``exc`` itself when it is a
     ClientError the caller interprets (conditional check failed, not found, ...).
     """
-    from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError, ConnectTimeoutError,
-                                     CredentialRetrievalError, EndpointConnectionError, HTTPClientError,
-                                     NoCredentialsError, PartialCredentialsError, ReadTimeoutError)
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        CredentialRetrievalError,
+        EndpointConnectionError,
+        HTTPClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
 
     if isinstance(exc, SekiopsError):
         return exc

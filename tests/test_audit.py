@@ -13,15 +13,23 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from sekiops.blob import open_blob_store
-from sekiops.format.envelope import read_envelope
-from sekiops.state import StateCapabilities
-from sekiops.ops.audit import audit_orphans, discover_service_ids, parse_duration, summary_lines
-from sekiops.state import open_state_store
-from sekiops.state.base import iter_rows
 from sekiops.errors import UsageError
-
-from test_inventory import (BACKENDS, backend_stores, build_deployment, embedded_urls, fast_sqlite, persist_json,
-                            put_orphan, run_cli, state_json, write_raw_row)
+from sekiops.format.envelope import read_envelope
+from sekiops.ops.audit import audit_orphans, discover_service_ids, parse_duration, summary_lines
+from sekiops.state import StateCapabilities, open_state_store
+from sekiops.state.base import iter_rows
+from test_inventory import (
+    BACKENDS,
+    backend_stores,
+    build_deployment,
+    embedded_urls,
+    fast_sqlite,
+    persist_json,
+    put_orphan,
+    run_cli,
+    state_json,
+    write_raw_row,
+)
 
 FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
 

@@ -25,9 +25,19 @@ from pathlib import Path
 
 import pytest
 
+from conformance.stores import dynamodb_url, s3_url
 from sekiops.blob import open_blob_store
-from sekiops.errors import (BlobChangedError, ConcurrencyConflictError, IntegrityError, ItemTooLargeError,
-                            SekiopsError, StoreError, StoreUnavailableError, TombstonedError, UsageError)
+from sekiops.errors import (
+    BlobChangedError,
+    ConcurrencyConflictError,
+    IntegrityError,
+    ItemTooLargeError,
+    SekiopsError,
+    StoreError,
+    StoreUnavailableError,
+    TombstonedError,
+    UsageError,
+)
 from sekiops.format.constants import PAYLOAD_TYPE, RECORD_THRESHOLD_DYNAMODB
 from sekiops.format.envelope import EnvelopeMeta, inline_envelope_bytes, offloaded_envelope_bytes
 from sekiops.pipeline.persist import PersistOptions, persist_stream
@@ -35,8 +45,6 @@ from sekiops.pipeline.restore import RestoreOptions, restore
 from sekiops.state import open_state_store
 from sekiops.state.base import iter_rows
 from sekiops.state.dynamodb import INLINE_LIMIT, ITEM_LIMIT, DynamoDbStateStore, dynamodb_target
-
-from conformance.stores import dynamodb_url, s3_url
 from servers.faultproxy import FaultProxy, SilentServer, dynamodb_op, s3_op
 
 pytestmark = pytest.mark.aws

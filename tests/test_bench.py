@@ -13,8 +13,7 @@ import pytest
 
 from sekiops.errors import UsageError
 from sekiops.ops import bench
-from sekiops.ops.bench import MB, MiB, MODELLED, run_benchmark, run_measured
-from sekiops.ops.bench import commands
+from sekiops.ops.bench import MB, MODELLED, MiB, commands, run_benchmark, run_measured
 from sekiops.ops.bench.scenarios import Scenarios
 from sekiops.units import parse_size
 

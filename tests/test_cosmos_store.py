@@ -22,8 +22,15 @@ from azure.core.exceptions import ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport, RequestsTransportResponse
 from azure.cosmos import CosmosClient, PartitionKey
 
-from sekiops.errors import (ConcurrencyConflictError, CorruptSnapshotError, ItemTooLargeError, SekiopsError,
-                            StoreError, StoreUnavailableError, TombstonedError)
+from sekiops.errors import (
+    ConcurrencyConflictError,
+    CorruptSnapshotError,
+    ItemTooLargeError,
+    SekiopsError,
+    StoreError,
+    StoreUnavailableError,
+    TombstonedError,
+)
 from sekiops.format.constants import COSMOS_ITEM_LIMIT, PAYLOAD_TYPE, RECORD_THRESHOLD_COSMOS
 from sekiops.format.record import SnapshotRow
 from sekiops.state import iter_rows, open_state_store

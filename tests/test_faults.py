@@ -43,8 +43,14 @@ import uuid
 import pytest
 
 from sekiops.blob import open_blob_store
-from sekiops.errors import (BlobNotFoundError, ConcurrencyConflictError, SekiopsError, SpoolError, StoreError,
-                            StoreUnavailableError)
+from sekiops.errors import (
+    BlobNotFoundError,
+    ConcurrencyConflictError,
+    SekiopsError,
+    SpoolError,
+    StoreError,
+    StoreUnavailableError,
+)
 from sekiops.pipeline import persist as persist_mod
 from sekiops.pipeline.persist import PersistOptions, persist_stream
 from sekiops.pipeline.restore import RestoreOptions, restore

@@ -11,9 +11,9 @@ import contextlib
 import gzip
 import hashlib
 import io
-import os
 import itertools
 import json
+import os
 import random
 import re
 import signal
@@ -22,8 +22,7 @@ import zlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sekiops.format.jsonstream as jsonstream
 from sekiops.errors import CorruptSnapshotError, SekiopsError, UnsafeKeyError, UsageError

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from conformance.stores import BLOB_KINDS, SERVER_MARK, blob_url
 from sekiops.blob import open_blob_store
 from sekiops.format.envelope import EnvelopeMeta, offloaded_envelope_bytes
 from sekiops.format.record import SnapshotRow
@@ -29,8 +30,6 @@ from sekiops.ops.migrate import RunOptions, make_plan, open_endpoints, run_plan
 from sekiops.pipeline.persist import PersistOptions, persist_stream
 from sekiops.pipeline.restore import RestoreOptions, restore
 from sekiops.state import open_state_store
-
-from conformance.stores import BLOB_KINDS, SERVER_MARK, blob_url
 
 SLUI = "0" * 30
 #: the projection's state before it changed, and after: X comes back later (same bytes, same key)

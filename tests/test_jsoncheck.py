@@ -13,8 +13,7 @@ import json
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sekiops.errors import BadInputError
 from sekiops.pipeline import jsoncheck

@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 
-
 import pytest
 
 from sekiops.blob import open_blob_store

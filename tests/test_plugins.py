@@ -10,12 +10,10 @@ from typing import BinaryIO
 
 import pytest
 
-from sekiops.blob import BACKENDS as BLOB_BACKENDS
-from sekiops.blob import open_blob_store
+from sekiops.blob import BACKENDS as BLOB_BACKENDS, open_blob_store
 from sekiops.errors import CorruptSnapshotError, UsageError
 from sekiops.format.record import SnapshotRow, check_service_id, utcnow
-from sekiops.state import BACKENDS as STATE_BACKENDS
-from sekiops.state import StateCapabilities, StateStore, open_state_store
+from sekiops.state import BACKENDS as STATE_BACKENDS, StateCapabilities, StateStore, open_state_store
 from sekiops.state.base import check_expected
 from sekiops.testing import StateStoreConformance
 

@@ -18,8 +18,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sekiops.errors import (ConcurrencyConflictError, SekiopsError, StoreError, StoreUnavailableError,
-                            TombstonedError, UsageError)
+from sekiops.errors import (
+    ConcurrencyConflictError,
+    SekiopsError,
+    StoreError,
+    StoreUnavailableError,
+    TombstonedError,
+    UsageError,
+)
 from sekiops.format.record import SnapshotRow
 from sekiops.state import open_state_store
 from sekiops.state.postgres import PostgresStateStore, split_schema

@@ -38,11 +38,12 @@ import secrets
 import tempfile
 import threading
 from collections import deque
-from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any, BinaryIO, Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -51,10 +52,8 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core import MatchConditions
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
-from ..units import format_bytes, parse_size
 from ..errors import (
     BlobChangedError,
     BlobNotFoundError,
@@ -70,6 +69,7 @@ from ..format.constants import PROVIDER_AZURE
 from ..format.keys import check_key, content_hash
 from ..streams import copy_hashing, read_full
 from ..timeouts import Timeouts, timeouts_for
+from ..units import format_bytes, parse_size
 from .base import BlobCapabilities, BlobInfo, BlobStore, BlobWrite, check_if_version
 
 log = logging.getLogger(__name__)

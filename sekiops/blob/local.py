@@ -26,8 +26,16 @@ from datetime import datetime, timezone
 from typing import BinaryIO, Iterator
 from urllib.parse import unquote, urlsplit
 
-from ..errors import (BlobChangedError, BlobNotFoundError, IntegrityError, StoreError, StoreMissingError,
-                      StoreUnavailableError, UnsafeKeyError, os_reason)
+from ..errors import (
+    BlobChangedError,
+    BlobNotFoundError,
+    IntegrityError,
+    StoreError,
+    StoreMissingError,
+    StoreUnavailableError,
+    UnsafeKeyError,
+    os_reason,
+)
 from ..format.constants import PROVIDER_LOCAL
 from ..format.keys import check_key, content_hash
 from ..lockfiles import remove_if_unlocked

@@ -58,12 +58,21 @@ from typing import Any, BinaryIO, Iterator
 from urllib.parse import unquote, urlsplit
 
 from .. import aws
-from ..units import format_bytes, parse_size
-from ..errors import (BlobChangedError, BlobNotFoundError, IntegrityError, SekiopsError, SpoolError, StoreError,
-                      StoreUnavailableError, UnsafeKeyError, UsageError)
+from ..errors import (
+    BlobChangedError,
+    BlobNotFoundError,
+    IntegrityError,
+    SekiopsError,
+    SpoolError,
+    StoreError,
+    StoreUnavailableError,
+    UnsafeKeyError,
+    UsageError,
+)
 from ..format.constants import PROVIDER_S3
 from ..format.keys import check_key, content_hash
 from ..streams import copy_hashing, read_full
+from ..units import format_bytes, parse_size
 from ..urls import query_flags, redact
 from .base import BlobCapabilities, BlobInfo, BlobStore, BlobWrite, check_if_version
 

@@ -15,9 +15,9 @@ import math
 from typing import BinaryIO
 
 from ..errors import CorruptSnapshotError
+from ..streams import buffered, read_full
 from .constants import GZIP_MAGIC
 from .jsonstream import BudgetExceeded, JsonStreamReader, StringSink
-from ..streams import buffered, read_full
 from .payload import GzipDecodingReader
 
 B64_CHUNK = 3 * 256 * 1024  # raw bytes per Base64 write: a multiple of 3, so no padding mid-string

@@ -27,8 +27,8 @@ from ..format.envelope import EnvelopeMeta, dotnet_json_string, inline_envelope_
 from ..format.record import SnapshotRow, sortable_unique_id, utcnow
 from ..pipeline.persist import PersistOptions, persist
 from ..state import open_state_store
-from .demo_evidence import write_demo_evidence
 from ..units import format_bytes
+from .demo_evidence import write_demo_evidence
 from .synth import write_state
 
 #: the demo's SQLite runs in sekiops' record-offload extension mode so both offload levels show

@@ -43,9 +43,14 @@ from typing import Callable, Iterable, Iterator
 
 from ..errors import BlobNotFoundError, SekiopsError
 from ..format import keys as keymod
-from ..format.constants import (COSMOS_ITEM_LIMIT, PAYLOAD_OFFLOAD_THRESHOLD, PAYLOAD_TYPE,
-                                RECORD_THRESHOLD_COSMOS, RECORD_THRESHOLD_DYNAMODB,
-                                RECORD_THRESHOLD_POSTGRES)
+from ..format.constants import (
+    COSMOS_ITEM_LIMIT,
+    PAYLOAD_OFFLOAD_THRESHOLD,
+    PAYLOAD_TYPE,
+    RECORD_THRESHOLD_COSMOS,
+    RECORD_THRESHOLD_DYNAMODB,
+    RECORD_THRESHOLD_POSTGRES,
+)
 from ..format.record import SnapshotRow
 from ..state.base import StateStore, iter_rows
 

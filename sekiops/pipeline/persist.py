@@ -22,18 +22,25 @@ from typing import BinaryIO, Callable
 
 from .. import metrics
 from ..blob.base import BlobStore
-from ..errors import (BadInputError, ConcurrencyConflictError, GuardRefusedError, IntegrityError,
-                      ItemTooLargeError, StoreUnavailableError, TombstonedError, UsageError)
+from ..errors import (
+    BadInputError,
+    ConcurrencyConflictError,
+    GuardRefusedError,
+    IntegrityError,
+    ItemTooLargeError,
+    StoreUnavailableError,
+    TombstonedError,
+    UsageError,
+)
 from ..format.constants import BUILD_SOURCE_MAX, BUILD_SOURCE_STREAM, PAYLOAD_OFFLOAD_THRESHOLD, PAYLOAD_TYPE
-from ..format.envelope import (EnvelopeMeta, offloaded_envelope_bytes,
-                               write_inline_envelope)
-from .jsoncheck import JsonChecker
+from ..format.envelope import EnvelopeMeta, offloaded_envelope_bytes, write_inline_envelope
 from ..format.payload import PayloadEncoder, PayloadStats, gzip_backend
 from ..format.pgzip import BlockGzipEncoder
 from ..format.record import SnapshotRow, check_projector, utcnow
 from ..state.base import StateStore
 from ..streams import CountingWriter, ReadAhead, WriteBehind
 from . import failpoints, outputs
+from .jsoncheck import JsonChecker
 from .memory import MemoryProbe
 from .spool import Spool, now_ms, spool_write_error
 

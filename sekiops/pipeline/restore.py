@@ -20,9 +20,17 @@ from typing import BinaryIO
 
 from .. import metrics
 from ..blob.base import BlobStore
-from ..errors import (BlobNotFoundError, ConcurrencyConflictError, CorruptSnapshotError,
-                      IntegrityError, NotFoundError, OutputError, TombstonedError, UsageError,
-                      VersionMismatchError)
+from ..errors import (
+    BlobNotFoundError,
+    ConcurrencyConflictError,
+    CorruptSnapshotError,
+    IntegrityError,
+    NotFoundError,
+    OutputError,
+    TombstonedError,
+    UsageError,
+    VersionMismatchError,
+)
 from ..format import keys
 from ..format.envelope import Envelope, read_envelope
 from ..format.payload import GzipBackend, decode_payload_to, gzip_backend, open_payload

@@ -63,8 +63,14 @@ from typing import Any, BinaryIO, Iterator
 from urllib.parse import unquote, urlsplit
 
 from .. import aws
-from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, ItemTooLargeError, StoreError,
-                      TombstonedError, UsageError)
+from ..errors import (
+    ConcurrencyConflictError,
+    CorruptSnapshotError,
+    ItemTooLargeError,
+    StoreError,
+    TombstonedError,
+    UsageError,
+)
 from ..format.constants import LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, RECORD_THRESHOLD_DYNAMODB
 from ..format.record import SnapshotRow, check_service_id, format_dotnet_timestamp, parse_timestamp, utcnow
 from ..urls import query_flags, redact

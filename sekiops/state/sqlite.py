@@ -17,8 +17,15 @@ import threading
 from typing import BinaryIO
 from urllib.parse import unquote
 
-from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, GuardRefusedError,
-                      StoreError, StoreMissingError, StoreUnavailableError, UsageError)
+from ..errors import (
+    ConcurrencyConflictError,
+    CorruptSnapshotError,
+    GuardRefusedError,
+    StoreError,
+    StoreMissingError,
+    StoreUnavailableError,
+    UsageError,
+)
 from ..format.constants import LIFECYCLE_TOMBSTONED
 from ..format.record import SnapshotRow, check_service_id, format_dotnet_timestamp, parse_timestamp, utcnow
 from ..urls import query_flags

@@ -141,8 +141,8 @@ def default_row(df):
 
 
 def _find_row(state, rec):
-    from ..pipeline.restore import find_row
     from ..ops.audit import scoped_store
+    from ..pipeline.restore import find_row
 
     store = scoped_store(state, rec["serviceId"]) if state.service_id != rec["serviceId"] else state
     return store, find_row(store, rec["projectorName"], rec["projectorVersion"], include_tombstoned=True)

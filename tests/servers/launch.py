@@ -647,8 +647,8 @@ class MotoServer(_Server):
 def start_moto(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> MotoServer:
     """Start moto's standalone server (``python -m moto.server``) on a free loopback port."""
     try:
-        import moto  # noqa: F401
         import flask  # noqa: F401  (moto[server]'s extra)
+        import moto  # noqa: F401
     except ImportError as exc:
         raise ServerStartError(f"moto[server] is not installed ({exc}; {BOOTSTRAP_HINT})") from None
     last: Optional[Exception] = None

@@ -16,8 +16,23 @@ from ...streams import iter_chunks
 from .leaves import inner_counts, leaves
 from .report import Anatomy, build_report
 from .strings import finish_candidate, resolve_strings
-from .tokenizer import (CHUNK, DEFAULT_DEPTH, DEFAULT_MAX_KEYS, DEFAULT_MAX_PATHS, DEFAULT_TOP, KEY_CAP, T_ARR,
-                        T_COLON, T_COMMA, T_EARR, T_EOBJ, T_OBJ, T_STR, Batch, Tokenizer)
+from .tokenizer import (
+    CHUNK,
+    DEFAULT_DEPTH,
+    DEFAULT_MAX_KEYS,
+    DEFAULT_MAX_PATHS,
+    DEFAULT_TOP,
+    KEY_CAP,
+    T_ARR,
+    T_COLON,
+    T_COMMA,
+    T_EARR,
+    T_EOBJ,
+    T_OBJ,
+    T_STR,
+    Batch,
+    Tokenizer,
+)
 from .tree import live
 from .walkstate import Frame, WalkState
 

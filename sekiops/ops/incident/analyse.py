@@ -8,12 +8,18 @@ import os
 from typing import Any
 
 from ...errors import SekiopsError, UsageError
-from ..capacity import DEFAULT_APP_BASELINE, DEFAULT_MEMORY_LIMIT, DEFAULT_SEKIBAN_VERSION, capacity_table, \
-    sekiban_version_text
+from ..capacity import (
+    DEFAULT_APP_BASELINE,
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_SEKIBAN_VERSION,
+    capacity_table,
+    sekiban_version_text,
+)
 from .base import FALLBACK_KINDS, _iso, fmt_mem
 from .inputs import _projector_list, filter_events, load_events, load_memory, parse_limit, parse_when, projector_key
 from .memory import infer_memory_limit, memory_series
 from .timeline import _event_sizes, build_timeline
+
 
 @dataclasses.dataclass
 class IncidentReport:

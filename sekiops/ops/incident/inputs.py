@@ -15,6 +15,7 @@ from ...errors import SekiopsError, UsageError
 from ..logs import ParseResult, parse_container_memory, parse_log_file, parse_time
 from .base import MiB
 
+
 def parse_when(value, name: str = "time"):
     """A window bound as a UTC ``pandas.Timestamp`` (None for None/empty). Naive times are UTC."""
     import pandas as pd

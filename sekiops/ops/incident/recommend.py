@@ -5,9 +5,20 @@ from __future__ import annotations
 import math
 
 from ..capacity import MODEL_NOTE, streams_offloaded_restore
-from .base import (_f, CATCH_UP_BATCH_RANGE, COSMOS_RECORD_THRESHOLD, FALLBACK_KINDS, HEADROOM, PAYLOAD_OFFLOAD_THRESHOLD,
-                   TEMP_FILES_GUARD, GiB, fmt_mem, fmt_size)
+from .base import (
+    CATCH_UP_BATCH_RANGE,
+    COSMOS_RECORD_THRESHOLD,
+    FALLBACK_KINDS,
+    HEADROOM,
+    PAYLOAD_OFFLOAD_THRESHOLD,
+    TEMP_FILES_GUARD,
+    GiB,
+    _f,
+    fmt_mem,
+    fmt_size,
+)
 from .memory import memory_breach
+
 
 def recommendations(rep) -> list[dict]:
     """Settings to apply, each ``{"setting", "value", "why"}``, from the evidence and the seed."""

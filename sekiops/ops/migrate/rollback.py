@@ -28,7 +28,7 @@ from .estimate import Estimate
 from .guards import Controls
 from .journal import ItemState, Journal, row_from_dict, row_to_dict
 from .plan import Plan, PlanItem
-from .runner import RunOptions, RunResult, Runner
+from .runner import Runner, RunOptions, RunResult
 from .steps import Prepared, Step, Verdict, previous_blob, write_previous
 
 

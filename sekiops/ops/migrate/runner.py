@@ -31,16 +31,14 @@ import time
 from itertools import chain as _chain
 from typing import Callable
 
-from ...errors import (ConcurrencyConflictError, SekiopsError, StoreUnavailableError, TombstonedError,
-                       UsageError)
+from ...errors import ConcurrencyConflictError, SekiopsError, StoreUnavailableError, TombstonedError, UsageError
 from ...format.record import utcnow
 from ...pipeline import failpoints
 from ...pipeline.spool import MAX_FILES, Spool
 from ...spill import SpilledList
 from .auditlog import AuditLog, audit_path, who
 from .backup import BackupDir
-from .guards import (Backoff, BackoffPolicy, Controls, GaveUp, RateLimiter, StopRequested,
-                     call_with_backoff)
+from .guards import Backoff, BackoffPolicy, Controls, GaveUp, RateLimiter, StopRequested, call_with_backoff
 from .journal import Journal, default_backup_dir
 from .plan import Plan, PlanItem, check_runnable
 from .steps import DONE_EARLIER, Skip, Step, Verdict, make_step

@@ -33,12 +33,17 @@ import socket
 from typing import BinaryIO
 
 from ...blob.base import BlobStore
-from ...errors import (BlobChangedError, BlobNotFoundError, GuardRefusedError, ItemTooLargeError, SekiopsError,
-                       UsageError)
+from ...errors import (
+    BlobChangedError,
+    BlobNotFoundError,
+    GuardRefusedError,
+    ItemTooLargeError,
+    SekiopsError,
+    UsageError,
+)
 from ...format import keys
 from ...format.constants import BUILD_SOURCE_MIGRATE
-from ...format.envelope import (EnvelopeMeta, offloaded_envelope_bytes, read_envelope,
-                                write_inline_envelope)
+from ...format.envelope import EnvelopeMeta, offloaded_envelope_bytes, read_envelope, write_inline_envelope
 from ...format.record import SnapshotRow, utcnow
 from ...pipeline import failpoints
 from ...pipeline.spool import Spool
