@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import SekiopsError, StoreError, StoreUnavailableError, UsageError

@@ -52,7 +52,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger("sekiops.metrics")
 
@@ -154,7 +155,7 @@ class MetricsRecorder:
         attrs = {"projector": projector, "mode": str(mode), "backend": str(backend)}
         if attributes:
             attrs.update({str(k): v for k, v in attributes.items() if v is not None})
-        now = _dt.datetime.now(_dt.timezone.utc)
+        now = _dt.datetime.now(_dt.UTC)
         with self._lock:
             self._seq += 1
             seq = self._seq
@@ -321,14 +322,14 @@ class MemorySampler:
         self._t0 = 0.0
         self._hwm = 0  # the kernel's VmHWM of ``pid`` as last seen: catches spikes between samples
 
-    def start(self) -> "MemorySampler":
+    def start(self) -> MemorySampler:
         self._t0 = time.perf_counter()
         self._sample()
         self._thread = threading.Thread(target=self._run, name=f"sekiops-memory-sampler-{self.pid}", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> "MemorySampler":
+    def stop(self) -> MemorySampler:
         if self._stop.is_set() and self._thread is None:
             return self
         self._stop.set()
@@ -338,7 +339,7 @@ class MemorySampler:
         self._sample()
         return self
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -13,8 +13,7 @@ import os
 import sqlite3
 import weakref
 from array import array
-from collections.abc import Sequence
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 #: keys held in memory before a KeySet moves to disk (about 200 bytes each with their value)
 KEY_BUDGET = 100_000

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 CHUNK = 1024 * 1024
 
@@ -217,7 +218,7 @@ class WriteBehind:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> "WriteBehind":
+    def __enter__(self) -> WriteBehind:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -289,7 +290,7 @@ class ReadAhead:
         # interrupted command must not wait for it; it ends with the process.
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "ReadAhead":
+    def __enter__(self) -> ReadAhead:
         return self
 
     def __exit__(self, *exc) -> None:

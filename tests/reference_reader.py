@@ -26,8 +26,9 @@ import hashlib
 import json
 import re
 import zlib
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 # ---------------------------------------------------------------------------------------------
 # Constants, copied from the format page

@@ -14,7 +14,7 @@ from sekiops.errors import CorruptSnapshotError
 from sekiops.ops.anatomy import anatomy, walk
 from sekiops.ops.anatomy.tree import segment as _segment
 from sekiops.state import open_state_store
-from test_inventory import BACKENDS, backend_stores, build_deployment, embedded_urls, persist_json, run_cli, state_json
+from test_inventory import BACKENDS, backend_stores, embedded_urls, persist_json, run_cli, state_json
 
 # --- a slow, obviously-correct reference ------------------------------------------------------------
 

@@ -7,8 +7,7 @@ import inspect
 import io
 import json
 import os
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -25,13 +24,12 @@ from test_inventory import (
     embedded_urls,
     fast_sqlite,
     persist_json,
-    put_orphan,
     run_cli,
     state_json,
     write_raw_row,
 )
 
-FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
+FUTURE = datetime.now(UTC) + timedelta(days=3650)
 
 
 def expected_refs(stores, blob) -> set[str]:
@@ -63,7 +61,7 @@ def other_service(open_state, blob):
 
 
 def age_all(blob_root: str, days: int = 30) -> None:
-    when = (datetime.now(timezone.utc) - timedelta(days=days)).timestamp()
+    when = (datetime.now(UTC) - timedelta(days=days)).timestamp()
     for dirpath, _, files in os.walk(blob_root):
         for f in files:
             os.utime(os.path.join(dirpath, f), (when, when))

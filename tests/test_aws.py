@@ -32,7 +32,6 @@ from sekiops.errors import (
     ConcurrencyConflictError,
     IntegrityError,
     ItemTooLargeError,
-    SekiopsError,
     StoreError,
     StoreUnavailableError,
     TombstonedError,
@@ -44,7 +43,7 @@ from sekiops.pipeline.persist import PersistOptions, persist_stream
 from sekiops.pipeline.restore import RestoreOptions, restore
 from sekiops.state import open_state_store
 from sekiops.state.base import iter_rows
-from sekiops.state.dynamodb import INLINE_LIMIT, ITEM_LIMIT, DynamoDbStateStore, dynamodb_target
+from sekiops.state.dynamodb import INLINE_LIMIT, ITEM_LIMIT, dynamodb_target
 from servers.faultproxy import FaultProxy, SilentServer, dynamodb_op, s3_op
 
 pytestmark = pytest.mark.aws

@@ -19,8 +19,8 @@ import io
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -36,7 +36,7 @@ try:  # tests/ is on sys.path under pytest's default import mode (tests/ is not 
         content_key,
         dir_blobs,
         dir_listing,
-        envelope_inline,  # noqa: F401
+        envelope_inline,
         envelope_offloaded,
         exact_json,
         gz,

@@ -337,7 +337,7 @@ def test_kill_during_persist(backend, variant, states, request, tmp_path, monkey
     assert not failures, f"{len(failures)} of {len(STAGES)} kill cases failed:\n" + "\n".join(failures)
 
 
-def _kill_case(b: "Backend", stage: str, states: dict, tmp_path: Path) -> None:
+def _kill_case(b: Backend, stage: str, states: dict, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     env = _env(spool)
 

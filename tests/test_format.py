@@ -19,7 +19,7 @@ import re
 import signal
 import time
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -1172,7 +1172,7 @@ def test_check_key_scope_is_positional(key):
 # record: timestamps, SortableUniqueIds, service ids
 # --------------------------------------------------------------------------------------------------
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.mark.parametrize("when,text", [

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -55,7 +55,7 @@ def deployment(request, tmp_path):
         os.utime(os.path.join(blob.root, *orphan.split("/")), (old, old))
     elif kind == "memory":
         with blob.open_read(orphan) as f:
-            blob.put_raw(orphan, f.read(), when=datetime.now(timezone.utc) - timedelta(hours=48))
+            blob.put_raw(orphan, f.read(), when=datetime.now(UTC) - timedelta(hours=48))
     else:  # Azurite cannot back-date a blob: a zero grace window certifies it
         grace = "0s"
     yield kind, db, url, state, blob, orphan, grace

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
 import json
 import os
 import random
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -29,7 +28,7 @@ from sekiops.ops import inventory as inv
 from sekiops.state import open_state_store
 
 LSUID = "063904064000000000000000000001"
-OLD = datetime(2020, 1, 1, tzinfo=timezone.utc)
+OLD = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 # --- data and deployments (shared with test_anatomy, test_audit, test_notebooks) ------------------
@@ -132,10 +131,10 @@ def put_orphan(blob, data: bytes, age: timedelta = timedelta(days=30)) -> str:
     written = blob.write(io.BytesIO(data), "Ghost")
     root = getattr(blob, "root", None)
     if root:
-        when = (datetime.now(timezone.utc) - age).timestamp()
+        when = (datetime.now(UTC) - age).timestamp()
         os.utime(os.path.join(root, *written.key.split("/")), (when, when))
     elif hasattr(blob, "put_raw"):
-        blob.put_raw(written.key, data, datetime.now(timezone.utc) - age)
+        blob.put_raw(written.key, data, datetime.now(UTC) - age)
     return written.key
 
 

@@ -36,7 +36,7 @@ class ToyStateStore(StateStore):
             self._rows = _TABLES.setdefault(table, {})
 
     @classmethod
-    def from_url(cls, url: str, service_id: str = "default", **options) -> "ToyStateStore":
+    def from_url(cls, url: str, service_id: str = "default", **options) -> ToyStateStore:
         return cls(url.split("://", 1)[1], service_id)
 
     def _key(self, name, version):

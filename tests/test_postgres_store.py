@@ -12,7 +12,7 @@ import textwrap
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -231,7 +231,7 @@ def test_legacy_table_without_control_columns_or_time_zones(pg):
         assert first.token.startswith("u:")
         raw = admin.execute(f'SELECT "UpdatedAt" FROM "{schema}".dcb_multi_projection_states').fetchone()[0]
         assert raw.tzinfo is None and raw == first.updated_at.replace(tzinfo=None)  # UTC wall clock
-        assert abs((first.updated_at - datetime.now(timezone.utc)).total_seconds()) < 120
+        assert abs((first.updated_at - datetime.now(UTC)).total_seconds()) < 120
         second = put(store, row(s, events=11), b"b", expected=first)
         assert second.token != first.token
         with pytest.raises(ConcurrencyConflictError):
@@ -313,7 +313,7 @@ def test_timestamps_are_aware_utc_whatever_the_session_time_zone(pg):
         for value in (stored.created_at, stored.updated_at, got.created_at, got.updated_at):
             assert value.tzinfo is not None and value.utcoffset().total_seconds() == 0
         assert got.updated_at == stored.updated_at
-        assert got.updated_at.tzinfo == timezone.utc
+        assert got.updated_at.tzinfo == UTC
     finally:
         store.close()
 

@@ -10,14 +10,12 @@ Sekiban's 16 ways, and never deletes a referenced prefixed blob.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import uuid
 from datetime import timedelta
 from urllib.parse import quote
 

@@ -38,9 +38,10 @@ import secrets
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Any, BinaryIO, Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from azure.core import MatchConditions
@@ -139,7 +140,7 @@ class AzureBlobStore(BlobStore):
     # --- construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "AzureBlobStore":
+    def from_url(cls, url: str, **options: Any) -> AzureBlobStore:
         parts = urlsplit(url)
         if parts.scheme.lower() != "azblob":
             raise UsageError(f"not an azblob:// URL: {_redact_url(url)!r}")
@@ -442,7 +443,7 @@ class AzureBlobStore(BlobStore):
         certified fails: a snapshot about to point at it is never collected. False when the blob
         was deleted meanwhile (the caller uploads it again)."""
         try:
-            blob.set_blob_metadata({"sekiopswritten": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")})
+            blob.set_blob_metadata({"sekiopswritten": datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")})
             return True
         except ResourceNotFoundError as exc:
             self._real_404(exc, "touch", key)
@@ -555,7 +556,7 @@ class AzureBlobStore(BlobStore):
             except Exception:  # closing must never fail a caller
                 pass
 
-    def __enter__(self) -> "AzureBlobStore":
+    def __enter__(self) -> AzureBlobStore:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Iterator
 from datetime import datetime
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from ..format import keys
 
@@ -129,7 +130,7 @@ class BlobStore(abc.ABC):
     def close(self) -> None:
         """Release clients; idempotent."""
 
-    def __enter__(self) -> "BlobStore":
+    def __enter__(self) -> BlobStore:
         return self
 
     def __exit__(self, *exc) -> None:

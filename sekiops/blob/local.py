@@ -22,8 +22,9 @@ import os
 import secrets
 import stat as stat_mod
 import time
-from datetime import datetime, timezone
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from ..errors import (
@@ -124,7 +125,7 @@ def _version(st: os.stat_result) -> str:
 
 
 def _info(key: str, st: os.stat_result) -> BlobInfo:
-    return BlobInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc), _version(st))
+    return BlobInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), _version(st))
 
 
 class LocalBlobStore(BlobStore):
@@ -149,7 +150,7 @@ class LocalBlobStore(BlobStore):
         self._reclaim_quarantine()
 
     @classmethod
-    def from_url(cls, url: str, create: bool = True) -> "LocalBlobStore":
+    def from_url(cls, url: str, create: bool = True) -> LocalBlobStore:
         if url.startswith("file://"):
             parts = urlsplit(url)
             if parts.netloc not in ("", "localhost"):

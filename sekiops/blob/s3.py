@@ -52,9 +52,10 @@ import re
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Any, BinaryIO, Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from .. import aws
@@ -160,7 +161,7 @@ class S3BlobStore(BlobStore):
         self.capabilities = self._capabilities()
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "S3BlobStore":
+    def from_url(cls, url: str, **options: Any) -> S3BlobStore:
         parts = urlsplit(url)
         if parts.scheme.lower() != "s3":
             raise UsageError(f"not an s3:// URL: {redact(url)!r}")
@@ -418,7 +419,7 @@ class S3BlobStore(BlobStore):
         source: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if head.get("VersionId") not in (None, "", "null") and self.versioned:
             source["VersionId"] = head["VersionId"]
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         try:
             self._run("touch", key, lambda: self._client.copy_object(
                 Bucket=self.bucket, Key=key, CopySource=source, MetadataDirective="REPLACE",
@@ -614,7 +615,7 @@ class S3BlobStore(BlobStore):
             marker = {"KeyMarker": page.get("NextKeyMarker") or "",
                       "VersionIdMarker": page.get("NextVersionIdMarker") or ""}
         # One key's versions come newest first within a page; sort across pages to be sure.
-        floor = datetime.min.replace(tzinfo=timezone.utc)
+        floor = datetime.min.replace(tzinfo=UTC)
         out.sort(key=lambda e: (bool(e.get("IsLatest")), e.get("LastModified") or floor), reverse=True)
         return out
 

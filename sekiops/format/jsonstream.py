@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from ..errors import CorruptSnapshotError
 

@@ -109,7 +109,7 @@ class BlockGzipEncoder:
             self._inflight.clear()
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "BlockGzipEncoder":
+    def __enter__(self) -> BlockGzipEncoder:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 from ..errors import ConcurrencyConflictError, SekiopsError, UsageError
 from ..format.record import check_service_id
@@ -182,7 +182,7 @@ def _changed_row_references(store, blob, row) -> list[str]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat() if value is not None else None
+    return value.astimezone(UTC).isoformat() if value is not None else None
 
 
 def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = None,
@@ -212,7 +212,7 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
         raise UsageError("the orphan audit needs a blob store (--blob URL or SEKIOPS_BLOB_URL)")
     t0 = time.perf_counter()
     grace_td = parse_duration(grace, what="grace")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     warnings: list[str] = []
     reasons: list[str] = []
 

@@ -48,7 +48,7 @@ legacy persist and restore are modelled in Python from Sekiban's source, not mea
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import UsageError
 

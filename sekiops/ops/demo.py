@@ -13,7 +13,7 @@ import dataclasses
 import os
 import shlex
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..units import MiB, format_bytes, format_duration, format_rate
 from .bench.commands import MODE_LABELS, MODELLED

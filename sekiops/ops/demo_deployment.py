@@ -19,7 +19,7 @@ import json
 import os
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from ..blob.local import LocalBlobStore
 from ..format.constants import PAYLOAD_TYPE

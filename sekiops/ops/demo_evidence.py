@@ -46,7 +46,7 @@ import random
 from .logs import EVENTS, TEMPLATE_PERSIST_LEGACY, TEMPLATE_PERSIST_STREAMING, TEMPLATE_RESTORE, render_template
 
 GiB = 2**30
-DEFAULT_START = _dt.datetime(2026, 3, 10, 2, 0, tzinfo=_dt.timezone.utc)
+DEFAULT_START = _dt.datetime(2026, 3, 10, 2, 0, tzinfo=_dt.UTC)
 DEFAULT_LIMIT = 4 * GiB
 DURATION_MIN = 120
 CATEGORY = "Sekiban.Dcb.Orleans.Grains.MultiProjectionGrain"
@@ -74,7 +74,7 @@ FIX_MINUTE = 60             # the new revision (streaming persist + restore)
 
 def _sortable_id(t: _dt.datetime, n: int) -> str:
     """A SortableUniqueId-like 30-digit id (ticks + counter) for positions in the messages."""
-    ticks = int((t - _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc)).total_seconds() * 10_000_000)
+    ticks = int((t - _dt.datetime(1, 1, 1, tzinfo=_dt.UTC)).total_seconds() * 10_000_000)
     return f"{ticks:019d}{n:011d}"[:30]
 
 
@@ -146,7 +146,7 @@ def write_demo_evidence(directory: str, *, projector: str = "CustomerDirectory",
     """
     start = start or DEFAULT_START
     if start.tzinfo is None:
-        start = start.replace(tzinfo=_dt.timezone.utc)
+        start = start.replace(tzinfo=_dt.UTC)
     os.makedirs(directory, exist_ok=True)
     rng = random.Random(seed)
     logs_path = os.path.join(directory, "appinsights_traces.csv")

@@ -39,7 +39,7 @@ import dataclasses
 import io
 import re
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import BlobNotFoundError, SekiopsError
 from ..format import keys as keymod
@@ -570,8 +570,6 @@ def inventory(state: StateStore, blob=None, *, read_envelope_heads: bool = True,
     ``frame.attrs`` holds ``seconds`` (wall time), ``headBytesRead`` (sum), ``stateLocation``,
     ``blobLocation`` and ``serviceId``.
     """
-    import pandas as pd
-
     t = time.perf_counter()
     records = list(inventory_records(state, blob, read_envelope_heads=read_envelope_heads,
                                      check_blobs=check_blobs, page_size=page_size, head_budget=head_budget,

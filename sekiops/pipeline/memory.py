@@ -88,7 +88,7 @@ class MemoryProbe:
     reset_ok: bool = False
     _traced: bool = False
 
-    def __enter__(self) -> "MemoryProbe":
+    def __enter__(self) -> MemoryProbe:
         self.reset_ok = reset_peak_rss()
         self.start_rss = rss_bytes()
         if self.heap and not tracemalloc.is_tracing():

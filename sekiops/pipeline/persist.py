@@ -18,7 +18,8 @@ import re
 import socket
 import time
 import uuid
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from .. import metrics
 from ..blob.base import BlobStore
@@ -454,7 +455,7 @@ class _Checking:
         self._checker = checker
         self._behind = WriteBehind(checker.feed) if checker is not None else None
 
-    def __enter__(self) -> "WriteBehind | None":
+    def __enter__(self) -> WriteBehind | None:
         return self._behind
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ..format.record import SnapshotRow
 
@@ -93,7 +94,7 @@ class StateStore(abc.ABC):
         """Mark the row Lifecycle 1 (compare-and-swap on ``expected``)."""
 
     @abc.abstractmethod
-    def for_service(self, service_id: str) -> "StateStore":
+    def for_service(self, service_id: str) -> StateStore:
         """The same table/container scoped to another service id, sharing this store's connection.
 
         Closing the returned store does not close this one.
@@ -114,7 +115,7 @@ class StateStore(abc.ABC):
     def close(self) -> None:
         """Release connections; idempotent."""
 
-    def __enter__(self) -> "StateStore":
+    def __enter__(self) -> StateStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -203,5 +204,5 @@ class AbsentStateStore(StateStore):
     def tombstone(self, expected):
         self._absent()
 
-    def for_service(self, service_id: str) -> "AbsentStateStore":
+    def for_service(self, service_id: str) -> AbsentStateStore:
         return AbsentStateStore(self._shape, service_id)

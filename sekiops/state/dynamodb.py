@@ -58,8 +58,9 @@ import re
 import threading
 import time
 from bisect import bisect_left
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from .. import aws
@@ -223,7 +224,7 @@ class DynamoDbStateStore(StateStore):
         self._ensure_table(create)
 
     @classmethod
-    def from_url(cls, url: str, service_id: str = "default", **options) -> "DynamoDbStateStore":
+    def from_url(cls, url: str, service_id: str = "default", **options) -> DynamoDbStateStore:
         table, location = dynamodb_target(url)
         settings = aws.settings_from(url, options, location)
         flags = query_flags(url)
@@ -667,7 +668,7 @@ class DynamoDbStateStore(StateStore):
             return self.get(expected.projector_name, expected.projector_version)
         return self._row(attrs)
 
-    def for_service(self, service_id: str) -> "DynamoDbStateStore":
+    def for_service(self, service_id: str) -> DynamoDbStateStore:
         """The same table scoped to another service, on this store's client."""
         scoped = copy.copy(self)
         scoped.service_id = check_service_id(service_id)

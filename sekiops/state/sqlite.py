@@ -130,7 +130,7 @@ class SqliteStateStore(StateStore):
                 "inline_limit": self.inline_limit, "capabilities": self.capabilities}
 
     @classmethod
-    def from_url(cls, url: str, service_id: str = "default", **options) -> "SqliteStateStore":
+    def from_url(cls, url: str, service_id: str = "default", **options) -> SqliteStateStore:
         flags = query_flags(url)
         if "record_threshold" in flags and "record_threshold" not in options:
             options["record_threshold"] = int(flags["record_threshold"])
@@ -263,7 +263,7 @@ class SqliteStateStore(StateStore):
     def local_paths(self) -> list[str]:
         return [self.path] + [self.path + suffix for suffix in ("-wal", "-journal", "-shm")]
 
-    def for_service(self, service_id: str) -> "SqliteStateStore":
+    def for_service(self, service_id: str) -> SqliteStateStore:
         return SqliteStateStore(self.path, service_id=check_service_id(service_id),
                                 record_threshold=self.record_offload_threshold, strict=self.strict,
                                 create=False, timeout=self._timeout)

@@ -6,7 +6,7 @@ import hashlib
 import io
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

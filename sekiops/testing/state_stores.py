@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import pytest
 

@@ -45,9 +45,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 __all__ = [
     "AZURITE_ACCOUNT_KEY",
@@ -116,7 +116,7 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-_live: "set[_Server]" = set()
+_live: set[_Server] = set()
 _live_lock = threading.Lock()
 
 
@@ -155,7 +155,7 @@ class _Server:
     log_path: Path
     startup_seconds: float = 0.0
     _stopped: bool = field(default=False, repr=False)
-    _stop_hook: Optional[Callable[[], None]] = field(default=None, repr=False)
+    _stop_hook: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -296,7 +296,7 @@ def start_azurite(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Azu
     exe = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
     if not exe.exists():
         raise ServerStartError(f"{exe} is missing (npm packages not installed; {BOOTSTRAP_HINT})")
-    last: Optional[Exception] = None
+    last: Exception | None = None
     for _ in range(attempts):
         tmpdir = _make_tmpdir("sekiops-azurite-")
         log_path = tmpdir / "azurite.log"
@@ -417,9 +417,9 @@ class PostgresServer(_Server):
     user: str = "sekiops"
     password: str = field(default="", repr=False)
     dbname: str = "sekiops"
-    datadir: Optional[Path] = None
-    socket_dir: Optional[Path] = None
-    bindir: Optional[Path] = None
+    datadir: Path | None = None
+    socket_dir: Path | None = None
+    bindir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -470,7 +470,7 @@ def _pg_env(tmpdir: Path) -> dict[str, str]:
     return env
 
 
-def _pg_tmp_base() -> Optional[str]:
+def _pg_tmp_base() -> str | None:
     """A base dir the postgres user can traverse (TMPDIR may be private)."""
     base = Path(tempfile.gettempdir()).resolve()
     for p in [base, *base.parents]:
@@ -499,7 +499,7 @@ def start_postgres(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Po
             ) from None
         run_as = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
 
-    last: Optional[Exception] = None
+    last: Exception | None = None
     for _ in range(attempts):
         t0 = time.monotonic()
         tmpdir = Path(tempfile.mkdtemp(prefix="sekiops-pg-", dir=_pg_tmp_base() if as_root else None))
@@ -651,7 +651,7 @@ def start_moto(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> MotoSe
         import moto  # noqa: F401
     except ImportError as exc:
         raise ServerStartError(f"moto[server] is not installed ({exc}; {BOOTSTRAP_HINT})") from None
-    last: Optional[Exception] = None
+    last: Exception | None = None
     for _ in range(attempts):
         tmpdir = _make_tmpdir("sekiops-moto-")
         log_path = tmpdir / "moto.log"

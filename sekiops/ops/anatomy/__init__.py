@@ -34,7 +34,7 @@ Library::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .report import Anatomy
 from .tokenizer import CHUNK, DEFAULT_DEPTH, DEFAULT_MAX_KEYS, DEFAULT_MAX_PATHS, DEFAULT_TOP, Tokenizer

@@ -36,7 +36,7 @@ class Node:
         self.max_value = 0
         self.keys_folded = 0
 
-    def child(self, key: bytes, max_keys: int, budget: list | None = None) -> "Node":
+    def child(self, key: bytes, max_keys: int, budget: list | None = None) -> Node:
         """The child for ``key``; folds every child into ``*`` past ``max_keys`` keys, or when the
         tree's ``budget`` (``[paths still allowed]``) is spent."""
         if self.wild is not None:
@@ -54,7 +54,7 @@ class Node:
                 budget[0] -= 1
         return node
 
-    def item_child(self) -> "Node":
+    def item_child(self) -> Node:
         node = self.item
         if node is None:
             node = self.item = Node(b"[]", self, self.level + 1)

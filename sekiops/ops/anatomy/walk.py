@@ -9,7 +9,8 @@ on the token arrays. Memory is bounded by the chunk size and the path budget, no
 from __future__ import annotations
 
 import time
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from ...errors import CorruptSnapshotError, UsageError
 from ...streams import iter_chunks

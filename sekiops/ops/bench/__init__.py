@@ -50,14 +50,14 @@ from __future__ import annotations
 
 from ...units import parse_size, parse_sizes
 from .commands import (
-                       DEFAULT_OPS,
-                       EVENTS_PROCESSED,
-                       LAST_SORTABLE_UNIQUE_ID,
-                       MODE_LABELS,
-                       MODELLED,
-                       MODELLED_NOTE,
-                       MODES,
-                       OPS,
+    DEFAULT_OPS,
+    EVENTS_PROCESSED,
+    LAST_SORTABLE_UNIQUE_ID,
+    MODE_LABELS,
+    MODELLED,
+    MODELLED_NOTE,
+    MODES,
+    OPS,
 )
 from .inputs import backend_label, file_digest, generate_state, machine_info
 from .measure import Measured, run_measured

@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .measure import run_measured
 

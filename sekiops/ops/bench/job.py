@@ -9,7 +9,7 @@ directory it creates), gzip backends must be installed.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ...errors import GuardRefusedError, UsageError
 from ...units import parse_seconds, parse_sizes

@@ -37,7 +37,7 @@ class LatencyProxy:
 
     # -- lifecycle --
 
-    def start(self) -> "LatencyProxy":
+    def start(self) -> LatencyProxy:
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None:
@@ -60,7 +60,7 @@ class LatencyProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def __enter__(self) -> "LatencyProxy":
+    def __enter__(self) -> LatencyProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -28,7 +28,7 @@ import secrets
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from .latency_proxy import LatencyProxy

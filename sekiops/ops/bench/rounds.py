@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ...units import format_bytes, parse_size
 from . import commands

@@ -16,7 +16,7 @@ import dataclasses
 import os
 import secrets
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ...urls import redact
 from . import commands

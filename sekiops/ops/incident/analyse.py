@@ -97,7 +97,7 @@ def _json_default(v):
     return str(v)
 
 
-def load_analysis(path: str) -> "IncidentReport":
+def load_analysis(path: str) -> IncidentReport:
     """An analysis written by :meth:`IncidentReport.save`."""
     import io
 

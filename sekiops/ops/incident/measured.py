@@ -8,13 +8,7 @@ Sekiban's source*, run by the benchmark's child, not measured on .NET; charts an
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from typing import Sequence
-
 from ..bench.commands import MODE_LABELS, MODELLED
-from ..bench.timeline import measure_persist_memory
 from .base import PAYLOAD_OFFLOAD_THRESHOLD, MiB, fmt_mem, fmt_size
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..capacity import MODEL_NOTE, streams_offloaded_restore
 from .base import KIND_LABELS, _f, _md, fmt_clock, fmt_delta, fmt_mem, fmt_size, fmt_time

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ...errors import SekiopsError
 from .csv_export import csv_rows

@@ -8,7 +8,7 @@ columns, any spelling) and long ones (``MetricName`` + ``Average``/``Maximum``..
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from ...errors import SekiopsError
 from .events import ParseResult

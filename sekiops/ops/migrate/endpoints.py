@@ -75,7 +75,7 @@ class Endpoints:
                 store.close()
         self._per_service.clear()
 
-    def __enter__(self) -> "Endpoints":
+    def __enter__(self) -> Endpoints:
         return self
 
     def __exit__(self, *exc) -> None:

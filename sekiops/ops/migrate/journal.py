@@ -29,8 +29,8 @@ import dataclasses
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Iterator
 
 from ...errors import GuardRefusedError, UsageError
 from ...format.record import SnapshotRow, parse_timestamp
@@ -106,7 +106,7 @@ class Journal:
     # --- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def read(cls, path: str) -> "Journal":
+    def read(cls, path: str) -> Journal:
         """Replay a journal without locking it (dry runs, reports)."""
         try:
             with open(path, "rb") as f:
@@ -117,7 +117,7 @@ class Journal:
         return cls(path, None, header, records)
 
     @classmethod
-    def open(cls, path: str, header: dict | None = None) -> "Journal":
+    def open(cls, path: str, header: dict | None = None) -> Journal:
         """Open for appending (created with ``header`` when absent; refused when in use)."""
         path = os.path.abspath(path)
         directory = os.path.dirname(path)
@@ -156,7 +156,7 @@ class Journal:
         if fd is not None:
             os.close(fd)
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -65,7 +65,7 @@ class PlanItem:
         return {_camel(k): v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PlanItem":
+    def from_dict(cls, data: dict) -> PlanItem:
         names = {_camel(f.name): f.name for f in dataclasses.fields(cls)}
         return cls(**{names[k]: v for k, v in data.items() if k in names})
 

@@ -16,7 +16,7 @@ when they hold no secret; either way their locations must be the journal's.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ...blob import open_blob_store
 from ...errors import GuardRefusedError, UsageError

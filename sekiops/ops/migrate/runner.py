@@ -28,8 +28,8 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from itertools import chain as _chain
-from typing import Callable
 
 from ...errors import ConcurrencyConflictError, SekiopsError, StoreUnavailableError, TombstonedError, UsageError
 from ...format.record import utcnow

@@ -29,7 +29,8 @@ import binascii
 import codecs
 import io
 import mmap
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from ....format.envelope import EnvelopeMeta, inline_envelope_length, write_inline_envelope
 from ....format.payload import GzipBackend
