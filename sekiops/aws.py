@@ -80,7 +80,7 @@ def check_endpoint(value: str, what: str) -> str:
     if parts.username or parts.password:
         raise UsageError(f"{what}: the endpoint must not carry credentials; use the AWS credential chain")
     try:
-        parts.port
+        _ = parts.port  # parsed on access: raises ValueError for a bad port
     except ValueError:
         raise UsageError(f"{what}: bad port in endpoint {redact(value)!r}") from None
     return value.strip().rstrip("/")

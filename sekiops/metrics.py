@@ -164,8 +164,9 @@ class MetricsRecorder:
             value = _field(result, field)
             if value is None:
                 continue
-            rows.append({"seq": seq, "time": now, "op": op, "projector": projector, "version": version, "mode": str(mode),
-                         "backend": str(backend), "metric": name, "value": float(value), "unit": unit})
+            rows.append({"seq": seq, "time": now, "op": op, "projector": projector, "version": version,
+                         "mode": str(mode), "backend": str(backend), "metric": name, "value": float(value),
+                         "unit": unit})
         with self._lock:
             self._rows.extend(rows)
         if self._exporting():
@@ -188,7 +189,8 @@ class MetricsRecorder:
         """The recorded measurements as a DataFrame.
 
         Long (default): one row per measurement, columns ``seq`` (operation number), ``time, op,
-        projector, version, mode, backend, metric, value, unit``. ``wide=True``: one row per operation, a column per metric.
+        projector, version, mode, backend, metric, value, unit``. ``wide=True``: one row per operation, a
+        column per metric.
         """
         import pandas as pd
 
@@ -311,7 +313,8 @@ class MemorySampler:
     ``children=True`` adds the RSS of the process's descendants.
     """
 
-    def __init__(self, pid: int | None = None, interval: float = 0.02, children: bool = False, label: str | None = None):
+    def __init__(self, pid: int | None = None, interval: float = 0.02, children: bool = False,
+                 label: str | None = None):
         self.pid = os.getpid() if pid is None else int(pid)
         self.interval = max(0.001, float(interval))
         self.children = children
@@ -380,9 +383,10 @@ def sample_command(argv: Sequence[str], interval: float = 0.02, children: bool =
 
     The DataFrame has ``t_s`` and ``rss_bytes`` (and ``label``). ``peak_bytes`` is the larger of the
     largest sample and the child's own VmHWM as last read, so a spike between two samples is not
-    missed (``wait4``'s ru_maxrss is not used: after fork+exec it includes the caller's size). Output goes where ``popen_kwargs`` say (inherited by
-    default; give a file, not ``subprocess.PIPE``: nothing reads a pipe while the command runs). A command that cannot start raises the OSError; ``timeout`` kills it and raises
-    ``subprocess.TimeoutExpired``.
+    missed (``wait4``'s ru_maxrss is not used: after fork+exec it includes the caller's size).
+    Output goes where ``popen_kwargs`` say (inherited by default; give a file, not
+    ``subprocess.PIPE``: nothing reads a pipe while the command runs). A command that cannot start
+    raises the OSError; ``timeout`` kills it and raises ``subprocess.TimeoutExpired``.
     """
     import pandas as pd  # noqa: F401 - fail early, before the command runs, when pandas is missing
 

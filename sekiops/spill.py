@@ -52,7 +52,8 @@ class KeySet:
         self._db = sqlite3.connect(self._file.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE k (key TEXT PRIMARY KEY, ref TEXT, seen INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID")
+        self._db.execute("CREATE TABLE k (key TEXT PRIMARY KEY, ref TEXT, seen INTEGER NOT NULL DEFAULT 0) "
+                         "WITHOUT ROWID")
         self._db.execute("BEGIN")
         self._db.executemany("INSERT INTO k (key, ref, seen) VALUES (?, ?, ?)",
                              ((k, v[0], v[1]) for k, v in self._mem.items()))
@@ -202,7 +203,7 @@ class SpilledList(Sequence):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (list, tuple, SpilledList)):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
     def __repr__(self) -> str:

@@ -152,5 +152,5 @@ def resolve(url: str | None, env: str) -> str | None:
     return value or None
 
 
-__all__ = ["STATE_URL_ENV", "BLOB_URL_ENV", "redact", "remember_secret", "remember_url_secrets", "remember_environment_secrets", "split",
-           "query_flags", "strip_query", "blob_prefix", "resolve"]
+__all__ = ["STATE_URL_ENV", "BLOB_URL_ENV", "redact", "remember_secret", "remember_url_secrets",
+           "remember_environment_secrets", "split", "query_flags", "strip_query", "blob_prefix", "resolve"]

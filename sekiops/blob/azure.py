@@ -11,8 +11,8 @@ URLs:
 Options (URL query or keyword arguments of :meth:`AzureBlobStore.from_url`): ``block_size``
 (a size: bytes, or e.g. ``8MiB``; default 4 MiB), ``concurrency`` (upload workers, default 2),
 ``api_version`` (default ``$SEKIOPS_AZURE_API_VERSION``, else the SDK's newest; Azurite 3.35
-knows up to ``2025-11-05`` and refuses newer ones unless started with ``--skipApiVersionCheck``), ``retries`` (default 3, short
-exponential backoff, so a dead endpoint fails within ~10-30 s).
+knows up to ``2025-11-05`` and refuses newer ones unless started with ``--skipApiVersionCheck``),
+``retries`` (default 3, short exponential backoff, so a dead endpoint fails within ~10-30 s).
 
 Writes are content addressed (``{name}/{sha256}.bin``). The bytes go up as blocks of
 ``block_size`` (``Put Block``) followed by one ``Put Block List`` with content type

@@ -127,7 +127,7 @@ class BlobStore(abc.ABC):
         output must never be written inside them."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default, not abstract: stores without clients keep it
         """Release clients; idempotent."""
 
     def __enter__(self) -> BlobStore:

@@ -55,6 +55,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -223,7 +224,8 @@ class S3BlobStore(BlobStore):
         if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
             return StoreError(f"{where}: the bucket is in another region ({aws.tag(exc)}); set ?region=")
         if code == "InvalidObjectState":
-            return StoreError(f"{where}: the object is archived ({aws.tag(exc)}); restore it from its storage class first")
+            return StoreError(f"{where}: the object is archived ({aws.tag(exc)}); "
+                              "restore it from its storage class first")
         return StoreError(f"{where}: refused ({aws.tag(exc)})")
 
     def _real_404(self, exc: BaseException, what: str, key: str) -> None:
@@ -598,8 +600,8 @@ class S3BlobStore(BlobStore):
         marker: dict[str, str] = {}
         while True:
             try:
-                page = self._run("list versions of", key, lambda: self._client.list_object_versions(
-                    Bucket=self.bucket, Prefix=key, **marker))
+                page = self._run("list versions of", key, partial(self._client.list_object_versions,
+                                                                  Bucket=self.bucket, Prefix=key, **marker))
             except ClientError as exc:
                 raise self._error(exc, "list versions of", key) from None
             entries = [dict(v, deleteMarker=False) for v in page.get("Versions") or []]
@@ -671,8 +673,8 @@ class S3BlobStore(BlobStore):
             marker: dict[str, str] = {}
             while True:
                 try:
-                    page = self._run("list", prefix or "(all)", lambda: self._client.list_object_versions(
-                        Bucket=self.bucket, Prefix=prefix, **marker))
+                    page = self._run("list", prefix or "(all)", partial(self._client.list_object_versions,
+                                                                        Bucket=self.bucket, Prefix=prefix, **marker))
                 except ClientError as exc:
                     raise self._error(exc, "list", prefix or "(all)") from None
                 for v in page.get("Versions") or []:
@@ -685,8 +687,8 @@ class S3BlobStore(BlobStore):
         token: dict[str, str] = {}
         while True:
             try:
-                page = self._run("list", prefix or "(all)", lambda: self._client.list_objects_v2(
-                    Bucket=self.bucket, Prefix=prefix, **token))
+                page = self._run("list", prefix or "(all)", partial(self._client.list_objects_v2,
+                                                                    Bucket=self.bucket, Prefix=prefix, **token))
             except ClientError as exc:
                 raise self._error(exc, "list", prefix or "(all)") from None
             for o in page.get("Contents") or []:

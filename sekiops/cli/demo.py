@@ -25,8 +25,8 @@ def run_demo(args) -> int:
     from ..ops.demo import headline_table, memory_lines, next_steps, run_demo as demo
     from ..units import format_duration, parse_size
 
-    result = demo(args.dir, size=parse_size(args.size, what="--size", allow_zero=False), notebooks=not args.no_notebooks,
-                  progress=lambda m: print(m, file=sys.stderr, flush=True))
+    result = demo(args.dir, size=parse_size(args.size, what="--size", allow_zero=False),
+                  notebooks=not args.no_notebooks, progress=lambda m: print(m, file=sys.stderr, flush=True))
     dep = result.deployment
     print(f"\nsekiops demo: done in {format_duration(result.seconds)}")
     print(f"deployment : {dep.state_url}  blobs: {dep.blob_url}")
@@ -37,7 +37,7 @@ def run_demo(args) -> int:
     cells = headline_table(result.table)
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print("(sizes in binary units: 1 MiB = 1,048,576 bytes; the modelled path is not timed: its time would be "
           "Python's, not .NET's)")
     for line in memory_lines(result.table):

@@ -131,7 +131,8 @@ def _table(records: list[dict], cols: list[tuple[str, str]]) -> None:
     right = {i for i, (field, _) in enumerate(cols) if field in SIZE_FIELDS or field == "eventsProcessed"}
 
     def line(values):
-        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w)
+                         for i, (v, w) in enumerate(zip(values, widths, strict=True)))
 
     print(line([title for _, title in cols]).rstrip())
     for row in cells:

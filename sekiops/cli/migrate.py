@@ -22,7 +22,8 @@ def register(sub) -> None:
 
     plan = msub.add_parser("plan", help="show what a migration would change (reads only)",
                            description="Print what the migration would change: rows, bytes moved, bytes "
-                           "freed in the row store, estimated time (and Cosmos DB request units when Cosmos is involved). Writes nothing.")
+                           "freed in the row store, estimated time (and Cosmos DB request units when Cosmos is "
+                           "involved). Writes nothing.")
     _migration_args(plan)
     plan.set_defaults(func=run_plan_command)
 
@@ -204,7 +205,7 @@ def _print_plan(plan, fmt: str) -> None:
             vals = [i.action, "blob" if i.placement == "blob" else ("row" if i.placement == "inline" else "-"),
                     i.payload_location, format_bytes(i.stored_bytes), format_bytes(i.inline_after),
                     format_bytes(i.upload_bytes or i.delete_bytes), i.item]
-            print("  ".join(f"{v:<{w}}" if w else v for v, (_, w) in zip(vals, cols)))
+            print("  ".join(f"{v:<{w}}" if w else v for v, (_, w) in zip(vals, cols, strict=True)))
             for flag in i.flags:
                 print(f"    ! {flag}")
         if len(plan.items) > SHOWN_ITEMS:

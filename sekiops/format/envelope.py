@@ -305,9 +305,9 @@ def dotnet_json_string(value: str | None) -> str:
         elif o < 0x20 or o > 0x7E or ch in _ESCAPED:
             if o > 0xFFFF:
                 o -= 0x10000
-                out.append("\\u%04X\\u%04X" % (0xD800 + (o >> 10), 0xDC00 + (o & 0x3FF)))
+                out.append(f"\\u{0xD800 + (o >> 10):04X}\\u{0xDC00 + (o & 0x3FF):04X}")
             else:
-                out.append("\\u%04X" % o)
+                out.append(f"\\u{o:04X}")
         else:
             out.append(ch)
     out.append('"')

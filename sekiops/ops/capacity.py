@@ -233,8 +233,9 @@ def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMO
     ``mixed`` = Sekiban's grain at ``sekiban_version``, see the module docstring)
     ``<scenario>PeakBytes``, ``<scenario>OOM`` and ``<scenario>HeadroomBytes`` (limit - peak;
     negative = OOM), ``grainRestorePath`` and ``restoreTempDiskBytes`` (10.23+, offloaded payloads),
-    ``streamingSavesBytes`` (legacy peak - streaming peak) and a ``verdict``. Sorted by legacy peak, largest first. ``frame.attrs`` holds the parameters, the
-    fitted lines and ``maxFittingBytes``: the largest state each scenario fits.
+    ``streamingSavesBytes`` (legacy peak - streaming peak) and a ``verdict``. Sorted by legacy
+    peak, largest first. ``frame.attrs`` holds the parameters, the fitted lines and
+    ``maxFittingBytes``: the largest state each scenario fits.
     """
     import pandas as pd
 

@@ -88,7 +88,7 @@ def offload_ratios(summary, title: str | None = None):
     row_ratio = s["offloadedRowRatio"].fillna(0).to_numpy(dtype=float)
     ax.barh(y - 0.2, byte_ratio, height=0.4, color=_COLORS["envelope"], label="bytes in blobs")
     ax.barh(y + 0.2, row_ratio, height=0.4, color=_COLORS["payload"], label="rows offloaded (any level)")
-    for yi, (b, total) in enumerate(zip(byte_ratio, s["totalBytes"])):
+    for yi, (b, total) in enumerate(zip(byte_ratio, s["totalBytes"], strict=True)):
         ax.text(min(b, 1.0) + 0.01, yi - 0.2, f"{b:.0%} of {_fmt_bytes(float(total))}", va="center", fontsize=7)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
@@ -108,7 +108,7 @@ def flag_counts(df, title: str | None = None):
     names = [f[5:] for f in FLAG_COLUMNS]
     values = [int(c.get(f, 0)) for f in FLAG_COLUMNS]
     bars = ax.bar(range(len(names)), values, color=["#c00000" if v else "#a6a6a6" for v in values])
-    for b, v in zip(bars, values):
+    for b, v in zip(bars, values, strict=True):
         ax.text(b.get_x() + b.get_width() / 2, v, str(v), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("rows")

@@ -175,7 +175,7 @@ def _write_logs(path: str, projector: str, start: _dt.datetime, rng: random.Rand
     offload_key = f"{projector}/v3/" + hashlib.sha256(f"{projector}-{OOM_ENVELOPE}".encode()).hexdigest() + ".bin"
 
     # steady state and the burst: byte[] persists of the big projection
-    for i, (minute, envelope) in enumerate(LEGACY_PERSISTS):
+    for minute, envelope in LEGACY_PERSISTS:
         events += 6_000 if minute < 30 else 25_000
         t = log.at(minute, 20)
         safe_at = t - _dt.timedelta(seconds=20)

@@ -16,8 +16,8 @@ What is read, per row:
   envelope fits in the head, its metadata (version, payload sizes). Sekiban writes the metadata
   *after* the inline Base64 payload, so for a bigger inline envelope the metadata is taken from
   a bounded *tail* read (:data:`TAIL_BYTES`) when the source can seek (memory and local-file
-  blobs, and every store that declares range reads in its capabilities); otherwise ``envelopeMetaKnown`` is False and the envelope-derived
-  fields are empty;
+  blobs, and every store that declares range reads in its capabilities); otherwise
+  ``envelopeMetaKnown`` is False and the envelope-derived fields are empty;
 * with ``check_blobs``: ``blob.exists`` of every referenced key (row OffloadKey, payload key).
   ``flag_missing_blob`` is also raised without it when the ``stat`` above finds a record-level
   blob missing; a missing *payload* blob is only noticed with ``check_blobs``.
@@ -454,7 +454,8 @@ def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budge
     rec["envelopeVersion"] = head.version
     rec["envelopeProjectorVersion"] = head.projector_version
     rec["payloadOffloaded"] = head.payload_offloaded
-    rec["payloadLocation"] = None if head.payload_offloaded is None else ("blob" if head.payload_offloaded else "inline")
+    rec["payloadLocation"] = (None if head.payload_offloaded is None
+                              else "blob" if head.payload_offloaded else "inline")
     rec["payloadKey"] = head.payload_key
     rec["payloadSource"] = head.payload_source
     rec["payloadOriginalBytes"] = head.payload_original
@@ -505,7 +506,8 @@ def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budge
     rec["error"] = "; ".join(errors) if errors else None
 
     cosmos_item = rec["cosmosItemBytes"]
-    rec["flag_cosmos_near_limit"] = bool(cosmos_item is not None and cosmos_item >= COSMOS_NEAR_RATIO * COSMOS_ITEM_LIMIT)
+    rec["flag_cosmos_near_limit"] = bool(cosmos_item is not None
+                                         and cosmos_item >= COSMOS_NEAR_RATIO * COSMOS_ITEM_LIMIT)
     rec["flag_cosmos_over_limit"] = bool(cosmos_item is not None and cosmos_item > COSMOS_ITEM_LIMIT)
     rec["flag_dynamodb_base64_hazard"] = bool(stored is not None and stored <= RECORD_THRESHOLD_DYNAMODB
                                               and base64_length(stored) > DYNAMODB_ITEM_LIMIT)

@@ -29,7 +29,8 @@ def _item(rng: random.Random, n: int) -> dict:
     for _ in range(rng.randint(0, 4)):
         lines = [{"sku": rng.choice(_SKUS), "quantity": rng.randint(1, 20),
                   "unitPrice": round(rng.uniform(1, 500), 2)} for _ in range(rng.randint(1, 5))]
-        orders.append({"orderId": f"{rng.getrandbits(64):016x}", "status": rng.choice(["Placed", "Paid", "Shipped", "Closed"]),
+        orders.append({"orderId": f"{rng.getrandbits(64):016x}",
+                       "status": rng.choice(["Placed", "Paid", "Shipped", "Closed"]),
                        "placedAt": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:"
                                    f"{rng.randint(0, 59):02d}:00Z", "lines": lines})
     return {

@@ -310,7 +310,8 @@ class _Job:
             caps = self.state.capabilities
             if not caps.record_offload:
                 raise GuardRefusedError(
-                    f"{self.state.location}: {caps.record_offload_refusal or 'the store holds no record-level offloaded rows'}; "
+                    f"{self.state.location}: "
+                    f"{caps.record_offload_refusal or 'the store holds no record-level offloaded rows'}; "
                     f"the {length}-byte envelope of {self.where} would need it. Nothing was uploaded or written")
             name = f"{self.meta.projector_name}/{self.meta.projector_version}"
 

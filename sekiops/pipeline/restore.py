@@ -100,7 +100,8 @@ def find_row(state: StateStore, projector_name: str, projector_version: str | No
     if projector_version:
         row = state.get(projector_name, projector_version)
         if row is None:
-            raise NotFoundError(f"{state.location}: no snapshot for {state.service_id}/{projector_name}/{projector_version}")
+            raise NotFoundError(f"{state.location}: no snapshot for "
+                                f"{state.service_id}/{projector_name}/{projector_version}")
     else:
         row = state.latest_active(projector_name)
         if row is None:

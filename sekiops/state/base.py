@@ -112,7 +112,7 @@ class StateStore(abc.ABC):
         journals): an output must never be written over them."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default, not abstract: stores without connections keep it
         """Release connections; idempotent."""
 
     def __enter__(self) -> StateStore:

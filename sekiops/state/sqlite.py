@@ -153,7 +153,8 @@ class SqliteStateStore(StateStore):
 
     @staticmethod
     def _table_exists(conn) -> bool:
-        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone() is not None
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone()
+        return found is not None
 
     def _select(self) -> str:
         cols = META_COLUMNS + self._control
@@ -161,7 +162,7 @@ class SqliteStateStore(StateStore):
 
     def _row(self, rec) -> SnapshotRow:
         n = len(META_COLUMNS)
-        control = dict(zip(self._control, rec[n:n + len(self._control)]))
+        control = dict(zip(self._control, rec[n:n + len(self._control)], strict=True))
         revision = int(control.get("Revision", 0) or 0)
         updated = rec[13]
         try:
@@ -278,7 +279,8 @@ class SqliteStateStore(StateStore):
                 f"{self.location}: Sekiban's SQLite store never offloads at record level; refusing to "
                 f"write an offloaded row for {row.where} in strict mode (use ?record_threshold=N)")
         if row.service_id != self.service_id:
-            raise UsageError(f"row for service {row.service_id!r} written through a store scoped to {self.service_id!r}")
+            raise UsageError(f"row for service {row.service_id!r} written through a store scoped to "
+                             f"{self.service_id!r}")
         return self._guard(self._write, row, state, state_length, expected)
 
     def _write(self, row, state, state_length, expected):

@@ -116,7 +116,8 @@ def _label(rec) -> str:
     stored = stored_bytes(rec)
     blob = _get(rec, "blobBytes")
     where = " in blobs" if blob and stored and int(blob) >= stored / 2 else ""
-    size = (f"state {format_bytes(state)}, " if state is not None else "state ?, ") + f"stored {format_bytes(stored)}{where}"
+    size = ((f"state {format_bytes(state)}, " if state is not None else "state ?, ")
+            + f"stored {format_bytes(stored)}{where}")
     flags = row_flags(rec)
     return (f"{rec['serviceId']}/{rec['projectorName']} {version}  ·  {size}"
             + (f"  [{', '.join(flags)}]" if flags else ""))

@@ -80,7 +80,7 @@ def merge(into: Node, n: Node) -> None:
     into.count += n.count
     into.bytes += n.bytes
     into.key_bytes += n.key_bytes
-    into.types = [x + y for x, y in zip(into.types, n.types)]
+    into.types = [x + y for x, y in zip(into.types, n.types, strict=True)]
     into.members += n.members
     into.containers += n.containers
     into.max_items = max(into.max_items, n.max_items)

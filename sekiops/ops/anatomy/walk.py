@@ -162,7 +162,7 @@ def _shallow(batch, w: WalkState, sel, opens_by_level, parents, np) -> None:
     L = batch.lvl[sel].tolist()
     text = batch.text
     leaf_parent = depth - 1
-    for p, e, t, lv in zip(P, E, T, L):
+    for p, e, t, lv in zip(P, E, T, L, strict=True):
         if t == T_EOBJ or t == T_EARR:
             fr = stack.pop()
             node = fr.node

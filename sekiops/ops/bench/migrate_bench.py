@@ -67,8 +67,8 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 
 
 def _swap_port(text: str, host: str, port: int, new_port: int) -> str:
-    return re.sub(rf"(//(?:[^/@]*@)?)({re.escape(host)}|127\.0\.0\.1|localhost):{port}\b", rf"\g<1>127.0.0.1:{new_port}",
-                  text)
+    return re.sub(rf"(//(?:[^/@]*@)?)({re.escape(host)}|127\.0\.0\.1|localhost):{port}\b",
+                  rf"\g<1>127.0.0.1:{new_port}", text)
 
 
 def has_concurrency(python: str, env: dict) -> bool:

@@ -114,7 +114,8 @@ def plot_benchmark(df, title: str | None = None):
               ("anatomy", "streaming"): "tab:purple"}
     markers = ["^", "s", "o", "D", "v", "P", "X"]
     backend_marker = {b: markers[i % len(markers)] for i, b in enumerate(sorted(pipe["backend"].unique()))}
-    gz_style = {g: ls for g, ls in zip(sorted(ok["gzip_backend"].dropna().unique()), ["-", "--", ":", "-."])}
+    # a fifth gzip backend, if ever, draws the default solid line
+    gz_style = dict(zip(sorted(ok["gzip_backend"].dropna().unique()), ["-", "--", ":", "-."], strict=False))
 
     ax_mem, ax_tp, ax_ratio = axes
     pipe = pipe.assign(variant=pipe["variant"].fillna("").astype(str))
@@ -125,8 +126,8 @@ def plot_benchmark(df, title: str | None = None):
         what = "Sekiban byte[] path, modelled" if mode == MODELLED else mode
         if variant:
             what += f" [{variant}]"
-        color = colors.get((op, mode), "gray") if not variant else {"threads=1": "tab:cyan", "check=yajl": "tab:olive"}.get(
-            variant, "tab:brown")
+        variant_colors = {"threads=1": "tab:cyan", "check=yajl": "tab:olive"}
+        color = colors.get((op, mode), "gray") if not variant else variant_colors.get(variant, "tab:brown")
         kw = dict(color=color, marker=backend_marker[backend],
                   linestyle=gz_style.get(gz, "-"), label=f"{op} {what} ({backend}, gzip {gz})", markersize=6)
         x = g["size_bytes"] / MB

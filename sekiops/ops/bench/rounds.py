@@ -94,7 +94,7 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
     counter = {"done": 0, "total": len(sizes) * len(gzips) * len(plan)}
     state_paths = []
     try:
-        for size, label in zip(sizes, labels):
+        for size, label in zip(sizes, labels, strict=True):
             path = os.path.join(bench.states_dir, f"state-{size}.json")
             t = time.perf_counter()
             state = dict(generate_state(path, size), path=path)

@@ -74,7 +74,7 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
         names = [r["stage"] for r in rows]
         vals = [r["cpu_ms_per_mb"] for r in rows]
         colors = ["tab:red" if n.startswith("json check") else "gray" if r["side"] == "codec" else "tab:blue"
-                  for n, r in zip(names, rows)]
+                  for n, r in zip(names, rows, strict=True)]
         ax_stage.barh(range(len(names)), vals, color=colors)
         for i, v in enumerate(vals):
             ax_stage.text(v + 0.02, i, f"{v:.2f}", va="center", fontsize=7)
@@ -124,7 +124,8 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
         delay = ok[0].get("delay_ms")
         ax_mig.set(xscale="log", xlabel="concurrency (rows in flight)", ylabel="rows/s (whole process)",
                    title=f"sekiops migrate run offload, +{delay:g} ms per call (latency proxy, measured)")
-        ax_mig.set_xticks(sorted({r["concurrency"] for r in ok}), [str(c) for c in sorted({r["concurrency"] for r in ok})])
+        concurrencies = sorted({r["concurrency"] for r in ok})
+        ax_mig.set_xticks(concurrencies, [str(c) for c in concurrencies])
         ax_mig.legend(fontsize=8)
         ax_mig.grid(True, alpha=0.3)
     if title:
@@ -169,7 +170,8 @@ def markdown(persist=None, stages: dict | None = None, audit: list | None = None
                            f"{v['bound_ratio_to_codec']:.2f}x | {v.get('limited_by', '-')} |")
         out.append("")
     if audit:
-        out.append("| blobs | store | rows (referenced blobs) | orphans | peak RSS MiB | over idle MiB | wall s | audit s |")
+        out.append("| blobs | store | rows (referenced blobs) | orphans | peak RSS MiB | over idle MiB | wall s "
+                   "| audit s |")
         out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
         for r in audit:
             out.append(f"| {r['blobs']:,} | {r.get('store', 'local')} | {_fmt(r.get('referenced'), '{:,}')} | "

@@ -99,12 +99,14 @@ def _load(source, parser, what: str):
 
 
 def load_events(source):
-    """Sekiban events (None: no logs export, an empty frame) (DataFrame as :func:`~sekiops.ops.logs.parse_log_file` gives) and load info."""
+    """Sekiban events (None: no logs export, an empty frame) (DataFrame as
+    :func:`~sekiops.ops.logs.parse_log_file` gives) and load info."""
     return _load(source, parse_log_file, "logs")
 
 
 def load_memory(source):
-    """Container memory samples (None: no metrics export, an empty frame) (as :func:`~sekiops.ops.logs.parse_container_memory`) and load info."""
+    """Container memory samples (None: no metrics export, an empty frame) (as
+    :func:`~sekiops.ops.logs.parse_container_memory`) and load info."""
     return _load(source, parse_container_memory, "metrics")
 
 

@@ -142,7 +142,7 @@ def bench_peak_chart(df, title: str | None = None):
     fig = Figure(figsize=(12, 4.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     colors = {"legacy": "#c00000", "streaming": "#2f75b5"}
-    for ax, op in zip(axes, ("persist", "restore")):
+    for ax, op in zip(axes, ("persist", "restore"), strict=True):
         g = pipe[pipe["op"] == op]
         for mode in ("legacy", "streaming"):
             m = g[g["mode"] == mode].groupby("size_bytes", as_index=False).agg(
@@ -187,8 +187,8 @@ def throughput_upload_chart(df, title: str | None = None):
     # no time comparison against the legacy model: its timings are Python's, not .NET's
     for (op, mode), g in pipe[pipe["mode"] == "streaming"].groupby(["op", "mode"], sort=True):
         m = g.groupby("size_bytes", as_index=False)["throughput_mb_s"].max()
-        ax.plot(m["size_bytes"] / MiB, m["throughput_mb_s"] * 1e6 / MiB, marker="o", color=colors.get((op, mode), "gray"),
-                label=f"{op} {mode}")
+        ax.plot(m["size_bytes"] / MiB, m["throughput_mb_s"] * 1e6 / MiB, marker="o",
+                color=colors.get((op, mode), "gray"), label=f"{op} {mode}")
     for direction, style in (("compress", "--"), ("decompress", ":")):
         c = codec[codec["op"] == direction]
         if len(c):
@@ -240,10 +240,12 @@ def offload_ratio_chart(metrics_frame, title: str | None = None):
         ax.text(0.5, 0.5, "no persist runs", transform=ax.transAxes, ha="center")
         ax.set_axis_off()
         return fig
-    labels = [f"{MODE_LABELS.get(r.mode, r.mode)} ({fmt_size(r.state_bytes)} state)" for r in metrics_frame.itertuples()]
+    labels = [f"{MODE_LABELS.get(r.mode, r.mode)} ({fmt_size(r.state_bytes)} state)"
+              for r in metrics_frame.itertuples()]
     ratios = metrics_frame["projection_snapshot_offload_ratio"].astype(float).fillna(0).to_numpy()
-    bars = ax.barh(range(len(labels)), ratios, color=["#c00000" if m == MODELLED else "#2f75b5" for m in metrics_frame["mode"]])
-    for b, r, up in zip(bars, ratios, metrics_frame["projection_snapshot_upload_bytes"]):
+    bars = ax.barh(range(len(labels)), ratios,
+                   color=["#c00000" if m == MODELLED else "#2f75b5" for m in metrics_frame["mode"]])
+    for b, r, up in zip(bars, ratios, metrics_frame["projection_snapshot_upload_bytes"], strict=True):
         ax.text(min(r, 1.0) + 0.01, b.get_y() + b.get_height() / 2, f"{r:.1%} ({fmt_size(up)} uploaded)",
                 va="center", fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=9)

@@ -103,8 +103,8 @@ def recommendations(rep) -> list[dict]:
                 "why": why + "."})
     out.append({"setting": "Record-level offload threshold (Cosmos DB)",
                 "value": f"≤ {COSMOS_RECORD_THRESHOLD:,} bytes",
-                "why": "an envelope above it goes to blob storage instead of the Cosmos item (at most 2 MiB); the Base64 in "
-                       "StateData costs memory and RU."})
+                "why": "an envelope above it goes to blob storage instead of the Cosmos item (at most 2 MiB); "
+                       "the Base64 in StateData costs memory and RU."})
 
     # memory limit headroom from the capacity model
     if known is not None and len(known):

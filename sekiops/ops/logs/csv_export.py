@@ -60,7 +60,7 @@ def csv_rows(text: str, name: str, recognise, skipped) -> tuple[list[dict], str]
         if any(has_nul(c) for c in cells):
             skipped[CONTROL_REASON] += 1
             continue
-        rows.append(dict(zip(header, cells)))
+        rows.append(dict(zip(header, cells, strict=False)))  # a short row lacks the last columns
     return rows, "csv"
 
 

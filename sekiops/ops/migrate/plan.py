@@ -96,7 +96,7 @@ class PlanItems(Sequence):
 
     def __eq__(self, other) -> bool:
         if isinstance(other, (list, tuple, PlanItems)):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
 
@@ -411,7 +411,8 @@ def plan_copy(ep: Endpoints, *, projector: str | None, rate: float | None = None
                            payload_location=("blob" if head.payload_offloaded else
                                              "inline" if head.payload_offloaded is False else "-"),
                            flags=flags,
-                           note=(f"payload blob of {payload_blob:,} bytes copied" if payload_blob else "payload inline")))
+                           note=(f"payload blob of {payload_blob:,} bytes copied" if payload_blob
+                                 else "payload inline")))
     params = {"projector": projector}
     warnings = []
     if dst_blob is None:

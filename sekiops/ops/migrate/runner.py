@@ -29,6 +29,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from itertools import chain as _chain
 
 from ...errors import ConcurrencyConflictError, SekiopsError, StoreUnavailableError, TombstonedError, UsageError
@@ -405,7 +406,7 @@ class Runner:
     def _resolve_pending(self) -> None:
         for st in self.journal.pending(self.phase):
             begin = st.begin
-            status, current = self._call(lambda: self.step.identify(begin), f"re-read {st.item}")
+            status, current = self._call(partial(self.step.identify, begin), f"re-read {st.item}")
             if status == "untouched":
                 self._journal({"t": "reset", "phase": self.phase, "run": self.run_id, "item": st.item,
                                "reason": "interrupted before its write; redone if still needed"})
