@@ -441,7 +441,7 @@ def build_corrupt_store(root: Path) -> Ctx:
         if case_id in HOSTILE_SAMPLE:
             hs.insert("OrderSummary", "1.0.0", data, service_id=f"h{i}")
     hs.put_blob("OtherProjector/" + "ab" * 32 + ".bin", gz(b'{"other":"projector"}'))
-    for i, (case_id, data, _) in enumerate(UNSAFE_KEY_ENVELOPES):
+    for i, (_, data, _) in enumerate(UNSAFE_KEY_ENVELOPES):
         hs.insert("OrderSummary", "1.0.0", data, service_id=f"u{i}")
 
     # misc files

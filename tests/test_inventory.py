@@ -626,7 +626,8 @@ def test_restore_flags_follow_the_sekiban_version_and_the_container(embedded, ca
 
     small = str(info["PayOff"].compressed_size_bytes - 1)
     by = flags("--container-disk", small)  # 10.23: the offloaded payload needs a temp file its size
-    assert by["PayOff/1"]["flag_restore_disk"] and by["PayOff/1"]["restoreDiskBytes"] == info["PayOff"].compressed_size_bytes
+    assert by["PayOff/1"]["flag_restore_disk"]
+    assert by["PayOff/1"]["restoreDiskBytes"] == info["PayOff"].compressed_size_bytes
     assert not by["PayOff/1"]["flag_restore_memory"] and not by["Small/1"]["flag_restore_disk"]
     by = flags("--container-disk", small, "--sekiban-version", "10.22")  # buffered: memory, not disk
     assert not by["PayOff/1"]["flag_restore_disk"] and by["PayOff/1"]["restoreDiskBytes"] == 0

@@ -585,7 +585,8 @@ def test_write_falls_back_to_appending_without_temp_privilege(postgres_server):
     suffix = uuid.uuid4().hex[:10]
     db, role, password = f"d_{suffix}", f"r_{suffix}", uuid.uuid4().hex
     ident = psycopg.sql.Identifier
-    admin.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(role), psycopg.sql.Literal(password)))
+    admin.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(role),
+                                                                             psycopg.sql.Literal(password)))
     admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(ident(db)))
     store = None
     try:

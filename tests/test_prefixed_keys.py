@@ -113,7 +113,8 @@ def test_the_512_character_limit_refuses_before_anything_is_written(tmp_path):
         root = tmp_path / f"blobs{prefix_len}"
         url = f"file://{root}?prefix={'t' * prefix_len}"
         state, blob = open_state_store(db), open_blob_store(url)
-        run = lambda: persist_stream(state, blob, io.BytesIO(STATE), projector_name=name,  # noqa: E731
+        run = lambda state=state, blob=blob: persist_stream(  # noqa: E731
+                                     state, blob, io.BytesIO(STATE), projector_name=name,
                                      projector_version=version, events_processed=1, last_sortable_unique_id=SLUI,
                                      options=PersistOptions(payload_threshold=100))
         if ok:

@@ -152,7 +152,8 @@ class Notebook:
             """() => {
                 const w = window.jupyterapp.shell.currentWidget;
                 const k = w.sessionContext.session.kernel;
-                const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')];
+                const prompts = [...document.querySelectorAll(
+                    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')];
                 return k.status === 'idle' && prompts.length > 0 &&
                        prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
             }""", timeout=timeout, polling=500)

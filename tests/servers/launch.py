@@ -47,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 __all__ = [
@@ -320,7 +321,7 @@ def start_azurite(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Azu
         try:
             _wait_until(
                 "azurite", proc, log_path,
-                lambda: _http_answers(HOST, port, f"/{AZURITE_ACCOUNT_NAME}?comp=list"),
+                partial(_http_answers, HOST, port, f"/{AZURITE_ACCOUNT_NAME}?comp=list"),
                 timeout,
             )
         except ServerStartError as exc:
@@ -517,7 +518,7 @@ def start_postgres(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Po
             for p in (pwfile, log_path):
                 os.chown(p, run_as["user"], run_as["group"])
 
-        def pg(args: list[str], check_timeout: float, what: str) -> None:
+        def pg(args: list[str], check_timeout: float, what: str, tmpdir=tmpdir, env=env) -> None:
             try:
                 res = subprocess.run(
                     args, cwd=str(tmpdir), env=env, capture_output=True, text=True,
@@ -571,7 +572,7 @@ def start_postgres(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Po
             _live.add(server)
         pg_isready = bindir / "pg_isready"
 
-        def ready() -> bool:
+        def ready(pg_isready=pg_isready, port=port, env=env, log_path=log_path) -> bool:
             if pg_isready.is_file():
                 return subprocess.run(
                     [str(pg_isready), "-q", "-h", HOST, "-p", str(port), "-t", "2"],
@@ -666,7 +667,7 @@ def start_moto(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> MotoSe
         with _live_lock:
             _live.add(server)
         try:
-            _wait_until("moto", proc, log_path, lambda: _http_answers(HOST, port, "/moto-api/data.json"), timeout)
+            _wait_until("moto", proc, log_path, partial(_http_answers, HOST, port, "/moto-api/data.json"), timeout)
         except ServerStartError as exc:
             last = exc
             log = _tail(log_path)
