@@ -5,9 +5,33 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 CHUNK = 1024 * 1024
+
+#: A binary file object, buffered (``open(..., "rb")``, BytesIO) or raw (``io.RawIOBase``, as the
+#: counting and hashing wrappers here are): typing.BinaryIO alone is nominal and admits no RawIOBase.
+BinaryFile = BinaryIO | io.RawIOBase
+
+
+class Readable(Protocol):
+    """What a reader needs of its source: ``read(n)``, up to n bytes, ``b""`` at the end."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Writable(Protocol):
+    """What a writer needs of its sink: ``write(data)``."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+class RawReader(io.RawIOBase):
+    """An io.RawIOBase over a blocking source: ``readinto`` never returns None, so neither does
+    ``read`` (typeshed types RawIOBase.read as ``bytes | None`` for non-blocking streams)."""
+
+    if TYPE_CHECKING:
+        def read(self, size: int = -1, /) -> bytes: ...
 
 
 def iter_chunks(src: BinaryIO, chunk: int = CHUNK):
@@ -93,7 +117,7 @@ class ChunkReader(io.RawIOBase):
         super().close()
 
 
-def read_full(src: BinaryIO, n: int) -> bytes:
+def read_full(src: Readable, n: int) -> bytes:
     """Read exactly ``n`` bytes unless the stream ends first (sockets and pipes return less)."""
     data = src.read(n)
     if not data or len(data) == n:
@@ -132,10 +156,10 @@ def buffered(src, size: int = CHUNK) -> io.BufferedReader:
     return io.BufferedReader(FullReader(src), size)
 
 
-class HashingReader(io.RawIOBase):
+class HashingReader(RawReader):
     """Wraps a readable stream, counting and hashing every byte read through it."""
 
-    def __init__(self, src: BinaryIO):
+    def __init__(self, src: Readable):
         self._src = src
         self._h = hashlib.sha256()
         self.count = 0

@@ -12,10 +12,9 @@ import binascii
 import dataclasses
 import io
 import math
-from typing import BinaryIO
 
 from ..errors import CorruptSnapshotError
-from ..streams import buffered, read_full
+from ..streams import BinaryFile, Readable, Writable, buffered, read_full
 from .constants import GZIP_MAGIC
 from .jsonstream import BudgetExceeded, JsonStreamReader, StringSink
 from .payload import GzipDecodingReader
@@ -85,7 +84,7 @@ class Envelope:
 class _Base64Sink:
     """Decodes streamed Base64 text in 4-character groups into ``out``."""
 
-    def __init__(self, out: BinaryIO | None, where: str, before_first=None):
+    def __init__(self, out: BinaryFile | None, where: str, before_first=None):
         self._out = out
         self._before_first = before_first
         self._rest = b""
@@ -120,7 +119,7 @@ class _Base64Sink:
                 f"{self._where}: payloadBase64 length is not a multiple of 4 (truncated Base64)")
 
 
-def read_envelope(stream: BinaryIO, where: str, payload_sink: BinaryIO | None = None,
+def read_envelope(stream: Readable, where: str, payload_sink: BinaryFile | None = None,
                   max_bytes: int | None = None, max_envelope: int | None = None) -> Envelope:
     """Decode an envelope from ``stream``; inline payload bytes are written to ``payload_sink``.
 
@@ -325,7 +324,7 @@ def _meta_json(meta: EnvelopeMeta) -> str:
             f'"isSafeState":{"true" if meta.is_safe_state else "false"}')
 
 
-def write_inline_envelope(out: BinaryIO, meta: EnvelopeMeta, payload: BinaryIO, payload_length: int) -> int:
+def write_inline_envelope(out: Writable, meta: EnvelopeMeta, payload: Readable, payload_length: int) -> int:
     """Write a v10 inline envelope, Base64-encoding ``payload_length`` bytes of ``payload`` in chunks.
 
     Returns the number of envelope bytes written.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from ..errors import CorruptSnapshotError
 
@@ -104,7 +104,7 @@ class JsonStreamReader:
             self._buf += data
         return True
 
-    def _fail(self, what: str):
+    def _fail(self, what: str) -> NoReturn:
         raise CorruptSnapshotError(f"{self._where}: invalid JSON at byte {self.position}: {what}")
 
     def _peek(self) -> int:
@@ -112,7 +112,9 @@ class JsonStreamReader:
             buf = self._buf
             pos = self._pos
             if pos < len(buf) and buf[pos] in _WS:
-                pos = _WS_RUN.match(buf, pos).end()
+                ws = _WS_RUN.match(buf, pos)
+                assert ws is not None  # the pattern matches the empty string
+                pos = ws.end()
                 self._pos = pos
             if pos < len(buf):
                 return buf[pos]
