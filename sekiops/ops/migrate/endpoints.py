@@ -39,6 +39,14 @@ class Endpoints:
     def target_service_id(self) -> str:
         return self.target_state.service_id
 
+    def required_blob(self, target: bool = False) -> BlobStore:
+        """The (target) blob store of a migration that needs one (offload, gc-blobs, rekey: open_endpoints
+        refuses them without)."""
+        blob = self.target_blob if target else self.blob
+        if blob is None:
+            raise UsageError(f"{self.kind} needs a blob store: pass --blob URL or set {BLOB_URL_ENV}")
+        return blob
+
     def state_for(self, service_id: str) -> StateStore:
         """The source state store scoped to another service id (gc-blobs scans every service)."""
         if service_id == self.state.service_id:
@@ -51,7 +59,8 @@ class Endpoints:
 
     def where(self) -> dict:
         """Redacted locations for plans, journals and audit records (never a secret)."""
-        out = {"state": redact(self.state.location), "blob": redact(self.blob.location) if self.blob else None,
+        out: dict[str, object] = {
+            "state": redact(self.state.location), "blob": redact(self.blob.location) if self.blob else None,
                "serviceId": self.service_id}
         if self.kind == "copy":
             out["target"] = {"state": redact(self.target_state.location),

@@ -31,6 +31,7 @@ import json
 import os
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 from ...errors import GuardRefusedError, UsageError
 from ...format.record import SnapshotRow, parse_timestamp
@@ -58,7 +59,7 @@ def row_to_dict(row: SnapshotRow | None) -> dict | None:
 def row_from_dict(data: dict | None) -> SnapshotRow | None:
     if data is None:
         return None
-    values = {k: data.get(k) for k in _ROW_FIELDS if k in data}
+    values: dict[str, Any] = {k: data.get(k) for k in _ROW_FIELDS if k in data}
     for name in ("created_at", "updated_at"):
         if values.get(name):
             values[name] = parse_timestamp(values[name])
@@ -240,7 +241,7 @@ def _line(record: dict) -> bytes:
 
 def _read_fd(fd: int) -> bytes:
     os.lseek(fd, 0, os.SEEK_SET)
-    parts = []
+    parts: list[bytes] = []
     while True:
         chunk = os.read(fd, 1 << 20)
         if not chunk:

@@ -238,7 +238,7 @@ def plan_offload(ep: Endpoints, *, threshold: int | None, payload_level: bool, p
     action = "offload-payload" if payload_level else "offload-record"
     params = {"threshold": threshold, "payloadLevel": payload_level, "projector": projector}
     refused = None if payload_level else record_offload_refusal(state)
-    small_env = len(offloaded_envelope_bytes(EnvelopeMeta(), "x" * 90, ep.blob.provider, 0)) + 200
+    small_env = len(offloaded_envelope_bytes(EnvelopeMeta(), "x" * 90, ep.required_blob().provider, 0)) + 200
     items, skipped = [], []
     for row in iter_rows(state, projector_name=projector):
         if row.is_tombstoned:
@@ -300,6 +300,7 @@ def plan_reencode(ep: Endpoints, *, projector: str | None, rate: float | None = 
         if action is None:
             continue
         if env.is_offloaded:
+            assert env.offload_key, "read_envelope refuses an offloaded envelope without offloadKey"
             new_len = len(offloaded_envelope_bytes(env.meta, env.offload_key, env.storage_provider or "",
                                                    env.payload_length or 0))
         else:
@@ -444,7 +445,7 @@ def plan_gc(ep: Endpoints, *, grace_hours: float, services: list[str] | None, ra
     params = {"graceHours": grace_hours, "services": sids, **({"prefix": prefix} if prefix else {})}
     items, skipped, refused = PlanItems(), [], None
     if caps is not None and not caps.conditional_delete:
-        refused = (f"{ep.blob.location} cannot delete only the version the audit certified"
+        refused = (f"{ep.required_blob().location} cannot delete only the version the audit certified"
                    + (f": {caps.conditional_delete_note}" if caps.conditional_delete_note else ""))
     elif not report["certified"]:
         refused = f"the orphan audit certified nothing: {report.get('reason') or 'no reason given'}"

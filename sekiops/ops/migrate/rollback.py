@@ -107,12 +107,14 @@ def open_rollback_endpoints(journal_path: str, state_url: str | None = None,
     return ep
 
 
-def run_rollback(journal_path: str, ep: Endpoints, options: RunOptions, controls: Controls | None = None,
+def run_rollback(journal_path: str, ep: Endpoints | None, options: RunOptions, controls: Controls | None = None,
                  progress: Callable[[dict], None] | None = None) -> RunResult:
     plan = plan_rollback(journal_path)
     if not options.execute:
         return RunResult("dry-run", "rollback", plan.kind, {"planned": len(plan.items)},
                          f"dry run: nothing was written; pass --execute to roll back {len(plan.items)} item(s)")
+    if ep is None:
+        raise UsageError("rolling back writes: open the stores with open_rollback_endpoints()")
     with Journal.open(journal_path) as journal:
         backups = BackupDir(journal.backup_dir, create=False)
         cls = {"copy": RollbackCopy, "gc-blobs": RollbackDelete}.get(journal.header["kind"], RollbackRow)
@@ -131,7 +133,9 @@ class _Rollback(Step):
         self.journal = journal
 
     def forward(self, item: PlanItem) -> ItemState:
-        return self.journal.item("migrate", item.item)
+        st = self.journal.item("migrate", item.item)
+        assert st is not None, "rollback_items lists items of the migration's journal"
+        return st
 
     def skip_reason(self, current, item, done_after):
         st = self.forward(item)
@@ -144,6 +148,7 @@ class _Rollback(Step):
 
     def _prepared(self, current, item: PlanItem, **kw) -> Prepared:
         st = self.forward(item)
+        assert st.done is not None, "rollback_items lists items the migration did"
         return Prepared(item, item.action, current, row_to_dict(current), extra={"undo": _undo_id(st.done)}, **kw)
 
     def revert(self, begin, stored) -> None:

@@ -28,7 +28,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from itertools import chain as _chain
 
@@ -85,7 +85,8 @@ class RunResult:
     run_id: str | None = None
     journal: str | None = None
     audit: str | None = None
-    items: list = dataclasses.field(default_factory=list)
+    #: one record per item outcome (a SpilledList: on disk past its memory budget)
+    items: Sequence[dict] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -201,7 +202,7 @@ class Runner:
         if self.phase == "migrate" and j.canary_passed and not opts.proceed and self.items:
             return "canary", ("the canary passed in an earlier run; pass --continue to migrate the remaining "
                               f"{len(self.items)} item(s)")
-        items = iter(enumerate(self.items, 1))
+        items: Iterator[tuple[int, PlanItem]] = iter(enumerate(self.items, 1))
         n = 0
         for n, item in items:  # the canary: one at a time, so it is exactly the first N items
             if not canary:
@@ -406,6 +407,7 @@ class Runner:
     def _resolve_pending(self) -> None:
         for st in self.journal.pending(self.phase):
             begin = st.begin
+            assert begin is not None, "a pending item's last record is its begin line"
             status, current = self._call(partial(self.step.identify, begin), f"re-read {st.item}")
             if status == "untouched":
                 self._journal({"t": "reset", "phase": self.phase, "run": self.run_id, "item": st.item,
@@ -422,7 +424,9 @@ class Runner:
     def _outcome(self, result: str, item: PlanItem | None, action: str, *, name: str | None = None,
                  reason: str | None = None, before=None, after=None, payload_sha256: str | None = None,
                  **extra) -> None:
-        name = name or item.item
+        if not name:
+            assert item is not None, "an outcome without a plan item is named"
+            name = item.item
         rec = {"t": result, "phase": self.phase, "run": self.run_id, "item": name, "action": action,
                "reason": reason, "at": utcnow().isoformat()}
         if result == "done":

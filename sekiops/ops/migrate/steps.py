@@ -184,6 +184,7 @@ class Step:
         return self.ep.target_blob
 
     def load(self, item: PlanItem):
+        assert item.projector_name is not None and item.projector_version is not None, "a row's item names it"
         return self.state.get(item.projector_name, item.projector_version)
 
     def skip_reason(self, current, item: PlanItem, done_after: dict | None) -> str | None:
@@ -193,6 +194,8 @@ class Step:
         raise NotImplementedError
 
     def apply(self, prep: Prepared):
+        assert prep.new_row is not None, "prepare() built the new row"
+        assert prep.current is None or isinstance(prep.current, SnapshotRow), "a row step replaces a row"
         return self.state.write(prep.new_row, prep.state_stream(), prep.state_length, prep.current)
 
     def verify(self, stored, begin: dict) -> Verdict:
@@ -269,9 +272,10 @@ class RowRewrite(Step):
         payload = self.spool.create(row.projector_name + "-payload")
         prep.files.append(payload)
         sink = CountingWriter(payload.file, hash_it=True)
-        with self.backups.open(prep.backup) as f:
-            env = read_envelope(f, f"{self.state.location} {row.where} (backup {prep.backup.file})",
-                                payload_sink=sink)
+        ref = prep.backup
+        assert ref is not None, "_backup_and_digest saved the previous envelope"
+        with self.backups.open(ref) as f:
+            env = read_envelope(f, f"{self.state.location} {row.where} (backup {ref.file})", payload_sink=sink)
         payload.file.flush()
         return env, payload, sink
 
@@ -287,9 +291,19 @@ class RowRewrite(Step):
 
     def revert(self, begin: dict, stored) -> str:
         before = row_from_dict(begin["before"])
-        ref = BackupRef.from_dict(begin["backup"])
+        ref = journal_backup(begin)
+        if before is None:
+            raise UsageError(f"journal: the begin line of {begin.get('item')!r} has no previous row")
         put_previous(self.state, self.blob, self.backups, before, ref, expected=stored)
         return "previous row put back"
+
+
+def journal_backup(begin: dict) -> BackupRef:
+    """The backup a journal begin line names (every step that changes something saves one first)."""
+    ref = BackupRef.from_dict(begin.get("backup"))
+    if ref is None:
+        raise UsageError(f"journal: the begin line of {begin.get('item')!r} names no backup")
+    return ref
 
 
 def put_previous(state: StateStore, blob: BlobStore | None, backups: BackupDir, before: SnapshotRow,
@@ -303,8 +317,9 @@ def previous_blob(blob: BlobStore | None, backups: BackupDir, before: SnapshotRo
     """The key holding ``before``'s envelope bytes: its own key, or the backup uploaded again."""
     if blob is None:
         raise UsageError(f"{before.where}: the previous envelope was in a blob; pass --blob URL")
-    if _blob_holds(blob, before.offload_key, ref):
-        return before.offload_key
+    key = before.offload_key
+    if key and _blob_holds(blob, key, ref):
+        return key
     with backups.open(ref) as f:
         return blob.write(f, f"{before.projector_name}/{before.projector_version}",
                           sha256=ref.sha256, size=ref.bytes).key
@@ -516,6 +531,10 @@ class DeleteOrphanBlob(Step):
         self.watch = watch
         self.cutoff = cutoff
 
+    @property
+    def blob(self) -> BlobStore:
+        return self.ep.required_blob(target=True)
+
     def load(self, item):
         return self.blob.stat(item.item)
 
@@ -575,7 +594,7 @@ class DeleteOrphanBlob(Step):
         return "untouched", info
 
     def revert(self, begin, stored) -> str:
-        ref = BackupRef.from_dict(begin["backup"])
+        ref = journal_backup(begin)
         key = begin["item"]
         if self.blob.stat(key) is not None:
             return "the blob is there again (written by another writer); backup kept"
