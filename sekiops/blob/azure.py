@@ -321,20 +321,21 @@ class AzureBlobStore(BlobStore):
                 log.debug("%s: %s already stored (%d bytes)", self.location, key, existing.size)
                 if self._touch(blob, key):
                     return BlobWrite(key, existing.size, expect_sha)
-                existing = None  # deleted between the HEAD and the touch: upload it again
-            # The caller's hint names an existing blob: make sure the stream really is those bytes.
-            start = _seek_start(stream)
-            n, digest = copy_hashing(stream, None)
-            self._check(key, expect_sha, expect_size, digest, n)
-            if n == existing.size and self._touch(blob, key):
-                return BlobWrite(key, n, digest)
-            # The stored blob's size contradicts its own key: it is damaged. Rewrite it.
-            if start is None:
-                raise IntegrityError(
-                    f"{self.location}: stored {key!r} has {existing.size} bytes, not the {n} its "
-                    f"hash names (damaged); write it again with a size hint or a seekable stream")
-            stream.seek(start)
-            expect_size = n
+                # deleted between the HEAD and the touch: upload it again (below)
+            else:
+                # The caller's hint names an existing blob: make sure the stream really is those bytes.
+                start = _seek_start(stream)
+                n, digest = copy_hashing(stream, None)
+                self._check(key, expect_sha, expect_size, digest, n)
+                if n == existing.size and self._touch(blob, key):
+                    return BlobWrite(key, n, digest)
+                # The stored blob's size contradicts its own key: it is damaged. Rewrite it.
+                if start is None:
+                    raise IntegrityError(
+                        f"{self.location}: stored {key!r} has {existing.size} bytes, not the {n} its "
+                        f"hash names (damaged); write it again with a size hint or a seekable stream")
+                stream.seek(start)
+                expect_size = n
         n, digest = self._upload_blocks(blob, stream, key, expect_sha, expect_size)
         return BlobWrite(key, n, digest)
 
