@@ -403,6 +403,7 @@ def sample_command(argv: Sequence[str], interval: float = 0.02, children: bool =
                 sampler.stop()
                 _, status, _ = os.wait4(proc.pid, 0)
                 proc.returncode = os.waitstatus_to_exitcode(status)
+                assert timeout is not None  # the deadline comes from it
                 raise subprocess.TimeoutExpired(list(argv), timeout)
             time.sleep(min(0.005, interval / 4))
         sampler.stop()

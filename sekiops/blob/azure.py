@@ -512,10 +512,11 @@ class AzureBlobStore(BlobStore):
     def delete(self, key: str, *, if_version: str | None = None) -> bool:
         self._key(key)
         check_if_version(self, if_version)
-        condition = {} if if_version is None else {"etag": if_version,
-                                                    "match_condition": MatchConditions.IfNotModified}
         try:
-            self._container.delete_blob(key, **condition)
+            if if_version is None:
+                self._container.delete_blob(key)
+            else:
+                self._container.delete_blob(key, etag=if_version, match_condition=MatchConditions.IfNotModified)
             return True
         except ResourceNotFoundError as exc:
             self._real_404(exc, "delete", key)
@@ -670,9 +671,12 @@ def _client_kwargs(api_version: str | None, retries: int = RETRY_TOTAL,
     kw: dict[str, Any] = dict(
         max_single_get_size=DEFAULT_GET_SIZE,
         max_chunk_get_size=DEFAULT_GET_SIZE,
-        retry_policy=ExponentialRetry(initial_backoff=RETRY_INITIAL_BACKOFF,
-                                      increment_base=RETRY_INCREMENT_BASE, retry_total=retries,
-                                      random_jitter_range=RETRY_JITTER),
+        # The SDK annotates these as int but computes the delay in floats (get_backoff_time): the
+        # sub-second jitter and the 1.6 base are deliberate.
+        retry_policy=ExponentialRetry(initial_backoff=RETRY_INITIAL_BACKOFF,  # type: ignore[arg-type]
+                                      increment_base=RETRY_INCREMENT_BASE,  # type: ignore[arg-type]
+                                      retry_total=retries,
+                                      random_jitter_range=RETRY_JITTER),  # type: ignore[arg-type]
         connection_timeout=min(CONNECTION_TIMEOUT, timeouts.connect),
         read_timeout=timeouts.io,
     )

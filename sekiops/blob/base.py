@@ -12,6 +12,7 @@ What a backend can do beyond the core is declared in :class:`BlobCapabilities`, 
 from __future__ import annotations
 
 import abc
+import builtins
 import dataclasses
 from collections.abc import Iterator
 from datetime import datetime
@@ -122,7 +123,7 @@ class BlobStore(abc.ABC):
         """Up to ``length`` bytes of the blob from ``offset`` (``capabilities.range_reads``)."""
         raise NotImplementedError(f"{type(self).__name__} declares no range reads")
 
-    def local_paths(self) -> list[str]:
+    def local_paths(self) -> builtins.list[str]:  # list: the method above, in this class
         """Directories of this machine the store keeps blobs in (the local store's root): an
         output must never be written inside them."""
         return []

@@ -16,6 +16,7 @@ process that died mid-delete is put back by the next process that opens the stor
 
 from __future__ import annotations
 
+import builtins
 import errno
 import fcntl
 import os
@@ -85,7 +86,9 @@ def key_to_parts(key: str) -> list[str]:
 
 
 def _pieces(seg: str) -> list[str]:
-    pieces, cur, size = [], [], 0
+    pieces: list[str] = []
+    cur: list[str] = []
+    size = 0
     for ch in seg:
         n = len(ch.encode("utf-8"))
         if size + n > PIECE_BYTES:
@@ -414,7 +417,7 @@ class LocalBlobStore(BlobStore):
             pass
         os.unlink(held)
 
-    def local_paths(self) -> list[str]:
+    def local_paths(self) -> builtins.list[str]:  # list: the method above, in this class
         return [self.root]
 
     def __repr__(self) -> str:

@@ -182,13 +182,14 @@ class S3BlobStore(BlobStore):
         unknown = set(query) - set(OWN_OPTIONS) - set(aws.COMMON_OPTIONS)
         settings = aws.settings_from(url, options, location)
         prefix = options.pop("prefix", "") or ""
-        sse = str(options.pop("sse", "AES256") or "AES256").strip()
-        if sse.lower() in ("none", "off", "false"):
+        sse_option = str(options.pop("sse", "AES256") or "AES256").strip()
+        sse: str | None
+        if sse_option.lower() in ("none", "off", "false"):
             sse = None
-        elif sse.upper() == "AES256":
+        elif sse_option.upper() == "AES256":
             sse = "AES256"
         else:
-            raise UsageError(f"{location}: sse={sse!r}: use AES256 (default) or none")
+            raise UsageError(f"{location}: sse={sse_option!r}: use AES256 (default) or none")
         part_size = parse_size(options.pop("part_size", DEFAULT_PART_SIZE), what="s3 option part_size")
         try:
             concurrency = int(options.pop("concurrency", DEFAULT_CONCURRENCY))

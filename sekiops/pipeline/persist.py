@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from .. import metrics
 from ..blob.base import BlobStore
@@ -237,7 +237,9 @@ class _Job:
             if sizes.original_size == 0 and checker is None and not self.opts.allow_empty:
                 raise BadInputError(f"{self.input_name} is empty: an empty payload is refused unless allowed "
                                     "(--allow-empty); nothing was stored")
-            stats = PayloadStats(sizes.original_size, sink.count, sink.sha256)
+            payload_sha = sink.sha256
+            assert payload_sha is not None  # a hashing CountingWriter
+            stats = PayloadStats(sizes.original_size, sink.count, payload_sha)
             self.build_ms += now_ms() - t
             self._payload_stats(stats)
             self.tempfile_bytes += stats.compressed_size
@@ -261,7 +263,9 @@ class _Job:
                 raise spool_write_error(exc, self.where) from exc
             self.build_ms += now_ms() - t
             self.tempfile_bytes += counter.count
-            self._envelope_ready(envfile.rewind(), counter.count, counter.sha256)
+            envelope_sha = counter.sha256
+            assert envelope_sha is not None  # a hashing CountingWriter
+            self._envelope_ready(envfile.rewind(), counter.count, envelope_sha)
         except BaseException:
             self.close_spool()
             raise
@@ -296,7 +300,8 @@ class _Job:
     def _upload(self, stream: BinaryIO, name: str, sha256: str, size: int) -> str:
         t = now_ms()
         if failpoints.active():
-            stream = failpoints.FailingReader(stream, "mid_upload", size)
+            # a test-only wrapper with the file methods the stores use (read, seek, tell, seekable)
+            stream = cast(BinaryIO, failpoints.FailingReader(stream, "mid_upload", size))
         written = self.blob.write(stream, name, sha256=sha256, size=size)
         self.upload_ms += now_ms() - t
         self.upload_bytes += written.size
@@ -462,6 +467,7 @@ class _Checking:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._behind is None:
             return
+        assert self._checker is not None  # the write-behind feeds it
         try:
             self._behind.__exit__(exc_type, exc, tb)
             if exc_type is None:

@@ -453,8 +453,9 @@ class DynamoDbStateStore(StateStore):
         for item in self._scan_keys(f"list {self.service_id}",
                                     "begins_with(pk, :pkp) AND (attribute_not_exists(serviceId) OR serviceId = :sid)",
                                     {":pkp": {"S": self._pk_prefix}, ":sid": {"S": self.service_id}}):
-            if self._is_ours(item):
-                names.add(_s(item, "pk")[len(self._pk_prefix):])
+            pk = _s(item, "pk")
+            if pk is not None and self._is_ours(item):  # (_is_ours requires a pk)
+                names.add(pk[len(self._pk_prefix):])
         result = sorted(names)
         with self._names_lock:
             self._names = (time.monotonic(), result)
@@ -588,6 +589,7 @@ class DynamoDbStateStore(StateStore):
                 f"item (Base64 {b64} characters), over DynamoDB's {ITEM_LIMIT}-byte item limit (inline cap "
                 f"{self.inline_limit} bytes): offload it to a blob store (a lower record threshold)")
         if inline and state_length:
+            assert state is not None  # refused above: an inline row with a length has its StateData
             item["stateData"] = {"S": self._encode(state, state_length, row.where)}
         request: dict[str, Any] = dict(TableName=self.table, Item=item)
         if expected is None:
@@ -665,7 +667,11 @@ class DynamoDbStateStore(StateStore):
             raise self._fail(exc, what) from None
         attrs = answer.get("Attributes")
         if not attrs:
-            return self.get(expected.projector_name, expected.projector_version)
+            current = self.get(expected.projector_name, expected.projector_version)
+            if current is None:
+                raise ConcurrencyConflictError(f"{self.location}: {expected.where} disappeared right after "
+                                               "it was tombstoned")
+            return current
         return self._row(attrs)
 
     def for_service(self, service_id: str) -> DynamoDbStateStore:

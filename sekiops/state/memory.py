@@ -103,6 +103,7 @@ class MemoryStateStore(StateStore):
         with self._lock:
             current = self.get(expected.projector_name, expected.projector_version)
             check_expected(current, expected, self.location, expected.where)
+            assert current is not None  # check_expected refuses a row that disappeared
             stored = current.replace(lifecycle=LIFECYCLE_TOMBSTONED, revision=current.revision + 1,
                                      token=str(current.revision + 1), updated_at=utcnow())
             self._rows[key] = (stored, self._rows[key][1])

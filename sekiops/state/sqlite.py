@@ -14,7 +14,7 @@ import io
 import os
 import sqlite3
 import threading
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from urllib.parse import unquote
 
 from ..errors import (
@@ -252,7 +252,8 @@ class SqliteStateStore(StateStore):
         except BaseException:
             conn.close()
             raise
-        return _BlobReader(conn, blob)
+        # a file object (io.RawIOBase); typing.BinaryIO is nominal and no RawIOBase is one
+        return cast(BinaryIO, _BlobReader(conn, blob))
 
     def read_state_range(self, row: SnapshotRow, offset: int, length: int) -> bytes:
         """A slice of StateData through incremental blob I/O, inside one read transaction."""
