@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import BinaryIO
+
+from ..streams import Writable
 
 _FIRST = ["Aiko", "Ben", "Chen", "Dana", "Eitan", "Fatima", "Goro", "Hana", "Ivan", "Jun", "Kenji", "Lena",
           "Mika", "Noah", "Olga", "Priya", "Quinn", "Rin", "Sora", "Taro", "Uma", "Vera", "Wen", "Yuki"]
@@ -50,7 +51,7 @@ def item_pool(seed: int = 42, items: int = POOL_ITEMS) -> list[bytes]:
     return [json.dumps(_item(rng, i), separators=(",", ":")).encode() for i in range(items)]
 
 
-def write_state(out: BinaryIO, target_bytes: int, seed: int = 42) -> int:
+def write_state(out: Writable, target_bytes: int, seed: int = 42) -> int:
     """Write about ``target_bytes`` of projector state JSON to ``out``; returns the exact count."""
     pool = item_pool(seed)
     head = b'{"$type":"Demo.CustomerDirectoryProjector","customers":['

@@ -57,12 +57,14 @@ def bench_job(*, sizes: str | Sequence, modes: str | Sequence[str] = commands.MO
                                 "add --execute to run it there (nothing was written)")
     workdir = os.path.abspath(workdir) if workdir else None
     for path in (out, chart):
-        parent = os.path.dirname(os.path.abspath(path)) if path else None
-        if path and not os.path.isdir(parent) and parent != workdir:  # the workdir is created below
+        if not path:
+            continue
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent) and parent != workdir:  # the workdir is created below
             raise UsageError(f"output directory of {path!r} does not exist")
     if out and not out.endswith((".csv", ".json")):
         raise UsageError("--out must end in .csv or .json")
-    gzips = split_list(gzip) or [None]
+    gzips: list[str | None] = [*split_list(gzip)] or [None]
     from ...format.payload import backends
 
     for g in gzips:

@@ -107,6 +107,7 @@ def run_migrate_benchmark(*, label: str, state_url: str, blob_url: str, blob_end
     out_rows = []
     run_id = time.strftime("%H%M%S") + secrets.token_hex(2)
     with LatencyProxy((s_host, s_port), delay) as sp, LatencyProxy((b_host, b_port), delay) as bp:
+        assert sp.port is not None and bp.port is not None  # start() raised otherwise
         p_state = _swap_port(state_url, s_host, s_port, sp.port)
         p_env = dict(base_env)
         if "AZURE_STORAGE_CONNECTION_STRING" in p_env:

@@ -113,10 +113,10 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
     # (4) migrations
     ok = _ok(migrate)
     if ok:
-        by_store = {}
+        rates: dict[str, dict[int, list[float]]] = {}
         for r in ok:
-            by_store.setdefault(r["store"], {}).setdefault(r["concurrency"], []).append(r["rows_per_s"])
-        for store, levels in by_store.items():
+            rates.setdefault(r["store"], {}).setdefault(r["concurrency"], []).append(r["rows_per_s"])
+        for store, levels in rates.items():
             cs = sorted(levels)
             ax_mig.plot(cs, [max(levels[c]) for c in cs], marker="o", label=store)
             for c in cs:
@@ -142,6 +142,7 @@ def markdown(persist=None, stages: dict | None = None, audit: list | None = None
         out.append("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         df = persist[(persist["mode"] == "streaming")]
         for _, r in df.iterrows():
+            overhead = _num(r.get("overhead_bytes"))
             out.append("| {op} | {size} | {variant} | {threads} | {check} | {op_s} | {mbs} | {codec} | {rb} | {rp} | "
                        "{pp} | {ov} |".format(
                            op=r["op"], size=r["size_label"], variant=r.get("variant") or "default",
@@ -150,7 +151,7 @@ def markdown(persist=None, stages: dict | None = None, audit: list | None = None
                            codec=_fmt(r.get("codec_mb_s"), "{:.0f}"), rb=_fmt(r.get("ratio_to_codec"), "{:.2f}"),
                            rp=_fmt(r.get("paired_ratio_to_codec"), "{:.2f}"),
                            pp=_fmt(r.get("paired_process_ratio_to_codec"), "{:.2f}"),
-                           ov=_fmt(_num(r.get("overhead_bytes")) and _num(r.get("overhead_bytes")) / MB, "{:.1f}")))
+                           ov=_fmt(overhead and overhead / MB, "{:.1f}")))
         out.append("")
     if stages:
         out.append("| stage (one thread) | CPU ms per MB | MB/s |")

@@ -79,11 +79,17 @@ class Outcome:
     verified: bool | None = None
 
     @property
+    def measurement(self) -> Measured:
+        """The child's measurement: every outcome has one but a refused or failed set-up (never ok)."""
+        assert self.measured is not None, "an outcome without a measurement is not ok"
+        return self.measured
+
+    @property
     def seconds(self) -> float:
         """Time inside the operation (the child's own ``total_ms``), else the process's wall time."""
         if self.summary and self.summary.get("total_ms"):
             return self.summary["total_ms"] / 1000.0
-        return self.measured.wall_s
+        return self.measurement.wall_s
 
 
 class Scenarios:
@@ -292,9 +298,10 @@ class Scenarios:
         return None
 
     @staticmethod
-    def _check_anatomy(summary: dict, state: dict) -> str | None:
-        if summary.get("anatomy_total_bytes") != state["bytes"]:
-            return f"anatomy counted {summary.get('anatomy_total_bytes')} bytes, the state has {state['bytes']}"
+    def _check_anatomy(summary: dict | None, state: dict) -> str | None:
+        counted = (summary or {}).get("anatomy_total_bytes")
+        if counted != state["bytes"]:
+            return f"anatomy counted {counted} bytes, the state has {state['bytes']}"
         return None
 
     def row(self, op: str, mode: str, state: dict, size_label: str, gzip: str, outcome: Outcome,
@@ -366,7 +373,7 @@ def best_of(best: Outcome | None, new: Outcome) -> Outcome:
         return best
     fast = new if new.seconds < best.seconds else best
     slow = best if fast is new else new
-    if slow.measured.peak_rss_bytes > fast.measured.peak_rss_bytes:
+    if slow.measurement.peak_rss_bytes > fast.measurement.peak_rss_bytes:
         fast = dataclasses.replace(fast, measured=dataclasses.replace(
-            fast.measured, peak_rss_bytes=slow.measured.peak_rss_bytes))
+            fast.measurement, peak_rss_bytes=slow.measurement.peak_rss_bytes))
     return fast
