@@ -279,7 +279,7 @@ def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMO
             if name == "mixed" and path.startswith("streaming"):
                 rmode = "streaming"
             p, r = peaks[("persist", pmode)], peaks[("restore", rmode)]
-            peak = None if p is None else max(p, r)
+            peak = None if p is None or r is None else max(p, r)  # both known or both not (one size)
             rec[f"{name}PeakBytes"] = peak
             rec[f"{name}OOM"] = None if peak is None else bool(peak > memory_limit)
             rec[f"{name}HeadroomBytes"] = None if peak is None else memory_limit - peak
@@ -349,9 +349,10 @@ def _grain_restore(row: dict, size, streams: bool, buffered: set) -> tuple[str, 
         return "buffered (registry lacks streaming: fallback logged)", None
     offloaded = _payload_offloaded(row)
     if offloaded:
-        disk = row.get("payloadCompressedBytes")
+        declared = row.get("payloadCompressedBytes")
+        disk: float | None
         try:
-            disk = float(disk)
+            disk = None if declared is None else float(declared)
         except (TypeError, ValueError):
             disk = None
         if disk is None or disk != disk or disk <= 0:

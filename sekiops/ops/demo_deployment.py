@@ -98,7 +98,9 @@ def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
     progress("adding an envelope over 2 MiB kept inline (written before record offload was configured)")
     add_inline_rows(state, ["OrderHistory"], payload_bytes=1_700_000, lsuid=lsuid)
     put("RetiredReport", "v1", 5_000, '{"report":"retired"}')
-    state.tombstone(state.get("RetiredReport", "v1"))
+    retired = state.get("RetiredReport", "v1")
+    assert retired is not None  # persisted just above
+    state.tombstone(retired)
 
     orphan = blob.write(io.BytesIO(os.urandom(4096)), "CustomerDirectory")
     old = time.time() - 3 * 86_400

@@ -263,6 +263,7 @@ def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = 
     stream = None
     try:
         if source == "blob":
+            assert row.offload_key  # an offloaded row without one returned above
             keymod.check_key_scope(row.offload_key, row.projector_name)
         stream, ranged = _open_head(state, blob, row, source, head_bytes)
         capped = _Capped(stream, head_bytes)

@@ -137,6 +137,7 @@ class MigrationConsole:
 
         self.plan, self.ep = plan, ep
         self.options = default_options(plan, options)
+        assert self.options.journal is not None  # default_options names one
         self.controls = Controls(self.options.pause_file, self.options.stop_file)
         self.result: RunResult | None = None
         self.error: BaseException | None = None

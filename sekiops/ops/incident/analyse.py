@@ -201,8 +201,10 @@ def analyse(logs=None, metrics=None, time_from=None, time_to=None, *, service_id
         notes.append("no metrics export given: the container's memory and restarts are not shown")
     elif not len(memory):
         notes.append("no container memory samples in the window")
-    baseline = DEFAULT_APP_BASELINE if app_baseline in (None, "") else parse_limit(app_baseline) \
-        if not isinstance(app_baseline, (int, float)) else int(app_baseline)
+    if isinstance(app_baseline, (int, float)):
+        baseline = int(app_baseline)
+    else:  # None, "" (and "auto", which used to fail on int(None)): the default
+        baseline = parse_limit(app_baseline) or DEFAULT_APP_BASELINE
     bench = _bench(bench_df, notes)
     inv = inventory_df
     inv_source = None

@@ -54,7 +54,7 @@ def recommendations(rep) -> list[dict]:
         why = (f"Sekiban {version} (assumed) restores by materialising the whole payload and the object graph at once "
                "(format reference, section 7); from dcb-v10.23 an offloaded payload restores streaming")
         value = "upgrade Sekiban to dcb-v10.23 or later (offloaded payloads restore streaming), or restore with sekiops"
-    if over is not None and len(over):
+    if known is not None and over is not None and len(over):  # (over is None exactly when known is)
         mixed = over[over["mixedOOM"].astype(bool)]
         if len(mixed):
             why += (f"; with streaming persist, {', '.join(sorted(set(mixed['projectorName'])))} still "

@@ -43,7 +43,9 @@ def _check_store(state_url: str, blob_url: str | None, service_id: str) -> None:
     finally:
         state.close()
     if blob_url:
-        open_blob_store(blob_url).close()
+        blob = open_blob_store(blob_url)
+        if blob is not None:
+            blob.close()
 
 
 def analyse_for_report(*, logs=None, metrics=None, time_from=None, time_to=None, service_id: str = "default",
