@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 CHUNK = 1024 * 1024
 
@@ -24,14 +24,6 @@ class Writable(Protocol):
     """What a writer needs of its sink: ``write(data)``."""
 
     def write(self, data: bytes, /) -> object: ...
-
-
-class RawReader(io.RawIOBase):
-    """An io.RawIOBase over a blocking source: ``readinto`` never returns None, so neither does
-    ``read`` (typeshed types RawIOBase.read as ``bytes | None`` for non-blocking streams)."""
-
-    if TYPE_CHECKING:
-        def read(self, size: int = -1, /) -> bytes: ...
 
 
 def iter_chunks(src: BinaryIO, chunk: int = CHUNK):
@@ -156,7 +148,7 @@ def buffered(src, size: int = CHUNK) -> io.BufferedReader:
     return io.BufferedReader(FullReader(src), size)
 
 
-class HashingReader(RawReader):
+class HashingReader(io.RawIOBase):
     """Wraps a readable stream, counting and hashing every byte read through it."""
 
     def __init__(self, src: Readable):
