@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
+import threading
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
@@ -201,9 +203,6 @@ class WriteBehind:
     """
 
     def __init__(self, write: Callable[[bytes], object], depth: int = 3):
-        import queue
-        import threading
-
         self._write = write
         self._queue: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
@@ -258,9 +257,6 @@ class ReadAhead:
     _END = object()
 
     def __init__(self, read: Callable[[int], bytes], size: int = CHUNK, depth: int = 3):
-        import queue
-        import threading
-
         self._read, self._size = read, size
         self._queue: queue.Queue = queue.Queue(depth)
         self._stop = threading.Event()
@@ -268,8 +264,6 @@ class ReadAhead:
         self._thread.start()
 
     def _put(self, item) -> bool:
-        import queue
-
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)

@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import tempfile
 import threading
 from collections import deque
@@ -71,6 +72,7 @@ from ..format.keys import check_key, content_hash
 from ..streams import copy_hashing, read_full
 from ..timeouts import Timeouts, timeouts_for
 from ..units import format_bytes, parse_size
+from ..urls import redact
 from .base import BlobCapabilities, BlobInfo, BlobStore, BlobWrite, check_if_version
 
 log = logging.getLogger(__name__)
@@ -714,8 +716,6 @@ def _code(exc: Exception) -> str | None:
 
 def _cause(exc: BaseException) -> str:
     """A short, secret-free description of why a connection failed."""
-    import socket
-
     seen = set()
     cur: BaseException | None = exc
     chain = []
@@ -771,13 +771,9 @@ def _parse_int(value: Any, what: str) -> int:
 
 
 def _redact_url(url: str) -> str:
-    from ..urls import redact
-
     return redact(url.split("?", 1)[0]) + ("?***" if "?" in url else "")
 
 
 def _safe_value_error(exc: ValueError) -> str:
-    from ..urls import redact
-
     text = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return text[:200]

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import BinaryIO
 
+from ..errors import BlobNotFoundError, StoreMissingError, UsageError
 from ..format import keys
 
 
@@ -141,8 +142,6 @@ class BlobStore(abc.ABC):
 def check_if_version(store: BlobStore, if_version: str | None) -> None:
     """Refuse a conditional delete on a store that cannot do one atomically."""
     if if_version is not None and not store.capabilities.conditional_delete:
-        from ..errors import UsageError
-
         raise UsageError(f"{store.location} cannot delete conditionally"
                          + (f": {store.capabilities.conditional_delete_note}"
                             if store.capabilities.conditional_delete_note else ""))
@@ -160,8 +159,6 @@ class AbsentBlobStore(BlobStore):
         self._shape = shape
 
     def _absent(self):
-        from ..errors import StoreMissingError
-
         raise StoreMissingError(f"{self.location} does not exist yet; `migrate run --execute` creates it",
                                 shape=self._shape)
 
@@ -172,8 +169,6 @@ class AbsentBlobStore(BlobStore):
         self._absent()
 
     def open_read(self, key):
-        from ..errors import BlobNotFoundError
-
         raise BlobNotFoundError(f"blob {key!r} not found: {self.location} does not exist yet")
 
     def stat(self, key):

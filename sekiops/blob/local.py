@@ -21,6 +21,7 @@ import errno
 import fcntl
 import os
 import secrets
+import shutil
 import stat as stat_mod
 import time
 from collections.abc import Iterator
@@ -430,8 +431,6 @@ def _may_hold(folder_key: str, prefix: str) -> bool:
 
 
 def _rmtree_quiet(folder: str) -> None:
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
 
 

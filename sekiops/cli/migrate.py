@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import GuardRefusedError
+from ..units import format_bytes
 from .main import DURATION_HELP, SIZE_HELP, add_store_args, duration_type, print_json, size_type
+
+# The command's implementation (sekiops.ops, the pipelines, the stores) is imported inside its
+# function: every command module loads to build the parser, and `sekiops --help` needs none of it.
 
 KINDS = ("offload", "reencode", "copy", "gc-blobs", "rekey")
 SHOWN_ITEMS = 50
@@ -111,8 +116,6 @@ def _open_and_plan(args, create: bool = False):
 
 
 def run_plan_command(args) -> int:
-    from ..errors import GuardRefusedError
-
     ep, plan = _open_and_plan(args)
     ep.close()
     _print_plan(plan, args.format)
@@ -166,8 +169,6 @@ def _options(args, **kw):
 
 
 def _report(result, plan, fmt: str) -> int:
-    from ..errors import GuardRefusedError
-
     if fmt == "json":
         print_json({"plan": plan.to_dict() if plan is not None else None, "result": result.to_dict()})
     else:
@@ -196,8 +197,6 @@ def _print_plan(plan, fmt: str) -> None:
     for line in plan.summary_lines():
         print(line)
     if plan.items:
-        from ..units import format_bytes
-
         cols = [("action", 16), ("envelope", 8), ("payload", 7), ("stored", 10), ("row after", 10),
                 ("blob bytes", 10), ("item", 0)]
         print("  ".join(f"{c:<{w}}" if w else c for c, w in cols))

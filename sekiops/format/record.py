@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ..errors import UsageError
 from .constants import BUILD_SOURCE_MAX, LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, PAYLOAD_TYPE
@@ -128,7 +128,6 @@ def sortable_unique_id_time(value: str) -> datetime | None:
     """The time encoded in a SortableUniqueId, or None when it is not one."""
     if not isinstance(value, str) or len(value) != 30 or not value.isdigit():
         return None
-    from datetime import timedelta
 
     try:
         return _DOTNET_EPOCH + timedelta(microseconds=int(value[:19]) // 10)

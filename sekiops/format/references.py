@@ -21,6 +21,7 @@ through a streaming gunzip.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import zlib
 from typing import BinaryIO, NoReturn
@@ -186,7 +187,6 @@ class _Tokens:
                 raw = b"".join(kept)
                 if b"\\" not in raw:
                     return raw.decode("utf-8")
-                import json
 
                 return json.loads(b'"' + raw + b'"')
             if not self._fill():

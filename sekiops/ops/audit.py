@@ -30,9 +30,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 
-from ..errors import ConcurrencyConflictError, SekiopsError, UsageError
+from ..errors import ConcurrencyConflictError, CorruptSnapshotError, GuardRefusedError, SekiopsError, UsageError
 from ..format.record import check_service_id
 from ..format.references import read_envelope_reference
 from ..pipeline import failpoints
@@ -74,8 +75,6 @@ def row_references(state: StateStore, blob, row) -> list[str]:
     The row's OffloadKey when it is offloaded, then the envelope's payload key when the envelope
     is offloaded. Raises SekiopsError when the row is undecodable (see the module docstring).
     """
-    from ..errors import CorruptSnapshotError
-
     refs: list[str] = []
     where = f"{state.location} {row.where}"
     if row.is_offloaded:
@@ -163,8 +162,6 @@ class RowWatch:
 
 
 def _changed_row_references(store, blob, row) -> list[str]:
-    from ..errors import GuardRefusedError
-
     refs: list[str] = []
     for _ in range(3):
         if row.is_offloaded and row.offload_key:
@@ -354,7 +351,6 @@ def _bounded_map(fn, items, limit: int):
         for item in items:
             yield fn(item)
         return
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="sekiops-audit") as pool:
         inflight: set = set()

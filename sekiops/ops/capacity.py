@@ -48,9 +48,11 @@ legacy persist and restore are modelled in Python from Sekiban's source, not mea
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from ..errors import UsageError
+from ..units import format_bytes
 
 GiB = 2**30
 DEFAULT_MEMORY_LIMIT = 4 * GiB
@@ -71,8 +73,6 @@ MODEL_NOTE = "modelled in Python from Sekiban's source, not measured on .NET"
 
 def parse_sekiban_version(value) -> tuple[int, int]:
     """``"10.23"``, ``"dcb-v10.23"``, ``"v10.22.1"``, ``(10, 23)`` -> ``(major, minor)``; None -> the default."""
-    import re
-
     if value is None or (isinstance(value, str) and not value.strip()):
         value = DEFAULT_SEKIBAN_VERSION
     if isinstance(value, (tuple, list)) and len(value) >= 2:
@@ -323,8 +323,6 @@ _COLUMNS = ["serviceId", "projectorName", "projectorVersion", "lifecycle", "payl
 
 
 def _name_key(name) -> str:
-    import re
-
     s = re.sub(r"[^0-9a-z]", "", str(name or "").lower())
     return s[:-len("projector")] if s.endswith("projector") and len(s) > len("projector") else s
 
@@ -403,7 +401,7 @@ def measure_costs(sizes: Sequence[int | str] = (32 * 2**20, 96 * 2**20, 192 * 2*
     A thin use of :func:`sekiops.ops.bench.run_benchmark` (one fresh process per point, embedded
     SQLite + local blob store, overhead = peak RSS - idle baseline); returns its frame.
     """
-    from .bench import run_benchmark
+    from .bench import run_benchmark  # the benchmark harness loads only to measure costs
 
     return run_benchmark(sizes=sizes, modes=MODES, ops=OPS, workdir=workdir, python=python, codec=False,
                          cleanup=True, progress=progress)
@@ -411,8 +409,6 @@ def measure_costs(sizes: Sequence[int | str] = (32 * 2**20, 96 * 2**20, 192 * 2*
 
 def estimate_caption(frame) -> str:
     """One sentence saying that the table's peaks are estimates and what they rest on (its inputs)."""
-    from ..units import format_bytes
-
     a = getattr(frame, "attrs", {}) or {}
     inputs = a.get("inputs") or {}
     version = inputs.get("Sekiban version") or sekiban_version_text(None)

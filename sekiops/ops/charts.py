@@ -6,9 +6,11 @@ as a PNG whatever the backend.
 
 from __future__ import annotations
 
+import io
 import math
 
-from .inventory import FLAG_COLUMNS, THRESHOLDS
+from ..units import format_bytes
+from .inventory import FLAG_COLUMNS, THRESHOLDS, flag_counts as counts
 
 _COLORS = {"envelope": "#4472c4", "payload": "#ed7d31"}
 _LINE_STYLES = ["--", "-.", ":", "-"]
@@ -23,8 +25,6 @@ def _figure(width: float = 9, height: float = 4.5):
 
 def _fmt_bytes(n: float) -> str:
     """Sizes in charts: binary units with the unit named (sekiops.units), as everywhere else."""
-    from ..units import format_bytes
-
     return format_bytes(n)
 
 
@@ -101,8 +101,6 @@ def offload_ratios(summary, title: str | None = None):
 
 def flag_counts(df, title: str | None = None):
     """Bars: how many rows raise each risk flag."""
-    from .inventory import flag_counts as counts
-
     c = counts(df)
     fig, ax = _figure(9, 4)
     names = [f[5:] for f in FLAG_COLUMNS]
@@ -143,8 +141,6 @@ def _bytes_axis():
 
 
 def png(fig, dpi: int = 100) -> bytes:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()

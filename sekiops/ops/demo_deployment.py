@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -154,8 +155,6 @@ def add_inline_rows(state, names, *, payload_bytes: int = 1_700_000, version: st
     rows before record-level offload was configured): a gzip payload of about ``payload_bytes``,
     Base64 in the envelope (4/3 of it). Such rows are what ``offload`` migrations move. Returns the
     ``name/version`` items."""
-    import random
-
     lsuid = lsuid or sortable_unique_id(utcnow())
     rng = random.Random(seed)
     items = []

@@ -36,6 +36,7 @@ limit, so any ``memory_limit`` gives the same picture):
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import hashlib
 import json
@@ -249,8 +250,6 @@ def _write_logs(path: str, projector: str, start: _dt.datetime, rng: random.Rand
                   inst, {"CategoryName": "Microsoft.AspNetCore.Hosting.Diagnostics"})
     log.other(log.at(30, 1), f"Catch-up started: {projector}", old,
               {"CategoryName": CATEGORY, "EventId": "1004", "EventName": "CatchUpStarted", "ProjectorName": projector})
-
-    import csv
 
     log.rows.sort(key=lambda r: r[0])
     with open(path, "w", newline="", encoding="utf-8-sig") as f:  # the portal writes a BOM

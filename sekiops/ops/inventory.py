@@ -45,14 +45,17 @@ from ..errors import BlobNotFoundError, SekiopsError
 from ..format import keys as keymod
 from ..format.constants import (
     COSMOS_ITEM_LIMIT,
+    GZIP_MAGIC,
     PAYLOAD_OFFLOAD_THRESHOLD,
     PAYLOAD_TYPE,
     RECORD_THRESHOLD_COSMOS,
     RECORD_THRESHOLD_DYNAMODB,
     RECORD_THRESHOLD_POSTGRES,
 )
+from ..format.envelope import read_envelope
 from ..format.record import SnapshotRow
 from ..state.base import StateStore, iter_rows
+from .capacity import DEFAULT_APP_BASELINE, default_bench, fit_costs
 
 #: Bytes read per row at most (head + tail).
 HEAD_BUDGET = 64 * 1024
@@ -173,8 +176,6 @@ def _stitch(head: bytes, tail: bytes, where: str):
     it too. Joining the head up to the string's opening quote with the tail from the string's
     closing quote gives a small envelope with an empty payload and the real metadata.
     """
-    from ..format.envelope import read_envelope
-
     found = list(_BIG_STRING_KEY.finditer(head))
     if not found:
         return None
@@ -243,8 +244,6 @@ def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = 
 
     ``length``: the envelope's byte length when known (inline: the row's; a blob's from ``stat``).
     """
-    from ..format.envelope import read_envelope
-
     head = EnvelopeHead()
     where = f"{state.location} {row.where}"
     head_bytes = max(1, budget - TAIL_BYTES)
@@ -274,8 +273,6 @@ def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = 
             if not capped.hit_cap:
                 raise
             # A v9 (gzip) envelope longer than the head: the gzip stream "ends" at the cap.
-            from ..format.constants import GZIP_MAGIC
-
             if bytes(capped.data[:2]) != GZIP_MAGIC:
                 raise
             head.bytes_read = capped.count
@@ -388,8 +385,6 @@ class RestoreLimits:
 
 def _restore_needs(rec: dict, limits: RestoreLimits) -> tuple[int | None, int | None]:
     """(memory estimate, disk) a Sekiban grain needs to restore this row; None when unknown."""
-    from .capacity import DEFAULT_APP_BASELINE, default_bench, fit_costs
-
     original = rec.get("payloadOriginalBytes")
     stored = rec.get("payloadCompressedBytes")
     offloaded = rec.get("payloadOffloaded")
@@ -407,8 +402,6 @@ _FIT: dict = {}
 
 def _buffered_restore_fit() -> tuple[float, float]:
     if not _FIT:
-        from .capacity import default_bench, fit_costs
-
         _FIT["restore"] = fit_costs(default_bench())[("restore", "legacy")]
     return _FIT["restore"]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import os
 import resource
+import sys
 import tracemalloc
 
 
@@ -38,10 +41,6 @@ def tune_malloc() -> bool:
     same help and the ratios stay honest); a library caller's process is left alone.
     ``SEKIOPS_MALLOC_TUNE=0`` turns it off. Returns True when glibc accepted both settings.
     """
-    import ctypes
-    import os
-    import sys
-
     if os.environ.get("SEKIOPS_MALLOC_TUNE", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:

@@ -11,8 +11,10 @@ content-addressed key. Nothing here knows which store it talks to.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
+import os
 import random
 import re
 import socket
@@ -437,8 +439,6 @@ MAX_DEFAULT_THREADS = 8
 
 def default_threads() -> int:
     """Compression threads by default: the CPUs this process may run on (its affinity mask), at most 8."""
-    import os
-
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -506,8 +506,6 @@ class _FailAfterFirstWrite:
 
 
 def _sha(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 

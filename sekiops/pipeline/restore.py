@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import logging
 import os
 import secrets
 import shutil
+import stat
 
 from .. import metrics
 from ..blob.base import BlobStore
@@ -174,8 +176,6 @@ def open_payload_stream(state: StateStore, blob: BlobStore | None, row: Snapshot
 
 
 def _os_reason(exc: OSError) -> str:
-    import errno
-
     reasons: dict[int | None, str] = {
         errno.ENOSPC: "disk full", errno.EDQUOT: "quota exceeded", errno.EACCES: "permission denied",
         errno.EPERM: "permission denied", errno.EROFS: "read-only file system"}
@@ -184,8 +184,6 @@ def _os_reason(exc: OSError) -> str:
 
 def _is_special(path: str) -> bool:
     """An existing path that is not a regular file (a device or FIFO): write into it, never replace it."""
-    import stat
-
     try:
         return not stat.S_ISREG(os.stat(path).st_mode)
     except FileNotFoundError:

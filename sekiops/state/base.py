@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from ..errors import ConcurrencyConflictError, StoreMissingError, TombstonedError
 from ..format.record import SnapshotRow
 
 
@@ -141,8 +142,6 @@ def check_expected(current: SnapshotRow | None, expected: SnapshotRow | None, lo
     Create needs no row; replace needs the same token and an active row. A tombstone is never
     overwritten, whatever the caller expected.
     """
-    from ..errors import ConcurrencyConflictError, TombstonedError
-
     if expected is None:
         if current is not None:
             if current.is_tombstoned:
@@ -178,8 +177,6 @@ class AbsentStateStore(StateStore):
         self._shape = shape
 
     def _absent(self):
-        from ..errors import StoreMissingError
-
         raise StoreMissingError(f"{self.location} does not exist yet; `migrate run --execute` creates it",
                                 shape=self._shape)
 

@@ -8,6 +8,7 @@ object's children are folded into one ``*`` child (``keysFolded`` counts them).
 from __future__ import annotations
 
 import json
+import re
 
 
 class Node:
@@ -121,8 +122,6 @@ def segment(seg: bytes) -> str:
     if seg == b"*":
         return ".*"
     if _PLAIN_KEY is None:
-        import re
-
         _PLAIN_KEY = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$-]*$")
     text = key_text(seg)
     return "." + text if _PLAIN_KEY.match(text) else "[" + json.dumps(text, ensure_ascii=False) + "]"

@@ -15,6 +15,8 @@ import os
 import time
 from collections.abc import Callable
 
+from ...format.payload import gzip_backend
+from ...pipeline.memory import tune_malloc
 from . import commands
 from .measure import Measured
 
@@ -33,9 +35,6 @@ def codec_child(direction: str, gzip: str | None, src: str, dst: str) -> dict:
     fsync is timed separately (``fsync_s``) and not counted in ``seconds``: the codec floor is
     read + codec + write to the page cache.
     """
-    from ...format.payload import gzip_backend
-    from ...pipeline.memory import tune_malloc
-
     tune_malloc()  # as sekiops persist/restore do: the codec floor gets the same allocator settings
     backend = gzip_backend(gzip)
     obj = backend.compressobj() if direction == "compress" else backend.decompressobj()

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from ...errors import GuardRefusedError, UsageError
+from ...format.payload import backends
 from ...units import parse_seconds, parse_sizes
 from . import commands
 from .report import load_results, plot_benchmark, save_results
@@ -65,7 +66,6 @@ def bench_job(*, sizes: str | Sequence, modes: str | Sequence[str] = commands.MO
     if out and not out.endswith((".csv", ".json")):
         raise UsageError("--out must end in .csv or .json")
     gzips: list[str | None] = [*split_list(gzip)] or [None]
-    from ...format.payload import backends
 
     for g in gzips:
         if g is not None and g not in backends():

@@ -14,6 +14,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from ...errors import UsageError
+from ...format.payload import gzip_backend
 from ...units import format_bytes, parse_size
 from . import commands
 from .inputs import generate_state, machine_info
@@ -60,9 +62,6 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
     holds :func:`~sekiops.ops.bench.inputs.machine_info`.
     """
     import pandas as pd
-
-    from ...errors import UsageError
-    from ...format.payload import gzip_backend
 
     specs = list(sizes)
     byte_sizes = [parse_size(s, what="benchmark size", allow_zero=False) for s in specs]

@@ -18,6 +18,8 @@ import secrets
 import time
 from collections.abc import Callable
 
+from ...errors import UsageError
+from ...units import format_bytes
 from ...urls import redact
 from . import commands
 from .codec import DIRECTION, CodecFloor
@@ -60,7 +62,6 @@ def variant_args(variant: str | None) -> tuple[list[str], dict]:
         return ["--threads", value], {}
     if name == "check" and value in ("native", "yajl"):
         return [], {"SEKIOPS_JSONCHECK": value}
-    from ...errors import UsageError
 
     raise UsageError(f"unknown benchmark variant {variant!r}: use threads=N or check=native|yajl")
 
@@ -228,8 +229,6 @@ class Scenarios:
         need = int(self.memory_margin * size) + 256 * MiB
         avail = meminfo("MemAvailable")
         if avail is not None and avail < need:
-            from ...units import format_bytes
-
             return (f"skipped: the modelled byte[] path on {format_bytes(size)} needs about {format_bytes(need)}, "
                     f"only {format_bytes(avail)} available")
         return None

@@ -21,6 +21,10 @@ import os
 import tempfile
 import time
 
+from ...format.payload import gzip_backend
+from ...format.pgzip import WINDOW, _deflate_block
+from ...pipeline import jsoncheck
+
 MB = 10**6
 MiB = 2**20
 
@@ -39,10 +43,6 @@ def _load(path: str, sample: int) -> list[bytes]:
 
 def stage_child(path: str, gzip: str | None = None, sample: int = 128 * MiB, rounds: int = 3,
                 tmpdir: str | None = None) -> dict:
-    from ...format.payload import gzip_backend
-    from ...format.pgzip import WINDOW, _deflate_block
-    from ...pipeline import jsoncheck
-
     backend = gzip_backend(gzip)
     chunks = _load(path, sample)
     size = sum(map(len, chunks))

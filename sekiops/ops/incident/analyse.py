@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from typing import Any
 
+from ...blob import open_blob_store
 from ...errors import SekiopsError, UsageError
+from ...state import open_state_store
+from ...urls import redact
+from ..bench import load_results
 from ..capacity import (
     DEFAULT_APP_BASELINE,
     DEFAULT_MEMORY_LIMIT,
@@ -15,9 +20,12 @@ from ..capacity import (
     capacity_table,
     sekiban_version_text,
 )
+from ..inventory import inventory
 from .base import FALLBACK_KINDS, _iso, fmt_mem
+from .findings import findings
 from .inputs import _projector_list, filter_events, load_events, load_memory, parse_limit, parse_when, projector_key
 from .memory import infer_memory_limit, memory_series
+from .recommend import recommendations
 from .timeline import _event_sizes, build_timeline
 
 
@@ -99,8 +107,6 @@ def _json_default(v):
 
 def load_analysis(path: str) -> IncidentReport:
     """An analysis written by :meth:`IncidentReport.save`."""
-    import io
-
     import pandas as pd
 
     try:
@@ -230,8 +236,6 @@ def analyse(logs=None, metrics=None, time_from=None, time_to=None, *, service_id
                                   "bench": "given" if bench is not None else "built-in measured default"},
                          notes=notes, app_baseline=int(baseline), follow=follow, sekiban_version=version,
                          lacks=lacks)
-    from .findings import findings
-    from .recommend import recommendations
 
     rep.findings = findings(rep, lookback=lookback)
     rep.recommendations = recommendations(rep)
@@ -248,8 +252,6 @@ def _bench(bench_df, notes: list):
     if bench_df is None or (isinstance(bench_df, str) and not bench_df.strip()):
         return None
     if isinstance(bench_df, (str, os.PathLike)):
-        from ..bench import load_results
-
         path = os.fspath(bench_df)
         if not os.path.isfile(path):
             notes.append(f"benchmark results {os.path.basename(path)!r} not found: the capacity model uses its "
@@ -282,11 +284,6 @@ def _usable_bench(bench_df, notes: list):
 
 
 def _read_inventory(state_url, blob_url, service_id, notes):
-    from ...blob import open_blob_store
-    from ...state import open_state_store
-    from ...urls import redact
-    from ..inventory import inventory
-
     try:
         state = open_state_store(state_url, service_id=service_id or "default", create=False)
         try:

@@ -12,6 +12,7 @@ import os
 import re
 
 from ...errors import SekiopsError, UsageError
+from ...units import parse_size
 from ..logs import ParseResult, parse_container_memory, parse_log_file, parse_time
 from .base import MiB
 
@@ -43,7 +44,6 @@ def parse_limit(value) -> int | None:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
-    from ...units import parse_size
 
     try:
         n = parse_size(value, what="memory limit")

@@ -8,6 +8,7 @@ Sekiban's source*, run by the benchmark's child, not measured on .NET; charts an
 
 from __future__ import annotations
 
+from ...units import format_bytes, format_count, format_duration
 from ..bench.commands import MODE_LABELS, MODELLED
 from .base import PAYLOAD_OFFLOAD_THRESHOLD, MiB, fmt_mem, fmt_size
 
@@ -73,8 +74,6 @@ METRIC_MEANING = {
 
 def metric_value_text(metric: str, value) -> str:
     """A metric value for reading: bytes in binary units, ratios as %, durations in ms/s."""
-    from ...units import format_bytes, format_count, format_duration
-
     if value is None or value != value:
         return "–"
     if metric.endswith("_ratio"):

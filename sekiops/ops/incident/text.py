@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ..capacity import MODEL_NOTE, streams_offloaded_restore
+from ..capacity import MODEL_NOTE, estimate_caption, streams_offloaded_restore
 from .base import KIND_LABELS, _f, _md, fmt_clock, fmt_delta, fmt_mem, fmt_size, fmt_time
 
 
@@ -96,8 +96,6 @@ def capacity_display(cap, limit: int | None = 25):
     with the largest byte[] peak (every row from the logs; None: all rows). ``attrs["more"]`` counts
     the rest; ``attrs["caption"]`` says these are estimates and what they rest on."""
     import pandas as pd
-
-    from ..capacity import estimate_caption
 
     more = 0
     if cap is not None and limit is not None and len(cap) > limit:

@@ -17,6 +17,7 @@ from ...format.constants import DEFAULT_SERVICE_ID
 from ...state import open_state_store
 from ...state.base import AbsentStateStore, StateStore
 from ...urls import BLOB_URL_ENV, STATE_URL_ENV, redact, resolve
+from . import KINDS
 
 
 @dataclasses.dataclass
@@ -99,8 +100,6 @@ def open_endpoints(kind: str, state_url: str | None, blob_url: str | None = None
     ``create=False`` (plans and dry runs) creates nothing anywhere: a copy's target that does not
     exist yet is planned against as empty, with the limits of the store that would be created.
     """
-    from . import KINDS
-
     if kind not in KINDS:
         raise UsageError(f"unknown migration {kind!r}; use one of {', '.join(KINDS)}")
     state_url = resolve(state_url, STATE_URL_ENV)

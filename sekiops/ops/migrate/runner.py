@@ -29,6 +29,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from functools import partial
 from itertools import chain as _chain
 
@@ -254,7 +255,6 @@ class Runner:
                 self._process(item)
                 self._batch_boundary(n)
             return
-        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         inflight: set = set()
         error: BaseException | None = None

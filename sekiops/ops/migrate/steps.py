@@ -49,9 +49,10 @@ from ...pipeline import failpoints
 from ...pipeline.spool import Spool
 from ...state.base import StateStore
 from ...streams import CountingWriter, copy_hashing
+from ..audit import row_references
 from .backup import BackupDir, BackupRef
 from .journal import row_from_dict, row_to_dict
-from .plan import PlanItem, needs_reencode, open_envelope, record_offload_refusal
+from .plan import PlanItem, keys_to_move, needs_reencode, open_envelope, record_offload_refusal
 from .verify import Digest, payload_digest
 
 HOST = socket.gethostname()[:256]
@@ -421,8 +422,6 @@ class Rekey(RowRewrite):
         reason = super().skip_reason(row, item, done_after)
         if reason:
             return reason
-        from ..audit import row_references
-        from .plan import keys_to_move
 
         if not keys_to_move(self.blob, row, row_references(self.state, self.blob, row)):
             return "already under the prefix"
