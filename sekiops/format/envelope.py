@@ -12,6 +12,7 @@ import binascii
 import dataclasses
 import io
 import math
+from typing import Any
 
 from ..errors import CorruptSnapshotError
 from ..streams import BinaryFile, Readable, Writable, buffered, read_full
@@ -134,16 +135,16 @@ def read_envelope(stream: Readable, where: str, payload_sink: BinaryFile | None 
     if gzipped:
         src = io.BufferedReader(GzipDecodingReader(src, f"{where} (v9 gzip envelope)", limit=max_envelope), 1 << 20)
 
-    sinks: dict[str, object] = {}
+    sinks: dict[str, Any] = {}  # the Base64 sink, the JSON sink and where the JSON started
 
     def stream_at(path):
         # Sekiban's rule: a non-empty payloadBase64 wins over payloadJson, whatever their order.
         if len(path) != 2 or path[0] != "inlinestate" or path[1] not in ("payloadbase64", "payloadjson"):
             return None
         if path[1] == "payloadbase64":
-            b64 = _Base64Sink(payload_sink, where, before_first=lambda: _drop_json(sinks, payload_sink, where))
-            sinks["base64"] = b64
-            return StringSink(b64.write, fast_escapes=True)
+            b64_sink = _Base64Sink(payload_sink, where, before_first=lambda: _drop_json(sinks, payload_sink, where))
+            sinks["base64"] = b64_sink
+            return StringSink(b64_sink.write, fast_escapes=True)
         b64 = sinks.get("base64")
         if payload_sink is None or (b64 is not None and b64.decoded):
             sink = StringSink(lambda data: None)

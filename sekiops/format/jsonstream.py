@@ -131,7 +131,9 @@ class JsonStreamReader:
     def parse_document(self):
         value = self._value((), 0)
         while True:  # only whitespace may follow; errors of the source (truncated gzip) propagate
-            self._pos = _WS_RUN.match(self._buf, self._pos).end()
+            ws = _WS_RUN.match(self._buf, self._pos)
+            assert ws is not None  # the pattern matches the empty string
+            self._pos = ws.end()
             if self._pos < len(self._buf):
                 self._fail("unexpected data after the JSON document")
             if not self._fill():

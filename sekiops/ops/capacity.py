@@ -193,9 +193,9 @@ def _bench_frame(bench_df):
 
 def _size_of(row: dict) -> tuple[float | None, str]:
     def num(name):
-        v = row.get(name)
+        raw = row.get(name)
         try:
-            v = float(v)
+            v = float(raw) if raw is not None else math.nan
         except (TypeError, ValueError):
             return None
         return None if math.isnan(v) else v

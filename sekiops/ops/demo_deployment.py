@@ -72,6 +72,7 @@ def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
                     while chunk := f.read(1 << 20):
                         out.write(chunk)
             else:
+                assert body is not None, "put() takes a body or a path"
                 out.write(body if isinstance(body, bytes) else body.encode())
         persist(state, blob, write_body, projector_name=name, projector_version=version,
                 events_processed=events, last_sortable_unique_id=lsuid,

@@ -291,7 +291,7 @@ class SqliteStateStore(StateStore):
             current = self.get(row.projector_name, row.projector_version)
             check_expected(current, expected, self.location, row.where)
             now = utcnow()
-            created = current.created_at if current else (row.created_at or now)
+            created = (current.created_at if current else row.created_at) or now
             updated = row.updated_at or now
             revision = (current.revision + 1) if current else 1
             values = {
@@ -315,6 +315,7 @@ class SqliteStateStore(StateStore):
                     f"INSERT INTO {TABLE} ({', '.join(cols)}, StateData) VALUES "
                     f"({', '.join('?' * len(cols))}, {state_sql})", args)
                 rowid = cur.lastrowid
+                assert rowid is not None  # set by the INSERT
             else:
                 conn.execute(
                     f"UPDATE {TABLE} SET {', '.join(c + '=?' for c in cols)}, StateData={state_sql}"

@@ -250,6 +250,7 @@ class Tokenizer:
             self.bs_carry = 0
         self.in_str = in_str_end
         if new_lit:
+            assert tail is not None  # set above for a literal that goes on
             self.lit_start = base + tail
             self.lit_kind = int(typlut[a[tail]])
         self.in_lit = lit_goes_on or new_lit

@@ -46,7 +46,7 @@ from ...format.constants import BUILD_SOURCE_MIGRATE
 from ...format.envelope import EnvelopeMeta, offloaded_envelope_bytes, read_envelope, write_inline_envelope
 from ...format.record import SnapshotRow, utcnow
 from ...pipeline import failpoints
-from ...pipeline.spool import Spool
+from ...pipeline.spool import Spool, SpoolFile
 from ...state.base import StateStore
 from ...streams import CountingWriter, copy_hashing
 from ..audit import row_references
@@ -280,7 +280,7 @@ class RowRewrite(Step):
         payload.file.flush()
         return env, payload, sink
 
-    def _new_envelope(self, name: str) -> tuple[object, CountingWriter]:
+    def _new_envelope(self, name: str) -> tuple[SpoolFile, CountingWriter]:
         f = self.spool.create(name)
         return f, CountingWriter(f.file, hash_it=True)
 
@@ -377,6 +377,10 @@ class OffloadRecord(Offload):
 class OffloadPayload(Offload):
     """Payload to a payload-level blob; a small offloaded envelope stays inline in the row."""
 
+    @property
+    def blob(self) -> BlobStore:
+        return self.ep.required_blob(target=True)
+
     def prepare(self, row, item):
         return self._guarded(self._backup_and_digest(row, item), self._build, row)
 
@@ -406,17 +410,24 @@ class Reencode(RowRewrite):
         if env.is_offloaded:
             stored = env.payload_length if env.payload_length is not None else prep.digest.compressed_size
             provider = env.storage_provider or (self.blob.provider if self.blob else "")
+            assert env.offload_key, "read_envelope refuses an offloaded envelope without offloadKey"
             data = offloaded_envelope_bytes(_sized(env.meta, prep.digest, stored), env.offload_key, provider, stored)
             return self._finish(prep, row, io.BytesIO(data), len(data), _sha(data))
         out, counter = self._new_envelope(row.projector_name + "-envelope")
         prep.files.append(out)
         write_inline_envelope(counter, _sized(env.meta, prep.digest, sink.count), payload.rewind(), sink.count)
-        return self._finish(prep, row, out.rewind(), counter.count, counter.sha256)
+        envelope_sha = counter.sha256
+        assert envelope_sha is not None  # a hashing CountingWriter
+        return self._finish(prep, row, out.rewind(), counter.count, envelope_sha)
 
 
 class Rekey(RowRewrite):
     """Blobs moved under the blob store's prefix: the payload blob copied (same bytes, Sekiban's
     prefixed key), the envelope naming it, a record-level envelope written under its new key."""
+
+    @property
+    def blob(self) -> BlobStore:
+        return self.ep.required_blob(target=True)
 
     def skip_reason(self, row, item, done_after):
         reason = super().skip_reason(row, item, done_after)
@@ -433,6 +444,7 @@ class Rekey(RowRewrite):
     def _build(self, prep, row):
         env, payload, sink = self._parse_backup(prep, row)
         if env.is_offloaded:
+            assert env.offload_key, "read_envelope refuses an offloaded envelope without offloadKey"
             keys.check_key_scope(env.offload_key, row.projector_name)
             with self.blob.open_read(env.offload_key) as src:
                 written = self.blob.write(src, row.projector_name, sha256=keys.content_hash(env.offload_key),
@@ -494,6 +506,7 @@ class CopyRow(Step):
         if env.is_offloaded:
             if self.blob is None:
                 raise Skip("the payload is in a blob and there is no target blob store (--to-blob)")
+            assert env.offload_key, "read_envelope refuses an offloaded envelope without offloadKey"
             keys.check_key_scope(env.offload_key, row.projector_name)
             try:
                 with src_blob.open_read(env.offload_key) as payload:
