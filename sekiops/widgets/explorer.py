@@ -22,7 +22,7 @@ from ..ops.charts import anatomy_bars
 from ..ops.inventory import FLAG_COLUMNS
 from ..pipeline.restore import find_row
 from ..units import format_bytes, format_count, format_duration, format_exact_bytes
-from .frontend import BUNDLE, PLAIN, WIDGETS, display_mode, has_frontend, show  # noqa: F401 - re-exported
+from .frontend import BUNDLE, PLAIN, WIDGETS, display_mode, has_frontend, show  # noqa: F401 - WIDGETS, has_frontend re-exported
 from .panes import chart_pane, set_chart, set_text, text_pane
 
 DETAIL_FIELDS = ["serviceId", "projectorName", "projectorVersion", "lifecycle", "eventsProcessed", "envelopeVersion",
