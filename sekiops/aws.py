@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import SekiopsError, StoreError, StoreUnavailableError, UsageError
@@ -79,7 +80,7 @@ def check_endpoint(value: str, what: str) -> str:
     if parts.username or parts.password:
         raise UsageError(f"{what}: the endpoint must not carry credentials; use the AWS credential chain")
     try:
-        parts.port
+        _ = parts.port  # parsed on access: raises ValueError for a bad port
     except ValueError:
         raise UsageError(f"{what}: bad port in endpoint {redact(value)!r}") from None
     return value.strip().rstrip("/")
@@ -227,9 +228,18 @@ def classify(exc: BaseException, where: str, what: str, idempotent: bool) -> Bas
     :class:`Transient` (retried), a final :class:`SekiopsError`, or ``exc`` itself when it is a
     ClientError the caller interprets (conditional check failed, not found, ...).
     """
-    from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError, ConnectTimeoutError,
-                                     CredentialRetrievalError, EndpointConnectionError, HTTPClientError,
-                                     NoCredentialsError, PartialCredentialsError, ReadTimeoutError)
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        CredentialRetrievalError,
+        EndpointConnectionError,
+        HTTPClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
 
     if isinstance(exc, SekiopsError):
         return exc

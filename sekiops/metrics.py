@@ -52,7 +52,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger("sekiops.metrics")
 
@@ -154,7 +155,7 @@ class MetricsRecorder:
         attrs = {"projector": projector, "mode": str(mode), "backend": str(backend)}
         if attributes:
             attrs.update({str(k): v for k, v in attributes.items() if v is not None})
-        now = _dt.datetime.now(_dt.timezone.utc)
+        now = _dt.datetime.now(_dt.UTC)
         with self._lock:
             self._seq += 1
             seq = self._seq
@@ -163,8 +164,9 @@ class MetricsRecorder:
             value = _field(result, field)
             if value is None:
                 continue
-            rows.append({"seq": seq, "time": now, "op": op, "projector": projector, "version": version, "mode": str(mode),
-                         "backend": str(backend), "metric": name, "value": float(value), "unit": unit})
+            rows.append({"seq": seq, "time": now, "op": op, "projector": projector, "version": version,
+                         "mode": str(mode), "backend": str(backend), "metric": name, "value": float(value),
+                         "unit": unit})
         with self._lock:
             self._rows.extend(rows)
         if self._exporting():
@@ -187,7 +189,8 @@ class MetricsRecorder:
         """The recorded measurements as a DataFrame.
 
         Long (default): one row per measurement, columns ``seq`` (operation number), ``time, op,
-        projector, version, mode, backend, metric, value, unit``. ``wide=True``: one row per operation, a column per metric.
+        projector, version, mode, backend, metric, value, unit``. ``wide=True``: one row per operation, a
+        column per metric.
         """
         import pandas as pd
 
@@ -310,7 +313,8 @@ class MemorySampler:
     ``children=True`` adds the RSS of the process's descendants.
     """
 
-    def __init__(self, pid: int | None = None, interval: float = 0.02, children: bool = False, label: str | None = None):
+    def __init__(self, pid: int | None = None, interval: float = 0.02, children: bool = False,
+                 label: str | None = None):
         self.pid = os.getpid() if pid is None else int(pid)
         self.interval = max(0.001, float(interval))
         self.children = children
@@ -321,14 +325,14 @@ class MemorySampler:
         self._t0 = 0.0
         self._hwm = 0  # the kernel's VmHWM of ``pid`` as last seen: catches spikes between samples
 
-    def start(self) -> "MemorySampler":
+    def start(self) -> MemorySampler:
         self._t0 = time.perf_counter()
         self._sample()
         self._thread = threading.Thread(target=self._run, name=f"sekiops-memory-sampler-{self.pid}", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> "MemorySampler":
+    def stop(self) -> MemorySampler:
         if self._stop.is_set() and self._thread is None:
             return self
         self._stop.set()
@@ -338,7 +342,7 @@ class MemorySampler:
         self._sample()
         return self
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -379,9 +383,10 @@ def sample_command(argv: Sequence[str], interval: float = 0.02, children: bool =
 
     The DataFrame has ``t_s`` and ``rss_bytes`` (and ``label``). ``peak_bytes`` is the larger of the
     largest sample and the child's own VmHWM as last read, so a spike between two samples is not
-    missed (``wait4``'s ru_maxrss is not used: after fork+exec it includes the caller's size). Output goes where ``popen_kwargs`` say (inherited by
-    default; give a file, not ``subprocess.PIPE``: nothing reads a pipe while the command runs). A command that cannot start raises the OSError; ``timeout`` kills it and raises
-    ``subprocess.TimeoutExpired``.
+    missed (``wait4``'s ru_maxrss is not used: after fork+exec it includes the caller's size).
+    Output goes where ``popen_kwargs`` say (inherited by default; give a file, not
+    ``subprocess.PIPE``: nothing reads a pipe while the command runs). A command that cannot start
+    raises the OSError; ``timeout`` kills it and raises ``subprocess.TimeoutExpired``.
     """
     import pandas as pd  # noqa: F401 - fail early, before the command runs, when pandas is missing
 
@@ -398,6 +403,7 @@ def sample_command(argv: Sequence[str], interval: float = 0.02, children: bool =
                 sampler.stop()
                 _, status, _ = os.wait4(proc.pid, 0)
                 proc.returncode = os.waitstatus_to_exitcode(status)
+                assert timeout is not None  # the deadline comes from it
                 raise subprocess.TimeoutExpired(list(argv), timeout)
             time.sleep(min(0.005, interval / 4))
         sampler.stop()

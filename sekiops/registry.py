@@ -16,8 +16,9 @@ Precedence: ``register()`` over entry points over built-ins.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 from .errors import UsageError
 from .urls import redact

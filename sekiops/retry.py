@@ -13,7 +13,8 @@ import dataclasses
 import logging
 import random
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .errors import StoreUnavailableError
 

@@ -13,8 +13,9 @@ import os
 import sqlite3
 import weakref
 from array import array
-from collections.abc import Sequence
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+
+from .pipeline.spool import Spool, SpoolFile
 
 #: keys held in memory before a KeySet moves to disk (about 200 bytes each with their value)
 KEY_BUDGET = 100_000
@@ -24,9 +25,7 @@ RECORD_BUDGET = 10_000
 INDEX_STRIDE = 1024
 
 
-def _spool_file(tag: str):
-    from .pipeline.spool import Spool
-
+def _spool_file(tag: str) -> SpoolFile:
     return Spool(max_total_bytes=2**62, clean=False).create(tag)
 
 
@@ -36,7 +35,7 @@ class KeySet:
     def __init__(self, budget: int | None = None):
         self.budget = budget or KEY_BUDGET
         self._mem: dict[str, list] = {}
-        self._file = None
+        self._file: SpoolFile | None = None
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[str, str]] = []
         self._count = 0
@@ -48,12 +47,13 @@ class KeySet:
     def _spill(self) -> None:
         # The spool file itself is the database: private, locked while we live, removed by the
         # next process if we die (SQLite's own locks are fcntl locks, independent of flock).
-        self._file = _spool_file("keyset")
-        weakref.finalize(self, self._file.close)
-        self._db = sqlite3.connect(self._file.path, isolation_level=None)
+        self._file = spool = _spool_file("keyset")
+        weakref.finalize(self, spool.close)
+        self._db = sqlite3.connect(spool.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE k (key TEXT PRIMARY KEY, ref TEXT, seen INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID")
+        self._db.execute("CREATE TABLE k (key TEXT PRIMARY KEY, ref TEXT, seen INTEGER NOT NULL DEFAULT 0) "
+                         "WITHOUT ROWID")
         self._db.execute("BEGIN")
         self._db.executemany("INSERT INTO k (key, ref, seen) VALUES (?, ?, ?)",
                              ((k, v[0], v[1]) for k, v in self._mem.items()))
@@ -136,7 +136,7 @@ class SpilledList(Sequence):
     def __init__(self, items: Iterable[dict] = (), budget: int | None = None):
         self.budget = budget or RECORD_BUDGET
         self._mem: list[dict] = []
-        self._file = None
+        self._file: SpoolFile | None = None
         #: the file offset of every INDEX_STRIDE-th record: a sparse index, so memory does not grow
         #: with the records (one Python int per record was ~36 bytes: 72 MB for a million-blob audit)
         self._offsets = array("q")
@@ -154,8 +154,8 @@ class SpilledList(Sequence):
             self._mem.append(item)
             self._count += 1
             if len(self._mem) > self.budget:
-                self._file = _spool_file("records")
-                weakref.finalize(self, self._file.close)
+                self._file = spool = _spool_file("records")
+                weakref.finalize(self, spool.close)
                 for rec in self._mem:
                     self._write(rec)
                 self._mem = []
@@ -164,6 +164,7 @@ class SpilledList(Sequence):
         self._count += 1
 
     def _write(self, rec: dict) -> None:
+        assert self._file is not None, "spilled before the first write"
         f = self._file.file
         f.seek(0, os.SEEK_END)
         if self._written % INDEX_STRIDE == 0:
@@ -203,7 +204,7 @@ class SpilledList(Sequence):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (list, tuple, SpilledList)):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
     def __repr__(self) -> str:

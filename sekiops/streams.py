@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import BinaryIO, Callable
+import queue
+import threading
+from collections.abc import Callable
+from typing import BinaryIO, Protocol
 
 CHUNK = 1024 * 1024
+
+#: A binary file object, buffered (``open(..., "rb")``, BytesIO) or raw (``io.RawIOBase``, as the
+#: counting and hashing wrappers here are): typing.BinaryIO alone is nominal and admits no RawIOBase.
+BinaryFile = BinaryIO | io.RawIOBase
+
+
+class Readable(Protocol):
+    """What a reader needs of its source: ``read(n)``, up to n bytes, ``b""`` at the end."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Writable(Protocol):
+    """What a writer needs of its sink: ``write(data)``."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 def iter_chunks(src: BinaryIO, chunk: int = CHUNK):
@@ -92,7 +111,7 @@ class ChunkReader(io.RawIOBase):
         super().close()
 
 
-def read_full(src: BinaryIO, n: int) -> bytes:
+def read_full(src: Readable, n: int) -> bytes:
     """Read exactly ``n`` bytes unless the stream ends first (sockets and pipes return less)."""
     data = src.read(n)
     if not data or len(data) == n:
@@ -134,7 +153,7 @@ def buffered(src, size: int = CHUNK) -> io.BufferedReader:
 class HashingReader(io.RawIOBase):
     """Wraps a readable stream, counting and hashing every byte read through it."""
 
-    def __init__(self, src: BinaryIO):
+    def __init__(self, src: Readable):
         self._src = src
         self._h = hashlib.sha256()
         self.count = 0
@@ -184,9 +203,6 @@ class WriteBehind:
     """
 
     def __init__(self, write: Callable[[bytes], object], depth: int = 3):
-        import queue
-        import threading
-
         self._write = write
         self._queue: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
@@ -217,7 +233,7 @@ class WriteBehind:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> "WriteBehind":
+    def __enter__(self) -> WriteBehind:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -241,9 +257,6 @@ class ReadAhead:
     _END = object()
 
     def __init__(self, read: Callable[[int], bytes], size: int = CHUNK, depth: int = 3):
-        import queue
-        import threading
-
         self._read, self._size = read, size
         self._queue: queue.Queue = queue.Queue(depth)
         self._stop = threading.Event()
@@ -251,8 +264,6 @@ class ReadAhead:
         self._thread.start()
 
     def _put(self, item) -> bool:
-        import queue
-
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -289,7 +300,7 @@ class ReadAhead:
         # interrupted command must not wait for it; it ends with the process.
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "ReadAhead":
+    def __enter__(self) -> ReadAhead:
         return self
 
     def __exit__(self, *exc) -> None:

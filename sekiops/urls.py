@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 STATE_URL_ENV = "SEKIOPS_STATE_URL"
 BLOB_URL_ENV = "SEKIOPS_BLOB_URL"
@@ -36,8 +36,6 @@ def remember_secret(secret: str | None) -> None:
         return
     forms = {secret, unquote(secret)}
     try:
-        from urllib.parse import quote
-
         forms |= {quote(secret, safe=""), quote(secret)}
     except Exception:  # noqa: BLE001 - quoting never matters more than remembering
         pass
@@ -152,5 +150,5 @@ def resolve(url: str | None, env: str) -> str | None:
     return value or None
 
 
-__all__ = ["STATE_URL_ENV", "BLOB_URL_ENV", "redact", "remember_secret", "remember_url_secrets", "remember_environment_secrets", "split",
-           "query_flags", "strip_query", "blob_prefix", "resolve"]
+__all__ = ["STATE_URL_ENV", "BLOB_URL_ENV", "redact", "remember_secret", "remember_url_secrets",
+           "remember_environment_secrets", "split", "query_flags", "strip_query", "blob_prefix", "resolve"]

@@ -224,7 +224,8 @@ def _build() -> list[tuple[str, bytes, str]]:
         "payloadBase64 twice")
     add("dup-base64-case", _inline_with().replace(b'"payloadJson":null', b'"PayloadBase64":"YWJj"'),
         "payloadBase64 and PayloadBase64")
-    add("dup-offload-key-case", _offloaded_with().replace(b'"storageProvider"', b'"OffloadKey":"x/y.bin","storageProvider"'),
+    add("dup-offload-key-case",
+        _offloaded_with().replace(b'"storageProvider"', b'"OffloadKey":"x/y.bin","storageProvider"'),
         "offloadKey and OffloadKey")
     add("dup-version", _inline_with().replace(b'"version":42', b'"version":42,"version":43'), "version twice")
 

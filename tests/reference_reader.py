@@ -26,8 +26,9 @@ import hashlib
 import json
 import re
 import zlib
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 # ---------------------------------------------------------------------------------------------
 # Constants, copied from the format page
@@ -460,7 +461,7 @@ def stj_string(s: str) -> str:
         elif ord(ch) < 0x20 or ord(ch) > 0x7E or ch in "\"+<>&'`":
             units = ch.encode("utf-16-be")
             for i in range(0, len(units), 2):
-                out.append("\\u%04X" % int.from_bytes(units[i:i + 2], "big"))
+                out.append(f"\\u{int.from_bytes(units[i:i + 2], 'big'):04X}")
         else:
             out.append(ch)
     out.append('"')

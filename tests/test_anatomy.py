@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import random
 import uuid
 
 import pytest
 
+from sekiops.blob import open_blob_store
 from sekiops.errors import CorruptSnapshotError
 from sekiops.ops.anatomy import anatomy, walk
 from sekiops.ops.anatomy.tree import segment as _segment
 from sekiops.state import open_state_store
-from sekiops.blob import open_blob_store
-
-from test_inventory import (BACKENDS, backend_stores, build_deployment, embedded_urls, persist_json, run_cli,
-                            state_json)
+from test_inventory import BACKENDS, backend_stores, embedded_urls, persist_json, run_cli, state_json
 
 # --- a slow, obviously-correct reference ------------------------------------------------------------
 
@@ -192,7 +191,8 @@ def test_dictionaries_fold_into_a_wildcard():
     assert rows["$.byId.*.name"]["count"] == 500 and rows["$.byId.*.v"]["types"] == {"number": 500}
     assert rows["$.byId"]["keysFolded"] >= 450
     assert len([p for p in rows if p.startswith("$.byId")]) == 4
-    assert rows["$.byId"]["bytes"] == rows["$.byId"]["overhead"] + rows["$.byId.*"]["bytes"] + rows["$.byId.*"]["keyBytes"]
+    assert rows["$.byId"]["bytes"] == (rows["$.byId"]["overhead"] + rows["$.byId.*"]["bytes"]
+                                       + rows["$.byId.*"]["keyBytes"])
 
 
 def test_biggest_strings_have_paths_and_prefixes():
@@ -270,7 +270,7 @@ def test_progress_reports_bytes_read():
     seen = []
     rep = walk(io.BytesIO(data), chunk_size=64 * 1024, total=len(data), progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (len(data), len(data)) and len(seen) > 3
-    assert all(a[0] < b[0] for a, b in zip(seen, seen[1:]))
+    assert all(a[0] < b[0] for a, b in itertools.pairwise(seen))
     assert rep.total_bytes == len(data)
 
 
@@ -286,7 +286,8 @@ def test_snapshot_anatomy_in_every_storage_combination(tmp_path):
     expected = summarize(walk(io.BytesIO(data), depth=4))
     for name in ("Inline", "Rec", "Pay", "Both", "Raw"):
         seen = []
-        rep = anatomy(state, blob, projector_name=name, depth=4, progress=lambda d, t: seen.append((d, t)))
+        rep = anatomy(state, blob, projector_name=name, depth=4,
+                      progress=lambda d, t, seen=seen: seen.append((d, t)))
         assert rep.total_bytes == len(data) and summarize(rep) == expected
         assert seen[-1] == (len(data), len(data))
         assert rep.source["payload_location"] == ("blob" if name in ("Pay", "Both") else "inline")

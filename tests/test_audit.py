@@ -7,23 +7,29 @@ import inspect
 import io
 import json
 import os
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sekiops.blob import open_blob_store
-from sekiops.format.envelope import read_envelope
-from sekiops.state import StateCapabilities
-from sekiops.ops.audit import audit_orphans, discover_service_ids, parse_duration, summary_lines
-from sekiops.state import open_state_store
-from sekiops.state.base import iter_rows
 from sekiops.errors import UsageError
+from sekiops.format.envelope import read_envelope
+from sekiops.ops.audit import audit_orphans, discover_service_ids, parse_duration, summary_lines
+from sekiops.state import StateCapabilities, open_state_store
+from sekiops.state.base import iter_rows
+from test_inventory import (
+    BACKENDS,
+    backend_stores,
+    build_deployment,
+    embedded_urls,
+    fast_sqlite,
+    persist_json,
+    run_cli,
+    state_json,
+    write_raw_row,
+)
 
-from test_inventory import (BACKENDS, backend_stores, build_deployment, embedded_urls, fast_sqlite, persist_json,
-                            put_orphan, run_cli, state_json, write_raw_row)
-
-FUTURE = datetime.now(timezone.utc) + timedelta(days=3650)
+FUTURE = datetime.now(UTC) + timedelta(days=3650)
 
 
 def expected_refs(stores, blob) -> set[str]:
@@ -55,7 +61,7 @@ def other_service(open_state, blob):
 
 
 def age_all(blob_root: str, days: int = 30) -> None:
-    when = (datetime.now(timezone.utc) - timedelta(days=days)).timestamp()
+    when = (datetime.now(UTC) - timedelta(days=days)).timestamp()
     for dirpath, _, files in os.walk(blob_root):
         for f in files:
             os.utime(os.path.join(dirpath, f), (when, when))

@@ -25,18 +25,25 @@ from pathlib import Path
 
 import pytest
 
+from conformance.stores import dynamodb_url, s3_url
 from sekiops.blob import open_blob_store
-from sekiops.errors import (BlobChangedError, ConcurrencyConflictError, IntegrityError, ItemTooLargeError,
-                            SekiopsError, StoreError, StoreUnavailableError, TombstonedError, UsageError)
+from sekiops.errors import (
+    BlobChangedError,
+    ConcurrencyConflictError,
+    IntegrityError,
+    ItemTooLargeError,
+    StoreError,
+    StoreUnavailableError,
+    TombstonedError,
+    UsageError,
+)
 from sekiops.format.constants import PAYLOAD_TYPE, RECORD_THRESHOLD_DYNAMODB
 from sekiops.format.envelope import EnvelopeMeta, inline_envelope_bytes, offloaded_envelope_bytes
 from sekiops.pipeline.persist import PersistOptions, persist_stream
 from sekiops.pipeline.restore import RestoreOptions, restore
 from sekiops.state import open_state_store
 from sekiops.state.base import iter_rows
-from sekiops.state.dynamodb import INLINE_LIMIT, ITEM_LIMIT, DynamoDbStateStore, dynamodb_target
-
-from conformance.stores import dynamodb_url, s3_url
+from sekiops.state.dynamodb import INLINE_LIMIT, ITEM_LIMIT, dynamodb_target
 from servers.faultproxy import FaultProxy, SilentServer, dynamodb_op, s3_op
 
 pytestmark = pytest.mark.aws
@@ -123,8 +130,9 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
 
 
 def sekiban_item(service: str, name: str, version: str, *, events: int, state_data: bytes | None = None,
-                 offload_key: str | None = None, provider: str | None = None, document_type: str | None = "projectionState",
-                 lifecycle: int = 0, revision: int = 1, generation: int = 0, build_host: str | None = "grain-host-1") -> dict:
+                 offload_key: str | None = None, provider: str | None = None,
+                 document_type: str | None = "projectionState", lifecycle: int = 0, revision: int = 1,
+                 generation: int = 0, build_host: str | None = "grain-host-1") -> dict:
     """An item exactly as Sekiban's DynamoMultiProjectionState.ToAttributeValues writes it."""
     envelope_len = len(state_data) if state_data is not None else 0
     item = {
@@ -602,7 +610,7 @@ def test_dynamodb_throttling_is_retried_with_backoff(aws, proxy):
     assert proxy.faults == 3 and res.row_attempts == 1
     # each call backs off on its own: the read 0.1 s; the write 0.1 s, then 0.2 s (+ up to 20 % jitter)
     assert len(proxy.sleeps) == 3
-    for d, base in zip(proxy.sleeps, (0.1, 0.1, 0.2)):
+    for d, base in zip(proxy.sleeps, (0.1, 0.1, 0.2), strict=True):
         assert base <= d <= base * 1.2
     assert restored(aws.state(s), blob, "T") == data
 
@@ -629,7 +637,7 @@ def test_dynamodb_lost_answer_is_settled_by_a_consistent_reread(aws, proxy):
     state = aws.state(s, url=proxy.state_url)
     new = state_json(2000, 54)
     proxy.plan = [(dynamodb_op("PutItem"), "lost-answer")]
-    res = persist(state, blob, "T", new, events=2, backoff_seconds=0.01)
+    persist(state, blob, "T", new, events=2, backoff_seconds=0.01)
     assert proxy.faults == 1
     assert restored(clean, blob, "T") == new
     assert clean.get("T", "1").revision == 2  # written once, not twice
@@ -654,8 +662,7 @@ def test_dynamodb_connection_reset_on_a_read_is_retried(aws, proxy):
 
 
 def test_s3_slowdown_and_reset_on_upload_are_retried(aws, proxy):
-    s = svc()
-    state, blob = aws.state(s), aws.blob(proxy.blob_url)
+    blob = aws.blob(proxy.blob_url)
     data = os.urandom(12 * 1024 * 1024)  # incompressible: a multipart payload upload
     proxy.plan = [(s3_op("PUT", query="partNumber"), ("status", 503, "SlowDown")),
                   (s3_op("PUT", query="partNumber"), "reset"),

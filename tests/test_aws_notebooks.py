@@ -9,12 +9,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conformance.stores import dynamodb_url, s3_url
 from sekiops.blob import open_blob_store
 from sekiops.pipeline.restore import RestoreOptions, restore
 from sekiops.state import open_state_store
 from sekiops.state.base import iter_rows
-
-from conformance.stores import dynamodb_url, s3_url
 from test_inventory import build_deployment
 from test_notebooks import _outputs
 

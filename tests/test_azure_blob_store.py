@@ -460,3 +460,23 @@ def test_damaged_blob_under_a_content_key_is_rewritten(azure_storage_env):
     store._container.get_blob_client(key).upload_blob(data[:1000], overwrite=True)
     assert store.write(io.BytesIO(data), "Proj", sha256=sha).size == len(data)  # hint, no size
     assert store.stat(key).size == len(data)
+
+
+def test_blob_deleted_between_the_check_and_the_touch_is_uploaded_again(azure_storage_env, monkeypatch):
+    from sekiops.blob.azure import AzureBlobStore
+
+    store = open_blob_store(f"azblob://{_container()}")
+    data = os.urandom(50_000)
+    key = store.write(io.BytesIO(data), "Proj").key
+    orig = AzureBlobStore._touch
+
+    def deleted_first(self, blob, k):
+        blob.delete_blob()  # another writer's gc wins the race: the touch finds nothing
+        return orig(self, blob, k)
+
+    monkeypatch.setattr(AzureBlobStore, "_touch", deleted_first)
+    w = store.write(io.BytesIO(data), "Proj")  # we hash: the key names these bytes
+    assert (w.key, w.size) == (key, len(data))
+    monkeypatch.undo()
+    with store.open_read(key) as f:
+        assert f.read() == data

@@ -16,14 +16,13 @@ import sys
 
 import pytest
 
+from peak_rss import run_measured
 from sekiops.blob import open_blob_store
 from sekiops.errors import BadInputError, UsageError
 from sekiops.pipeline import jsoncheck
 from sekiops.pipeline.persist import PersistOptions, persist_stream
 from sekiops.pipeline.restore import restore
 from sekiops.state import open_state_store
-
-from peak_rss import run_measured
 
 SLUI = "0" * 30
 GOOD = json.dumps({"customers": [{"id": i, "email": f"c{i}@example.com"} for i in range(2000)]}).encode()

@@ -14,8 +14,7 @@ import pytest
 
 from sekiops.errors import UsageError
 from sekiops.ops import bench
-from sekiops.ops.bench import MB, MiB, MODELLED, run_benchmark, run_measured
-from sekiops.ops.bench import commands
+from sekiops.ops.bench import MB, MODELLED, MiB, commands, run_benchmark, run_measured
 from sekiops.ops.bench.scenarios import Scenarios
 from sekiops.units import parse_size
 
@@ -97,14 +96,14 @@ def test_small_run_rows_and_columns(small_run):
     pipe = df[df["mode"] != "codec"]
     codec = df[df["mode"] == "codec"]
     assert len(pipe) == 2 * (2 * 2 + 1)  # sizes x (modes x persist/restore + streaming anatomy)
-    assert set(zip(pipe["op"], pipe["mode"])) == {(o, m) for o in ("persist", "restore") for m in bench.MODES} | {
-        ("anatomy", "streaming")}
+    assert set(zip(pipe["op"], pipe["mode"], strict=True)) == {
+        (o, m) for o in ("persist", "restore") for m in bench.MODES} | {("anatomy", "streaming")}
     assert pipe["ok"].all(), pipe[["op", "mode", "size_label", "error"]].to_string()
     assert set(pipe["backend"]) == {"sqlite+local"}
     default_gzip = bench.machine_info()["gzip_backend"]
     assert set(pipe["gzip_backend"]) == {default_gzip}
     # the codec floor: compress and decompress alone, the pipeline's backend and zlib, per size
-    assert set(zip(codec["op"], codec["gzip_backend"])) >= {("compress", "zlib"), ("decompress", "zlib"),
+    assert set(zip(codec["op"], codec["gzip_backend"], strict=True)) >= {("compress", "zlib"), ("decompress", "zlib"),
                                                              ("compress", default_gzip), ("decompress", default_gzip)}
     assert codec["ok"].all() and (codec["throughput_mib_s"] > 0).all()
     for r in pipe.to_dict("records"):

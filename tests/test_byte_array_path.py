@@ -14,7 +14,6 @@ import io
 import json
 
 import pytest
-
 from hypothesis import given, settings, strategies as st
 
 from sekiops.format.envelope import EnvelopeMeta, inline_envelope_bytes

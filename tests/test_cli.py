@@ -19,23 +19,55 @@ import io
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 try:  # tests/ is on sys.path under pytest's default import mode (tests/ is not a package)
     import reference_reader as ref
     from hostile_envelopes import CASES, UNSAFE_KEY_ENVELOPES
-    from test_pipeline import (MB, SLUI, STATE, HandStore, cli_env, content_key, dir_blobs, dir_listing,
-                               envelope_inline, envelope_offloaded, exact_json, gz, private_spool,  # noqa: F401
-                               raw_sqlite_row, run_cli, spool_files, sqlite_fingerprint)
+    from test_pipeline import (
+        MB,
+        SLUI,
+        STATE,
+        HandStore,
+        cli_env,
+        content_key,
+        dir_blobs,
+        dir_listing,
+        envelope_inline,
+        envelope_offloaded,
+        exact_json,
+        gz,
+        private_spool,
+        raw_sqlite_row,
+        run_cli,
+        spool_files,
+        sqlite_fingerprint,
+    )
 except ImportError:  # pragma: no cover
     from tests import reference_reader as ref
     from tests.hostile_envelopes import CASES, UNSAFE_KEY_ENVELOPES
-    from tests.test_pipeline import (MB, SLUI, STATE, HandStore, cli_env, content_key, dir_blobs,  # noqa: F401
-                                     dir_listing, envelope_inline, envelope_offloaded, exact_json, gz,
-                                     private_spool, raw_sqlite_row, run_cli, spool_files, sqlite_fingerprint)
+    from tests.test_pipeline import (  # noqa: F401
+        MB,
+        SLUI,
+        STATE,
+        HandStore,
+        cli_env,
+        content_key,
+        dir_blobs,
+        dir_listing,
+        envelope_inline,
+        envelope_offloaded,
+        exact_json,
+        gz,
+        private_spool,
+        raw_sqlite_row,
+        run_cli,
+        spool_files,
+        sqlite_fingerprint,
+    )
 
 CONTRACT_FIELDS = ["serviceId", "projectorName", "projectorVersion", "eventsProcessed", "isOffloaded", "offloadKey",
                    "lifecycle", "storedBytes", "originalSizeBytes", "compressedSizeBytes", "updatedAt", "buildSource"]
@@ -409,7 +441,7 @@ def build_corrupt_store(root: Path) -> Ctx:
         if case_id in HOSTILE_SAMPLE:
             hs.insert("OrderSummary", "1.0.0", data, service_id=f"h{i}")
     hs.put_blob("OtherProjector/" + "ab" * 32 + ".bin", gz(b'{"other":"projector"}'))
-    for i, (case_id, data, _) in enumerate(UNSAFE_KEY_ENVELOPES):
+    for i, (_, data, _) in enumerate(UNSAFE_KEY_ENVELOPES):
         hs.insert("OrderSummary", "1.0.0", data, service_id=f"u{i}")
 
     # misc files

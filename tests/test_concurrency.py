@@ -52,7 +52,7 @@ def make_state(rnd: int, writer: int) -> bytes:
     """Deterministic state of ``writer`` in round ``rnd``; size varies with both."""
     size = [60, 30_000, 120_000][(rnd * 7 + writer) % 3]
     rng = random.Random(rnd * 1000 + writer)
-    pad = "%x" % rng.getrandbits(4 * size) if size else ""
+    pad = f"{rng.getrandbits(4 * size):x}" if size else ""
     return json.dumps({"round": rnd, "writer": writer, "pad": pad}, separators=(",", ":")).encode()
 
 
@@ -81,7 +81,7 @@ def writer_proc(urls: dict, wid: int, barrier, results, spool_dir: str) -> None:
         body = make_state(rnd, wid)
         met = []
 
-        def write_body(out):
+        def write_body(out, met=met, body=body):
             barrier.wait(BARRIER_TIMEOUT)  # A: everyone has read the row
             met.append(True)
             barrier.wait(BARRIER_TIMEOUT)  # B: now race

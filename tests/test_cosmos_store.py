@@ -22,8 +22,15 @@ from azure.core.exceptions import ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport, RequestsTransportResponse
 from azure.cosmos import CosmosClient, PartitionKey
 
-from sekiops.errors import (ConcurrencyConflictError, CorruptSnapshotError, ItemTooLargeError, SekiopsError,
-                            StoreError, StoreUnavailableError, TombstonedError)
+from sekiops.errors import (
+    ConcurrencyConflictError,
+    CorruptSnapshotError,
+    ItemTooLargeError,
+    SekiopsError,
+    StoreError,
+    StoreUnavailableError,
+    TombstonedError,
+)
 from sekiops.format.constants import COSMOS_ITEM_LIMIT, PAYLOAD_TYPE, RECORD_THRESHOLD_COSMOS
 from sekiops.format.record import SnapshotRow
 from sekiops.state import iter_rows, open_state_store
@@ -630,7 +637,7 @@ def test_minimal_write_answer_uses_etag_header(env):
     stored = put(store, row(s, generation=4), b"data")
     assert stored.token == '"0000abcd-0000-0000-0000-000000000000"'
     assert stored.generation == 4 and stored.state_length == 4 and stored.projector_version == "v1"
-    injected = [h for (m, u, inj), h in zip(t.sent, t.headers) if inj]
+    injected = [h for (m, u, inj), h in zip(t.sent, t.headers, strict=True) if inj]
     assert len(injected) == 1
     assert {k.lower(): v for k, v in injected[0].items()}.get("prefer") == "return=minimal"
 

@@ -41,8 +41,8 @@ import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from base64 import b64encode
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -337,7 +337,7 @@ def test_kill_during_persist(backend, variant, states, request, tmp_path, monkey
     assert not failures, f"{len(failures)} of {len(STAGES)} kill cases failed:\n" + "\n".join(failures)
 
 
-def _kill_case(b: "Backend", stage: str, states: dict, tmp_path: Path) -> None:
+def _kill_case(b: Backend, stage: str, states: dict, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     env = _env(spool)
 
@@ -382,7 +382,8 @@ def _kill_case(b: "Backend", stage: str, states: dict, tmp_path: Path) -> None:
         got = out.read_bytes()
         assert got in (states["old"], states["new"]), "restore returned a mix of old and new"
         expected = states["new"] if stage in NEW_AFTER else states["old"]
-        assert got == expected, f"after a kill at {stage} restore should give the {'new' if stage in NEW_AFTER else 'old'} state"
+        which = "new" if stage in NEW_AFTER else "old"
+        assert got == expected, f"after a kill at {stage} restore should give the {which} state"
         summary = json.loads(res.stdout)
         assert summary["events_processed"] == (20 if stage in NEW_AFTER else 10)
 
@@ -405,7 +406,8 @@ def _kill_case(b: "Backend", stage: str, states: dict, tmp_path: Path) -> None:
         if stage in NEW_AFTER:
             assert left_behind <= referenced
         else:
-            assert not (left_behind & referenced), f"a row references a blob of the killed persist: {left_behind & referenced}"
+            assert not (left_behind & referenced), \
+                f"a row references a blob of the killed persist: {left_behind & referenced}"
         audited = audit_unreferenced(state2, blob2)
         if audited is not None:
             assert audited == blobs_after - referenced, "the audit disagrees with the rows about unreferenced blobs"

@@ -157,7 +157,7 @@ def silent():
 @pytest.mark.parametrize("store", ["postgres", "cosmos", "azure"])
 def test_a_server_that_never_answers(silent, tmp_path, store):
     env = deadline_env(tmp_path)
-    state, blob = f"sqlite:///{tmp_path}/s.db", str(tmp_path / "blobs")
+    state = f"sqlite:///{tmp_path}/s.db"
     if store == "postgres":
         state = f"postgresql://u:pw-never-shown@127.0.0.1:{silent.port}/db"
         commands = [["inventory", "--state", state]]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import json
 import os
 import sqlite3
@@ -43,8 +44,14 @@ import uuid
 import pytest
 
 from sekiops.blob import open_blob_store
-from sekiops.errors import (BlobNotFoundError, ConcurrencyConflictError, SekiopsError, SpoolError, StoreError,
-                            StoreUnavailableError)
+from sekiops.errors import (
+    BlobNotFoundError,
+    ConcurrencyConflictError,
+    SekiopsError,
+    SpoolError,
+    StoreError,
+    StoreUnavailableError,
+)
 from sekiops.pipeline import persist as persist_mod
 from sekiops.pipeline.persist import PersistOptions, persist_stream
 from sekiops.pipeline.restore import RestoreOptions, restore
@@ -673,7 +680,7 @@ def test_azure_persistent_503_gives_up_bounded(azure, tmp_path, persist_sleeps):
     total = azure.policy.total_retries
     assert t.faults == total + 1 and len(t.sleeps) == total
     assert t.sleeps == sorted(t.sleeps) or all(  # growing, up to the jitter
-        b >= a - 2 * azure.policy.random_jitter_range for a, b in zip(t.sleeps, t.sleeps[1:]))
+        b >= a - 2 * azure.policy.random_jitter_range for a, b in itertools.pairwise(t.sleeps))
     msg = str(ei.value)
     assert azure.store.location in msg and f"{PROJ}/" in msg and "HTTP 503" in msg
     assert assert_consistent(state, azure.clean, (OLD,)) == OLD

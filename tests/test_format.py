@@ -11,19 +11,18 @@ import contextlib
 import gzip
 import hashlib
 import io
-import os
 import itertools
 import json
+import os
 import random
 import re
 import signal
 import time
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sekiops.format.jsonstream as jsonstream
 from sekiops.errors import CorruptSnapshotError, SekiopsError, UnsafeKeyError, UsageError
@@ -794,8 +793,8 @@ def _format_layer_row(name, version, state, *, record_threshold, payload_thresho
     row = {"ServiceId": "default", "ProjectorName": name, "ProjectorVersion": version,
            "PayloadType": constants.PAYLOAD_TYPE, "LastSortableUniqueId": SLUI, "EventsProcessed": meta.version,
            "OriginalSizeBytes": len(env), "CompressedSizeBytes": len(env), "BuildSource": constants.BUILD_SOURCE_STREAM,
-           "CreatedAt": record.format_dotnet_timestamp(datetime(2026, 2, 25, 10, tzinfo=timezone.utc)),
-           "UpdatedAt": datetime(2026, 2, 25, 10, tzinfo=timezone.utc), "Lifecycle": 0,
+           "CreatedAt": record.format_dotnet_timestamp(datetime(2026, 2, 25, 10, tzinfo=UTC)),
+           "UpdatedAt": datetime(2026, 2, 25, 10, tzinfo=UTC), "Lifecycle": 0,
            "IsOffloaded": False, "StateData": env, "OffloadKey": None, "OffloadProvider": None}
     if record_threshold is not None and len(env) > record_threshold:
         rkey = keys.record_key(name, version, sha(env))
@@ -847,11 +846,12 @@ def test_check_written_row_catches_violations():
         "pascal": (resized(dict(row, StateData=env.replace(b'"version"', b'"Version"'))), blobs),
         "wrong-record-key": (dict(row, IsOffloaded=True, StateData=None, OffloadKey=wrong_key,
                                   OffloadProvider="AzureBlobStorage"), {**blobs, wrong_key: env}),
-        "no-provider": (dict(row, IsOffloaded=True, StateData=None, OffloadKey=keys.record_key("Orders", "1.0", sha(env)),
+        "no-provider": (dict(row, IsOffloaded=True, StateData=None,
+                             OffloadKey=keys.record_key("Orders", "1.0", sha(env)),
                              OffloadProvider=None), {**blobs, keys.record_key("Orders", "1.0", sha(env)): env}),
     }
     assert b"\\u002B" in env  # the Base64 of ~4 KB of gzip has '+' in it (so "plus" is a real violation)
-    for name, (bad, bad_blobs) in bad_rows.items():
+    for bad, bad_blobs in bad_rows.values():
         with pytest.raises(AssertionError):
             ref.check_written_row(bad, bad_blobs)
     # thresholds are strictly greater-than: inline above the threshold is wrong, at equality right
@@ -896,7 +896,8 @@ def test_backend_selection(monkeypatch):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("state", [b"", b"x", STATE, STATE * 200, bytes(3 << 20)], ids=["empty", "1", "small", "big", "zeros"])
+@pytest.mark.parametrize("state", [b"", b"x", STATE, STATE * 200, bytes(3 << 20)],
+                         ids=["empty", "1", "small", "big", "zeros"])
 def test_backend_writes_plain_gzip(backend, state):
     stored = _encode_payload(state, gzip_backend(backend))
     assert stored[:3] == b"\x1f\x8b\x08"  # magic, CM = deflate
@@ -1173,7 +1174,7 @@ def test_check_key_scope_is_positional(key):
 # record: timestamps, SortableUniqueIds, service ids
 # --------------------------------------------------------------------------------------------------
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.mark.parametrize("when,text", [
@@ -1253,7 +1254,8 @@ def test_sortable_unique_ids_sort_as_strings():
     assert sorted(ids) == ids
 
 
-@pytest.mark.parametrize("value", ["", "123", "x" * 30, "1" * 29, "1" * 31, None, 10**29, "12345678901234567890123456789 "])
+@pytest.mark.parametrize("value", ["", "123", "x" * 30, "1" * 29, "1" * 31, None, 10**29,
+                                   "12345678901234567890123456789 "])
 def test_sortable_unique_id_time_not_an_id(value):
     assert record.sortable_unique_id_time(value) is None
 

@@ -17,10 +17,11 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from conformance.stores import BLOB_KINDS, SERVER_MARK, blob_url
 from sekiops.blob import open_blob_store
 from sekiops.format.envelope import EnvelopeMeta, offloaded_envelope_bytes
 from sekiops.format.record import SnapshotRow
@@ -29,8 +30,6 @@ from sekiops.ops.migrate import RunOptions, make_plan, open_endpoints, run_plan
 from sekiops.pipeline.persist import PersistOptions, persist_stream
 from sekiops.pipeline.restore import RestoreOptions, restore
 from sekiops.state import open_state_store
-
-from conformance.stores import BLOB_KINDS, SERVER_MARK, blob_url
 
 SLUI = "0" * 30
 #: the projection's state before it changed, and after: X comes back later (same bytes, same key)
@@ -56,7 +55,7 @@ def deployment(request, tmp_path):
         os.utime(os.path.join(blob.root, *orphan.split("/")), (old, old))
     elif kind == "memory":
         with blob.open_read(orphan) as f:
-            blob.put_raw(orphan, f.read(), when=datetime.now(timezone.utc) - timedelta(hours=48))
+            blob.put_raw(orphan, f.read(), when=datetime.now(UTC) - timedelta(hours=48))
     else:  # Azurite cannot back-date a blob: a zero grace window certifies it
         grace = "0s"
     yield kind, db, url, state, blob, orphan, grace

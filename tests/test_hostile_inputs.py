@@ -22,20 +22,17 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from hostile_envelopes import CASES, SLUI, UNSAFE_KEY_ENVELOPES, good_inline, good_offloaded
 from sekiops.blob import open_blob_store
-from sekiops.errors import (CorruptSnapshotError, IntegrityError, SekiopsError, UnsafeKeyError,
-                            VersionMismatchError)
+from sekiops.errors import CorruptSnapshotError, IntegrityError, SekiopsError, UnsafeKeyError, VersionMismatchError
 from sekiops.format.record import SnapshotRow
 from sekiops.pipeline.memory import MemoryProbe
 from sekiops.pipeline.persist import PersistOptions, persist_stream

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
 import json
 import os
 import random
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -29,7 +28,7 @@ from sekiops.ops import inventory as inv
 from sekiops.state import open_state_store
 
 LSUID = "063904064000000000000000000001"
-OLD = datetime(2020, 1, 1, tzinfo=timezone.utc)
+OLD = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 # --- data and deployments (shared with test_anatomy, test_audit, test_notebooks) ------------------
@@ -132,10 +131,10 @@ def put_orphan(blob, data: bytes, age: timedelta = timedelta(days=30)) -> str:
     written = blob.write(io.BytesIO(data), "Ghost")
     root = getattr(blob, "root", None)
     if root:
-        when = (datetime.now(timezone.utc) - age).timestamp()
+        when = (datetime.now(UTC) - age).timestamp()
         os.utime(os.path.join(root, *written.key.split("/")), (when, when))
     elif hasattr(blob, "put_raw"):
-        blob.put_raw(written.key, data, datetime.now(timezone.utc) - age)
+        blob.put_raw(written.key, data, datetime.now(UTC) - age)
     return written.key
 
 
@@ -627,7 +626,8 @@ def test_restore_flags_follow_the_sekiban_version_and_the_container(embedded, ca
 
     small = str(info["PayOff"].compressed_size_bytes - 1)
     by = flags("--container-disk", small)  # 10.23: the offloaded payload needs a temp file its size
-    assert by["PayOff/1"]["flag_restore_disk"] and by["PayOff/1"]["restoreDiskBytes"] == info["PayOff"].compressed_size_bytes
+    assert by["PayOff/1"]["flag_restore_disk"]
+    assert by["PayOff/1"]["restoreDiskBytes"] == info["PayOff"].compressed_size_bytes
     assert not by["PayOff/1"]["flag_restore_memory"] and not by["Small/1"]["flag_restore_disk"]
     by = flags("--container-disk", small, "--sekiban-version", "10.22")  # buffered: memory, not disk
     assert not by["PayOff/1"]["flag_restore_disk"] and by["PayOff/1"]["restoreDiskBytes"] == 0

@@ -13,8 +13,7 @@ import json
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sekiops.errors import BadInputError
 from sekiops.pipeline import jsoncheck
@@ -158,7 +157,8 @@ json_values = st.recursive(
     max_leaves=25)
 
 
-@settings(max_examples=int(os.environ.get("SEKIOPS_FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("SEKIOPS_FUZZ_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(value=json_values, ascii_only=st.booleans(), indent=st.sampled_from([None, 1]),
        edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255), st.sampled_from(["set", "ins", "del"])),
                       max_size=3), step=st.integers(1, 9))

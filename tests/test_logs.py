@@ -170,7 +170,8 @@ def test_values_become_numbers_where_they_are_numbers():
 def test_console_lines_and_json_console_formatter():
     msg = L.render_template(SPEC_RESTORE, RESTORE_VALUES)
     rows = [
-        {"TimeGenerated": "2026-02-25T10:00:00Z", "Log_s": "info: Sekiban.Dcb.Orleans.Grains.MultiProjectionGrain[1018]"},
+        {"TimeGenerated": "2026-02-25T10:00:00Z",
+         "Log_s": "info: Sekiban.Dcb.Orleans.Grains.MultiProjectionGrain[1018]"},
         {"TimeGenerated": "2026-02-25T10:00:00Z", "Log_s": "      " + msg},
         {"TimeGenerated": "2026-02-25T10:00:01Z", "Log_s": json.dumps({
             "Timestamp": "2026-02-25T10:00:01Z", "EventId": 1017, "LogLevel": "Information",

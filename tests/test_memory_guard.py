@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from sekiops.ops.bench import MB, MiB, MODELLED, run_benchmark
+from sekiops.ops.bench import MB, MODELLED, MiB, run_benchmark
 
 STATE_BYTES = 100 * MB
 STREAMING_BUDGET = 64 * MiB

@@ -167,7 +167,8 @@ def test_sampler_shows_rising_rss_of_a_subprocess_allocating_200_mb():
     rising = frame.iloc[: top + 1]
     low, high = rising["rss_bytes"].min(), rising["rss_bytes"].max()
     assert high - low > 180 * 2**20  # the timeline rises by the ~200 MB allocated ...
-    between = rising[(rising["rss_bytes"] > low + 0.2 * (high - low)) & (rising["rss_bytes"] < low + 0.8 * (high - low))]
+    between = rising[(rising["rss_bytes"] > low + 0.2 * (high - low))
+                     & (rising["rss_bytes"] < low + 0.8 * (high - low))]
     assert len(between) >= 3  # ... step by step, over time (not one jump)
     assert between["rss_bytes"].is_monotonic_increasing
 

@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 
-
 import pytest
 
 from sekiops.blob import open_blob_store
@@ -118,7 +117,8 @@ def cli(*args, env=None, check=True, timeout=120) -> subprocess.CompletedProcess
     proc = subprocess.run([sys.executable, "-m", "sekiops", *args], capture_output=True, text=True,
                           env=env or os.environ.copy(), timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"sekiops {' '.join(args)} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(f"sekiops {' '.join(args)} -> {proc.returncode}\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
@@ -321,7 +321,7 @@ def test_offload_killed_at_each_stage_resumes_and_rolls_back(deployment, tmp_pat
     assert out["result"]["status"] == "complete" and out["result"]["counts"]["failed"] == 0
     assert set(done_counts(journal, "rollback").values()) == {1}
     after = snapshot(state, blob)
-    for item, (raw, sha, row) in original.items():
+    for item, (raw, sha, _row) in original.items():
         assert after[item][0] == raw and after[item][1] == sha
         assert not after[item][2].is_offloaded and after[item][2].build_source == "GRAIN"
     again = json.loads(cli(*rb, "--execute", "--format", "json").stdout)
@@ -640,7 +640,7 @@ def test_copy_to_another_deployment_and_service(deployment, tmp_path):
     assert out["status"] == "complete" and out["counts"]["failed"] == 0
     target, tblob = open_state_store(to_state, service_id="copied"), open_blob_store(to_blob)
     assert set(done_counts(str(tmp_path / "copy.jsonl")).values()) == {1}
-    for item, (raw, sha, row) in original.items():
+    for item, (_raw, sha, row) in original.items():
         name, version = item.split("/")
         assert payload_sha(target, tblob, name, version) == sha
         copied = target.get(name, version)
@@ -827,7 +827,7 @@ def test_reencode_v9_offloaded_shapes_and_rollback(tmp_path):
         assert {i.action for i in plan.items} == {"reencode-v9"} and len(plan.items) == 4
         result = run_plan(plan, ep, RunOptions(execute=True, journal="r.jsonl", canary=0))
         assert result.status == "complete" and result.counts["done"] == 4
-        for item, (raw, sha, row) in original.items():
+        for item, (_raw, sha, row) in original.items():
             name, version = item.split("/")
             now = state.get(name, version)
             with open_envelope(state, blob, now) as f:

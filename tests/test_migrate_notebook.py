@@ -11,8 +11,7 @@ import pytest
 from sekiops.ops.migrate import RunOptions, make_plan, open_endpoints
 from sekiops.state import open_state_store
 from sekiops.state.base import iter_rows
-
-from test_migrate import put_rows, tree  # noqa: E402 - shared row builders
+from test_migrate import put_rows, tree
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "02_guarded_migration.ipynb"
 

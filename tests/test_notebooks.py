@@ -85,7 +85,6 @@ def test_explorer_without_a_frontend(tmp_path, capsys):
     from sekiops.state import open_state_store
     from sekiops.widgets import explorer as ex
     from sekiops.widgets.frontend import display_mode
-
     from test_inventory import build_deployment
 
     state_url, blob_url = embedded_urls(tmp_path)

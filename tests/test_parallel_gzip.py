@@ -209,7 +209,8 @@ def test_restore_allocator_setting_applies_and_can_be_turned_off(setting, expect
     SEKIOPS_MALLOC_TUNE=0 leaves the allocator alone. Run in a child: it changes the process."""
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc only")
-    out = subprocess.run([sys.executable, "-c", "from sekiops.pipeline.memory import tune_malloc; print(tune_malloc())"],
+    code = "from sekiops.pipeline.memory import tune_malloc; print(tune_malloc())"
+    out = subprocess.run([sys.executable, "-c", code],
                          capture_output=True, text=True, env={**os.environ, "SEKIOPS_MALLOC_TUNE": setting}, timeout=60)
     assert out.stdout.strip() == expected, out.stderr
 

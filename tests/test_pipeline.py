@@ -47,9 +47,18 @@ except ImportError:  # pragma: no cover
 
 from sekiops.blob.local import LocalBlobStore
 from sekiops.blob.memory import MemoryBlobStore
-from sekiops.errors import (BlobNotFoundError, ConcurrencyConflictError, CorruptSnapshotError,
-                            GuardRefusedError, NotFoundError, SekiopsError, SpoolError,
-                            StoreUnavailableError, TombstonedError, VersionMismatchError)
+from sekiops.errors import (
+    BlobNotFoundError,
+    ConcurrencyConflictError,
+    CorruptSnapshotError,
+    GuardRefusedError,
+    NotFoundError,
+    SekiopsError,
+    SpoolError,
+    StoreUnavailableError,
+    TombstonedError,
+    VersionMismatchError,
+)
 from sekiops.ops import synth
 from sekiops.pipeline import spool as spool_mod
 from sekiops.pipeline.persist import PersistOptions, persist, persist_stream

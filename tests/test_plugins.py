@@ -10,12 +10,10 @@ from typing import BinaryIO
 
 import pytest
 
-from sekiops.blob import BACKENDS as BLOB_BACKENDS
-from sekiops.blob import open_blob_store
+from sekiops.blob import BACKENDS as BLOB_BACKENDS, open_blob_store
 from sekiops.errors import CorruptSnapshotError, UsageError
 from sekiops.format.record import SnapshotRow, check_service_id, utcnow
-from sekiops.state import BACKENDS as STATE_BACKENDS
-from sekiops.state import StateCapabilities, StateStore, open_state_store
+from sekiops.state import BACKENDS as STATE_BACKENDS, StateCapabilities, StateStore, open_state_store
 from sekiops.state.base import check_expected
 from sekiops.testing import StateStoreConformance
 
@@ -38,7 +36,7 @@ class ToyStateStore(StateStore):
             self._rows = _TABLES.setdefault(table, {})
 
     @classmethod
-    def from_url(cls, url: str, service_id: str = "default", **options) -> "ToyStateStore":
+    def from_url(cls, url: str, service_id: str = "default", **options) -> ToyStateStore:
         return cls(url.split("://", 1)[1], service_id)
 
     def _key(self, name, version):

@@ -12,14 +12,20 @@ import textwrap
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from sekiops.errors import (ConcurrencyConflictError, SekiopsError, StoreError, StoreUnavailableError,
-                            TombstonedError, UsageError)
+from sekiops.errors import (
+    ConcurrencyConflictError,
+    SekiopsError,
+    StoreError,
+    StoreUnavailableError,
+    TombstonedError,
+    UsageError,
+)
 from sekiops.format.record import SnapshotRow
 from sekiops.state import open_state_store
 from sekiops.state.postgres import PostgresStateStore, split_schema
@@ -225,7 +231,7 @@ def test_legacy_table_without_control_columns_or_time_zones(pg):
         assert first.token.startswith("u:")
         raw = admin.execute(f'SELECT "UpdatedAt" FROM "{schema}".dcb_multi_projection_states').fetchone()[0]
         assert raw.tzinfo is None and raw == first.updated_at.replace(tzinfo=None)  # UTC wall clock
-        assert abs((first.updated_at - datetime.now(timezone.utc)).total_seconds()) < 120
+        assert abs((first.updated_at - datetime.now(UTC)).total_seconds()) < 120
         second = put(store, row(s, events=11), b"b", expected=first)
         assert second.token != first.token
         with pytest.raises(ConcurrencyConflictError):
@@ -307,7 +313,7 @@ def test_timestamps_are_aware_utc_whatever_the_session_time_zone(pg):
         for value in (stored.created_at, stored.updated_at, got.created_at, got.updated_at):
             assert value.tzinfo is not None and value.utcoffset().total_seconds() == 0
         assert got.updated_at == stored.updated_at
-        assert got.updated_at.tzinfo == timezone.utc
+        assert got.updated_at.tzinfo == UTC
     finally:
         store.close()
 
@@ -579,7 +585,8 @@ def test_write_falls_back_to_appending_without_temp_privilege(postgres_server):
     suffix = uuid.uuid4().hex[:10]
     db, role, password = f"d_{suffix}", f"r_{suffix}", uuid.uuid4().hex
     ident = psycopg.sql.Identifier
-    admin.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(role), psycopg.sql.Literal(password)))
+    admin.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(role),
+                                                                             psycopg.sql.Literal(password)))
     admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(ident(db)))
     store = None
     try:

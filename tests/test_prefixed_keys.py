@@ -10,14 +10,12 @@ Sekiban's 16 ways, and never deletes a referenced prefixed blob.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import uuid
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -115,7 +113,8 @@ def test_the_512_character_limit_refuses_before_anything_is_written(tmp_path):
         root = tmp_path / f"blobs{prefix_len}"
         url = f"file://{root}?prefix={'t' * prefix_len}"
         state, blob = open_state_store(db), open_blob_store(url)
-        run = lambda: persist_stream(state, blob, io.BytesIO(STATE), projector_name=name,  # noqa: E731
+        run = lambda state=state, blob=blob: persist_stream(  # noqa: E731
+                                     state, blob, io.BytesIO(STATE), projector_name=name,
                                      projector_version=version, events_processed=1, last_sortable_unique_id=SLUI,
                                      options=PersistOptions(payload_threshold=100))
         if ok:

@@ -228,7 +228,8 @@ def test_restore_output_file_mode_follows_umask(tmp_path):
     state_url, blobs, _ = _small_store(tmp_path)
     old = os.umask(0o077)
     try:
-        restore(open_state_store(state_url), open_blob_store(str(blobs)), str(tmp_path / "o.json"), projector_name="Sec")
+        restore(open_state_store(state_url), open_blob_store(str(blobs)), str(tmp_path / "o.json"),
+                projector_name="Sec")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "o.json").stat().st_mode) == 0o600
@@ -373,7 +374,8 @@ def secret_scenarios(request, tmp_path):
     sid_pg, sid_cosmos, sid_az = ("sec-" + uuid.uuid4().hex[:8] for _ in range(3))
     _populate(pg.url, local, sid_pg, {})
     _populate(cosmos_url, local, sid_cosmos, {"COSMOS_KEY": cosmos.key})
-    _populate(sqlite_url, f"azblob://{container}", sid_az, {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
+    _populate(sqlite_url, f"azblob://{container}", sid_az,
+              {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
     bad_conn = (f"DefaultEndpointsProtocol=http;AccountName={azurite.account_name};AccountKey={ACCOUNT_KEY};"
                 f"BlobEndpoint={azurite.blob_endpoint};")
     sas_conn = (f"BlobEndpoint={azurite.blob_endpoint};"
@@ -449,7 +451,7 @@ def test_cli_never_shows_secrets(secret_scenarios, tmp_path, secret_state_file):
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = list(pool.map(lambda r: (r, _cli(r[1], env=r[2], timeout=120)), runs))
     failures = []
-    for (name, cmd, env, secrets), res in results:
+    for (name, cmd, _env, secrets), res in results:
         out = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
         what = f"{name}: sekiops {cmd[1]} (exit {res.returncode})"
         try:
@@ -470,7 +472,8 @@ def test_cli_commands_never_show_secrets_in_process(secret_scenarios, tmp_path, 
     caplog.set_level(logging.DEBUG)
     failures = []
     for name, extra_env, store_args, sid, secrets in secret_scenarios:
-        for k in ("COSMOS_KEY", "AZURE_STORAGE_CONNECTION_STRING", "SEKIOPS_STATE_URL", "SEKIOPS_BLOB_URL", "PGPASSWORD"):
+        for k in ("COSMOS_KEY", "AZURE_STORAGE_CONNECTION_STRING", "SEKIOPS_STATE_URL", "SEKIOPS_BLOB_URL",
+                  "PGPASSWORD"):
             monkeypatch.delenv(k, raising=False)
         for k, v in extra_env.items():
             monkeypatch.setenv(k, v)
@@ -722,7 +725,8 @@ def test_no_code_execution_on_data():
                     problems.append(f"{rel}:{node.lineno}: shell= in {name}")
             if name.startswith("subprocess.") and node.args and isinstance(node.args[0], (ast.Constant, ast.JoinedStr)):
                 problems.append(f"{rel}:{node.lineno}: {name} with a command string (use an argv list)")
-            if name in ("importlib.import_module", "import_module") and node.args and isinstance(node.args[0], ast.JoinedStr):
+            if (name in ("importlib.import_module", "import_module") and node.args
+                    and isinstance(node.args[0], ast.JoinedStr)):
                 problems.append(f"{rel}:{node.lineno}: import of a formatted module name")
     assert not problems, "\n".join(problems)
 
@@ -795,11 +799,13 @@ def test_sql_is_parameterised():
         for node in ast.walk(tree):
             # 1. formatted SQL text: only identifier material may be interpolated
             if isinstance(node, ast.JoinedStr):
-                literal = "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+                literal = "".join(v.value for v in node.values
+                                  if isinstance(v, ast.Constant) and isinstance(v.value, str))
                 if _SQL_WORDS.search(literal):
                     for fv in (v for v in node.values if isinstance(v, ast.FormattedValue)):
                         for n in ast.walk(fv.value):
-                            ident = n.id if isinstance(n, ast.Name) else (n.attr if isinstance(n, ast.Attribute) else None)
+                            ident = (n.id if isinstance(n, ast.Name)
+                                     else n.attr if isinstance(n, ast.Attribute) else None)
                             if ident and (ident in params.get(id(node), set()) or ident in _VALUE_NAMES):
                                 problems.append(f"{rel}:{node.lineno}: value {ident!r} formatted into SQL text")
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) \

@@ -11,8 +11,8 @@ URLs:
 Options (URL query or keyword arguments of :meth:`AzureBlobStore.from_url`): ``block_size``
 (a size: bytes, or e.g. ``8MiB``; default 4 MiB), ``concurrency`` (upload workers, default 2),
 ``api_version`` (default ``$SEKIOPS_AZURE_API_VERSION``, else the SDK's newest; Azurite 3.35
-knows up to ``2025-11-05`` and refuses newer ones unless started with ``--skipApiVersionCheck``), ``retries`` (default 3, short
-exponential backoff, so a dead endpoint fails within ~10-30 s).
+knows up to ``2025-11-05`` and refuses newer ones unless started with ``--skipApiVersionCheck``),
+``retries`` (default 3, short exponential backoff, so a dead endpoint fails within ~10-30 s).
 
 Writes are content addressed (``{name}/{sha256}.bin``). The bytes go up as blocks of
 ``block_size`` (``Put Block``) followed by one ``Put Block List`` with content type
@@ -35,14 +35,17 @@ import logging
 import os
 import re
 import secrets
+import socket
 import tempfile
 import threading
 from collections import deque
-from datetime import datetime, timezone
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -51,10 +54,8 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core import MatchConditions
 from azure.storage.blob import BlobServiceClient, ContentSettings, ExponentialRetry
 
-from ..units import format_bytes, parse_size
 from ..errors import (
     BlobChangedError,
     BlobNotFoundError,
@@ -70,6 +71,8 @@ from ..format.constants import PROVIDER_AZURE
 from ..format.keys import check_key, content_hash
 from ..streams import copy_hashing, read_full
 from ..timeouts import Timeouts, timeouts_for
+from ..units import format_bytes, parse_size
+from ..urls import redact
 from .base import BlobCapabilities, BlobInfo, BlobStore, BlobWrite, check_if_version
 
 log = logging.getLogger(__name__)
@@ -139,7 +142,7 @@ class AzureBlobStore(BlobStore):
     # --- construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "AzureBlobStore":
+    def from_url(cls, url: str, **options: Any) -> AzureBlobStore:
         parts = urlsplit(url)
         if parts.scheme.lower() != "azblob":
             raise UsageError(f"not an azblob:// URL: {_redact_url(url)!r}")
@@ -320,20 +323,21 @@ class AzureBlobStore(BlobStore):
                 log.debug("%s: %s already stored (%d bytes)", self.location, key, existing.size)
                 if self._touch(blob, key):
                     return BlobWrite(key, existing.size, expect_sha)
-                existing = None  # deleted between the HEAD and the touch: upload it again
-            # The caller's hint names an existing blob: make sure the stream really is those bytes.
-            start = _seek_start(stream)
-            n, digest = copy_hashing(stream, None)
-            self._check(key, expect_sha, expect_size, digest, n)
-            if n == existing.size and self._touch(blob, key):
-                return BlobWrite(key, n, digest)
-            # The stored blob's size contradicts its own key: it is damaged. Rewrite it.
-            if start is None:
-                raise IntegrityError(
-                    f"{self.location}: stored {key!r} has {existing.size} bytes, not the {n} its "
-                    f"hash names (damaged); write it again with a size hint or a seekable stream")
-            stream.seek(start)
-            expect_size = n
+                # deleted between the HEAD and the touch: upload it again (below)
+            else:
+                # The caller's hint names an existing blob: make sure the stream really is those bytes.
+                start = _seek_start(stream)
+                n, digest = copy_hashing(stream, None)
+                self._check(key, expect_sha, expect_size, digest, n)
+                if n == existing.size and self._touch(blob, key):
+                    return BlobWrite(key, n, digest)
+                # The stored blob's size contradicts its own key: it is damaged. Rewrite it.
+                if start is None:
+                    raise IntegrityError(
+                        f"{self.location}: stored {key!r} has {existing.size} bytes, not the {n} its "
+                        f"hash names (damaged); write it again with a size hint or a seekable stream")
+                stream.seek(start)
+                expect_size = n
         n, digest = self._upload_blocks(blob, stream, key, expect_sha, expect_size)
         return BlobWrite(key, n, digest)
 
@@ -442,7 +446,7 @@ class AzureBlobStore(BlobStore):
         certified fails: a snapshot about to point at it is never collected. False when the blob
         was deleted meanwhile (the caller uploads it again)."""
         try:
-            blob.set_blob_metadata({"sekiopswritten": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")})
+            blob.set_blob_metadata({"sekiopswritten": datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")})
             return True
         except ResourceNotFoundError as exc:
             self._real_404(exc, "touch", key)
@@ -510,10 +514,11 @@ class AzureBlobStore(BlobStore):
     def delete(self, key: str, *, if_version: str | None = None) -> bool:
         self._key(key)
         check_if_version(self, if_version)
-        condition = {} if if_version is None else {"etag": if_version,
-                                                    "match_condition": MatchConditions.IfNotModified}
         try:
-            self._container.delete_blob(key, **condition)
+            if if_version is None:
+                self._container.delete_blob(key)
+            else:
+                self._container.delete_blob(key, etag=if_version, match_condition=MatchConditions.IfNotModified)
             return True
         except ResourceNotFoundError as exc:
             self._real_404(exc, "delete", key)
@@ -555,7 +560,7 @@ class AzureBlobStore(BlobStore):
             except Exception:  # closing must never fail a caller
                 pass
 
-    def __enter__(self) -> "AzureBlobStore":
+    def __enter__(self) -> AzureBlobStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -668,9 +673,12 @@ def _client_kwargs(api_version: str | None, retries: int = RETRY_TOTAL,
     kw: dict[str, Any] = dict(
         max_single_get_size=DEFAULT_GET_SIZE,
         max_chunk_get_size=DEFAULT_GET_SIZE,
-        retry_policy=ExponentialRetry(initial_backoff=RETRY_INITIAL_BACKOFF,
-                                      increment_base=RETRY_INCREMENT_BASE, retry_total=retries,
-                                      random_jitter_range=RETRY_JITTER),
+        # The SDK annotates these as int but computes the delay in floats (get_backoff_time): the
+        # sub-second jitter and the 1.6 base are deliberate.
+        retry_policy=ExponentialRetry(initial_backoff=RETRY_INITIAL_BACKOFF,  # type: ignore[arg-type]
+                                      increment_base=RETRY_INCREMENT_BASE,  # type: ignore[arg-type]
+                                      retry_total=retries,
+                                      random_jitter_range=RETRY_JITTER),  # type: ignore[arg-type]
         connection_timeout=min(CONNECTION_TIMEOUT, timeouts.connect),
         read_timeout=timeouts.io,
     )
@@ -708,8 +716,6 @@ def _code(exc: Exception) -> str | None:
 
 def _cause(exc: BaseException) -> str:
     """A short, secret-free description of why a connection failed."""
-    import socket
-
     seen = set()
     cur: BaseException | None = exc
     chain = []
@@ -765,13 +771,9 @@ def _parse_int(value: Any, what: str) -> int:
 
 
 def _redact_url(url: str) -> str:
-    from ..urls import redact
-
     return redact(url.split("?", 1)[0]) + ("?***" if "?" in url else "")
 
 
 def _safe_value_error(exc: ValueError) -> str:
-    from ..urls import redact
-
     text = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return text[:200]

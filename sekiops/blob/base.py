@@ -12,10 +12,13 @@ What a backend can do beyond the core is declared in :class:`BlobCapabilities`, 
 from __future__ import annotations
 
 import abc
+import builtins
 import dataclasses
+from collections.abc import Iterator
 from datetime import datetime
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
+from ..errors import BlobNotFoundError, StoreMissingError, UsageError
 from ..format import keys
 
 
@@ -121,15 +124,15 @@ class BlobStore(abc.ABC):
         """Up to ``length`` bytes of the blob from ``offset`` (``capabilities.range_reads``)."""
         raise NotImplementedError(f"{type(self).__name__} declares no range reads")
 
-    def local_paths(self) -> list[str]:
+    def local_paths(self) -> builtins.list[str]:  # list: the method above, in this class
         """Directories of this machine the store keeps blobs in (the local store's root): an
         output must never be written inside them."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default, not abstract: stores without clients keep it
         """Release clients; idempotent."""
 
-    def __enter__(self) -> "BlobStore":
+    def __enter__(self) -> BlobStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -139,8 +142,6 @@ class BlobStore(abc.ABC):
 def check_if_version(store: BlobStore, if_version: str | None) -> None:
     """Refuse a conditional delete on a store that cannot do one atomically."""
     if if_version is not None and not store.capabilities.conditional_delete:
-        from ..errors import UsageError
-
         raise UsageError(f"{store.location} cannot delete conditionally"
                          + (f": {store.capabilities.conditional_delete_note}"
                             if store.capabilities.conditional_delete_note else ""))
@@ -158,8 +159,6 @@ class AbsentBlobStore(BlobStore):
         self._shape = shape
 
     def _absent(self):
-        from ..errors import StoreMissingError
-
         raise StoreMissingError(f"{self.location} does not exist yet; `migrate run --execute` creates it",
                                 shape=self._shape)
 
@@ -170,8 +169,6 @@ class AbsentBlobStore(BlobStore):
         self._absent()
 
     def open_read(self, key):
-        from ..errors import BlobNotFoundError
-
         raise BlobNotFoundError(f"blob {key!r} not found: {self.location} does not exist yet")
 
     def stat(self, key):

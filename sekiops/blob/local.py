@@ -16,18 +16,29 @@ process that died mid-delete is put back by the next process that opens the stor
 
 from __future__ import annotations
 
+import builtins
 import errno
 import fcntl
 import os
 import secrets
+import shutil
 import stat as stat_mod
 import time
-from datetime import datetime, timezone
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from ..errors import (BlobChangedError, BlobNotFoundError, IntegrityError, StoreError, StoreMissingError,
-                      StoreUnavailableError, UnsafeKeyError, os_reason)
+from ..errors import (
+    BlobChangedError,
+    BlobNotFoundError,
+    IntegrityError,
+    StoreError,
+    StoreMissingError,
+    StoreUnavailableError,
+    UnsafeKeyError,
+    os_reason,
+)
 from ..format.constants import PROVIDER_LOCAL
 from ..format.keys import check_key, content_hash
 from ..lockfiles import remove_if_unlocked
@@ -76,7 +87,9 @@ def key_to_parts(key: str) -> list[str]:
 
 
 def _pieces(seg: str) -> list[str]:
-    pieces, cur, size = [], [], 0
+    pieces: list[str] = []
+    cur: list[str] = []
+    size = 0
     for ch in seg:
         n = len(ch.encode("utf-8"))
         if size + n > PIECE_BYTES:
@@ -116,7 +129,7 @@ def _version(st: os.stat_result) -> str:
 
 
 def _info(key: str, st: os.stat_result) -> BlobInfo:
-    return BlobInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc), _version(st))
+    return BlobInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), _version(st))
 
 
 class LocalBlobStore(BlobStore):
@@ -141,7 +154,7 @@ class LocalBlobStore(BlobStore):
         self._reclaim_quarantine()
 
     @classmethod
-    def from_url(cls, url: str, create: bool = True) -> "LocalBlobStore":
+    def from_url(cls, url: str, create: bool = True) -> LocalBlobStore:
         if url.startswith("file://"):
             parts = urlsplit(url)
             if parts.netloc not in ("", "localhost"):
@@ -405,7 +418,7 @@ class LocalBlobStore(BlobStore):
             pass
         os.unlink(held)
 
-    def local_paths(self) -> list[str]:
+    def local_paths(self) -> builtins.list[str]:  # list: the method above, in this class
         return [self.root]
 
     def __repr__(self) -> str:
@@ -418,8 +431,6 @@ def _may_hold(folder_key: str, prefix: str) -> bool:
 
 
 def _rmtree_quiet(folder: str) -> None:
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -6,8 +6,9 @@ import hashlib
 import io
 import itertools
 import threading
-from datetime import datetime, timezone
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import BinaryIO
 
 from ..errors import BlobChangedError, BlobNotFoundError, IntegrityError
 from ..format.constants import PROVIDER_MEMORY
@@ -15,7 +16,7 @@ from ..format.keys import check_key, content_hash
 from ..urls import blob_prefix
 from .base import BlobCapabilities, BlobInfo, BlobStore, BlobWrite, check_if_version
 
-_INSTANCES: dict[str, "MemoryBlobStore"] = {}
+_INSTANCES: dict[str, MemoryBlobStore] = {}
 _LOCK = threading.Lock()
 _VERSIONS = itertools.count(1)
 
@@ -33,7 +34,7 @@ class MemoryBlobStore(BlobStore):
             self.provider = provider
 
     @classmethod
-    def from_url(cls, url: str, create: bool = True) -> "MemoryBlobStore":
+    def from_url(cls, url: str, create: bool = True) -> MemoryBlobStore:
         name = url.split("://", 1)[1].split("?", 1)[0].strip("/") or "default"
         with _LOCK:
             shared = _INSTANCES.setdefault(name, cls(name))
@@ -66,7 +67,7 @@ class MemoryBlobStore(BlobStore):
 
     def _put(self, key: str, data: bytes, digest: str, when: datetime | None = None) -> BlobWrite:
         with self._lock:
-            self._blobs[key] = (data, when or datetime.now(timezone.utc), str(next(_VERSIONS)))
+            self._blobs[key] = (data, when or datetime.now(UTC), str(next(_VERSIONS)))
         return BlobWrite(key, len(data), digest)
 
     def put_raw(self, key: str, data: bytes, when: datetime | None = None) -> None:

@@ -52,18 +52,29 @@ import re
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Any, BinaryIO, Iterator
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from .. import aws
-from ..units import format_bytes, parse_size
-from ..errors import (BlobChangedError, BlobNotFoundError, IntegrityError, SekiopsError, SpoolError, StoreError,
-                      StoreUnavailableError, UnsafeKeyError, UsageError)
+from ..errors import (
+    BlobChangedError,
+    BlobNotFoundError,
+    IntegrityError,
+    SekiopsError,
+    SpoolError,
+    StoreError,
+    StoreUnavailableError,
+    UnsafeKeyError,
+    UsageError,
+)
 from ..format.constants import PROVIDER_S3
 from ..format.keys import check_key, content_hash
 from ..streams import copy_hashing, read_full
+from ..units import format_bytes, parse_size
 from ..urls import query_flags, redact
 from .base import BlobCapabilities, BlobInfo, BlobStore, BlobWrite, check_if_version
 
@@ -151,7 +162,7 @@ class S3BlobStore(BlobStore):
         self.capabilities = self._capabilities()
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "S3BlobStore":
+    def from_url(cls, url: str, **options: Any) -> S3BlobStore:
         parts = urlsplit(url)
         if parts.scheme.lower() != "s3":
             raise UsageError(f"not an s3:// URL: {redact(url)!r}")
@@ -171,13 +182,14 @@ class S3BlobStore(BlobStore):
         unknown = set(query) - set(OWN_OPTIONS) - set(aws.COMMON_OPTIONS)
         settings = aws.settings_from(url, options, location)
         prefix = options.pop("prefix", "") or ""
-        sse = str(options.pop("sse", "AES256") or "AES256").strip()
-        if sse.lower() in ("none", "off", "false"):
+        sse_option = str(options.pop("sse", "AES256") or "AES256").strip()
+        sse: str | None
+        if sse_option.lower() in ("none", "off", "false"):
             sse = None
-        elif sse.upper() == "AES256":
+        elif sse_option.upper() == "AES256":
             sse = "AES256"
         else:
-            raise UsageError(f"{location}: sse={sse!r}: use AES256 (default) or none")
+            raise UsageError(f"{location}: sse={sse_option!r}: use AES256 (default) or none")
         part_size = parse_size(options.pop("part_size", DEFAULT_PART_SIZE), what="s3 option part_size")
         try:
             concurrency = int(options.pop("concurrency", DEFAULT_CONCURRENCY))
@@ -213,7 +225,8 @@ class S3BlobStore(BlobStore):
         if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
             return StoreError(f"{where}: the bucket is in another region ({aws.tag(exc)}); set ?region=")
         if code == "InvalidObjectState":
-            return StoreError(f"{where}: the object is archived ({aws.tag(exc)}); restore it from its storage class first")
+            return StoreError(f"{where}: the object is archived ({aws.tag(exc)}); "
+                              "restore it from its storage class first")
         return StoreError(f"{where}: refused ({aws.tag(exc)})")
 
     def _real_404(self, exc: BaseException, what: str, key: str) -> None:
@@ -409,7 +422,7 @@ class S3BlobStore(BlobStore):
         source: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if head.get("VersionId") not in (None, "", "null") and self.versioned:
             source["VersionId"] = head["VersionId"]
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         try:
             self._run("touch", key, lambda: self._client.copy_object(
                 Bucket=self.bucket, Key=key, CopySource=source, MetadataDirective="REPLACE",
@@ -588,8 +601,8 @@ class S3BlobStore(BlobStore):
         marker: dict[str, str] = {}
         while True:
             try:
-                page = self._run("list versions of", key, lambda: self._client.list_object_versions(
-                    Bucket=self.bucket, Prefix=key, **marker))
+                page = self._run("list versions of", key, partial(self._client.list_object_versions,
+                                                                  Bucket=self.bucket, Prefix=key, **marker))
             except ClientError as exc:
                 raise self._error(exc, "list versions of", key) from None
             entries = [dict(v, deleteMarker=False) for v in page.get("Versions") or []]
@@ -605,7 +618,7 @@ class S3BlobStore(BlobStore):
             marker = {"KeyMarker": page.get("NextKeyMarker") or "",
                       "VersionIdMarker": page.get("NextVersionIdMarker") or ""}
         # One key's versions come newest first within a page; sort across pages to be sure.
-        floor = datetime.min.replace(tzinfo=timezone.utc)
+        floor = datetime.min.replace(tzinfo=UTC)
         out.sort(key=lambda e: (bool(e.get("IsLatest")), e.get("LastModified") or floor), reverse=True)
         return out
 
@@ -661,8 +674,8 @@ class S3BlobStore(BlobStore):
             marker: dict[str, str] = {}
             while True:
                 try:
-                    page = self._run("list", prefix or "(all)", lambda: self._client.list_object_versions(
-                        Bucket=self.bucket, Prefix=prefix, **marker))
+                    page = self._run("list", prefix or "(all)", partial(self._client.list_object_versions,
+                                                                        Bucket=self.bucket, Prefix=prefix, **marker))
                 except ClientError as exc:
                     raise self._error(exc, "list", prefix or "(all)") from None
                 for v in page.get("Versions") or []:
@@ -675,8 +688,8 @@ class S3BlobStore(BlobStore):
         token: dict[str, str] = {}
         while True:
             try:
-                page = self._run("list", prefix or "(all)", lambda: self._client.list_objects_v2(
-                    Bucket=self.bucket, Prefix=prefix, **token))
+                page = self._run("list", prefix or "(all)", partial(self._client.list_objects_v2,
+                                                                    Bucket=self.bucket, Prefix=prefix, **token))
             except ClientError as exc:
                 raise self._error(exc, "list", prefix or "(all)") from None
             for o in page.get("Contents") or []:

@@ -7,6 +7,9 @@ import sys
 from ..units import DURATION_FORMS, SIZE_FORMS
 from .main import duration_type
 
+# The command's implementation (sekiops.ops, the pipelines, the stores) is imported inside its
+# function: every command module loads to build the parser, and `sekiops --help` needs none of it.
+
 
 def register(sub) -> None:
     p = sub.add_parser(

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+from ..units import format_duration, parse_size
+
+# The command's implementation (sekiops.ops, the pipelines, the stores) is imported inside its
+# function: every command module loads to build the parser, and `sekiops --help` needs none of it.
 
 
 def register(sub) -> None:
@@ -23,10 +29,9 @@ def register(sub) -> None:
 
 def run_demo(args) -> int:
     from ..ops.demo import headline_table, memory_lines, next_steps, run_demo as demo
-    from ..units import format_duration, parse_size
 
-    result = demo(args.dir, size=parse_size(args.size, what="--size", allow_zero=False), notebooks=not args.no_notebooks,
-                  progress=lambda m: print(m, file=sys.stderr, flush=True))
+    result = demo(args.dir, size=parse_size(args.size, what="--size", allow_zero=False),
+                  notebooks=not args.no_notebooks, progress=lambda m: print(m, file=sys.stderr, flush=True))
     dep = result.deployment
     print(f"\nsekiops demo: done in {format_duration(result.seconds)}")
     print(f"deployment : {dep.state_url}  blobs: {dep.blob_url}")
@@ -37,7 +42,7 @@ def run_demo(args) -> int:
     cells = headline_table(result.table)
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print("(sizes in binary units: 1 MiB = 1,048,576 bytes; the modelled path is not timed: its time would be "
           "Python's, not .NET's)")
     for line in memory_lines(result.table):
@@ -55,8 +60,7 @@ def run_demo(args) -> int:
 def _how_to_call() -> tuple[str | None, str]:
     """(a line that puts ``sekiops`` on PATH or None, the command to type): ``source .venv/bin/activate``
     when this interpreter is a virtual environment whose ``sekiops`` is not the one on PATH."""
-    import os
-    import shlex
+    import shlex  # here, not at the top: every command module loads to build the parser
     import shutil
 
     mine = os.path.join(sys.prefix, "bin", "sekiops")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
+# The command's implementation (sekiops.ops, the pipelines, the stores) is imported inside its
+# function: every command module loads to build the parser, and `sekiops --help` needs none of it.
+
 
 def register(sub) -> None:
     p = sub.add_parser(

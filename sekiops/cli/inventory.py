@@ -6,7 +6,12 @@ import argparse
 import json
 import sys
 
+from ..errors import UsageError
+from ..units import format_bytes, format_count
 from .main import SIZE_HELP, add_store_args, open_stores, size_type
+
+# The command's implementation (sekiops.ops, the pipelines, the stores) is imported inside its
+# function: every command module loads to build the parser, and `sekiops --help` needs none of it.
 
 #: the table: who, and where the bytes are (envelope in the row or a blob, payload inline or in
 #: a blob, its stored and original size, the blob holding the bulk), then the raised flags
@@ -49,7 +54,6 @@ def register(sub) -> None:
 
 
 def run_inventory(args) -> int:
-    from ..errors import UsageError
     from ..ops.inventory import COLUMNS, FLAG_COLUMNS, RestoreLimits, inventory_records
 
     if args.page_size < 1:
@@ -65,7 +69,7 @@ def run_inventory(args) -> int:
         if args.format == "json":
             _json(records)
         elif args.format == "csv":
-            import csv
+            import csv  # here, not at the top: every command module loads to build the parser
 
             w = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
             w.writeheader()
@@ -109,8 +113,6 @@ def _json(records) -> None:
 
 
 def _cell(field: str, value) -> str:
-    from ..units import format_bytes, format_count
-
     if value is None or value == "":
         return "–"
     if field in SIZE_FIELDS:
@@ -131,7 +133,8 @@ def _table(records: list[dict], cols: list[tuple[str, str]]) -> None:
     right = {i for i, (field, _) in enumerate(cols) if field in SIZE_FIELDS or field == "eventsProcessed"}
 
     def line(values):
-        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w)
+                         for i, (v, w) in enumerate(zip(values, widths, strict=True)))
 
     print(line([title for _, title in cols]).rstrip())
     for row in cells:

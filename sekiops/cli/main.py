@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+
+from .. import __version__
+from ..errors import Interrupted, SekiopsError
+from ..pipeline.outputs import completed
+from ..units import parse_seconds, parse_size
+from ..urls import redact
 
 COMMAND_MODULES = [
     "sekiops.cli.snapshot",
@@ -34,8 +41,6 @@ class _UsageExit(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = _Parser(prog="sekiops", description=(
         "Operate Sekiban multi-projection snapshots: streaming persist and restore, inventories, "
         "audits, guarded migrations, memory metrics. Stores are URLs (see --help of each command); "
@@ -50,16 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _raise_interrupted(signum, frame) -> None:
-    from ..errors import Interrupted
-
     raise Interrupted(signum)
 
 
 def _install_signal_handlers() -> dict:
     """SIGTERM and SIGHUP raise like SIGINT does, so the same cleanup runs (partial outputs and
     temp files removed); returns the previous handlers."""
-    import signal
-
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         try:
@@ -70,13 +71,10 @@ def _install_signal_handlers() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
     previous = _install_signal_handlers()
     try:
         return _main(argv)
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM/SIGHUP as Interrupted
-        from ..pipeline.outputs import completed
 
         signum = getattr(exc, "signum", signal.SIGINT)
         name = signal.Signals(signum).name
@@ -93,13 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from ..errors import SekiopsError
-    from ..urls import redact
-
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        import logging
+        import logging  # after parsing: --help, --version and usage errors do without it (~9 ms)
 
         # SDK loggers (azure, urllib3, boto) would print multi-line warnings before our one error
         # line; botocore's debug records also show request headers (signatures).
@@ -147,9 +142,6 @@ def add_store_args(p: argparse.ArgumentParser, blob: bool = True) -> None:
 
 def size_type(what: str):
     """argparse ``type=`` for sizes: ``500MB``, ``4GiB``, ``1_560_576`` (sekiops.units)."""
-    from ..errors import SekiopsError
-    from ..units import parse_size
-
     def parse(text: str) -> int:
         try:
             return parse_size(text, what=what)
@@ -162,9 +154,6 @@ def size_type(what: str):
 
 def duration_type(what: str):
     """argparse ``type=`` for durations, in seconds: ``90s``, ``30m``, ``24h``, ``7d``, ``3600``."""
-    from ..errors import SekiopsError
-    from ..units import parse_seconds
-
     def parse(text: str) -> float:
         try:
             return parse_seconds(text, what=what)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import GuardRefusedError
+from ..units import format_bytes
 from .main import DURATION_HELP, SIZE_HELP, add_store_args, duration_type, print_json, size_type
+
+# The command's implementation (sekiops.ops, the pipelines, the stores) is imported inside its
+# function: every command module loads to build the parser, and `sekiops --help` needs none of it.
 
 KINDS = ("offload", "reencode", "copy", "gc-blobs", "rekey")
 SHOWN_ITEMS = 50
@@ -22,7 +27,8 @@ def register(sub) -> None:
 
     plan = msub.add_parser("plan", help="show what a migration would change (reads only)",
                            description="Print what the migration would change: rows, bytes moved, bytes "
-                           "freed in the row store, estimated time (and Cosmos DB request units when Cosmos is involved). Writes nothing.")
+                           "freed in the row store, estimated time (and Cosmos DB request units when Cosmos is "
+                           "involved). Writes nothing.")
     _migration_args(plan)
     plan.set_defaults(func=run_plan_command)
 
@@ -110,8 +116,6 @@ def _open_and_plan(args, create: bool = False):
 
 
 def run_plan_command(args) -> int:
-    from ..errors import GuardRefusedError
-
     ep, plan = _open_and_plan(args)
     ep.close()
     _print_plan(plan, args.format)
@@ -165,8 +169,6 @@ def _options(args, **kw):
 
 
 def _report(result, plan, fmt: str) -> int:
-    from ..errors import GuardRefusedError
-
     if fmt == "json":
         print_json({"plan": plan.to_dict() if plan is not None else None, "result": result.to_dict()})
     else:
@@ -195,8 +197,6 @@ def _print_plan(plan, fmt: str) -> None:
     for line in plan.summary_lines():
         print(line)
     if plan.items:
-        from ..units import format_bytes
-
         cols = [("action", 16), ("envelope", 8), ("payload", 7), ("stored", 10), ("row after", 10),
                 ("blob bytes", 10), ("item", 0)]
         print("  ".join(f"{c:<{w}}" if w else c for c, w in cols))
@@ -204,7 +204,7 @@ def _print_plan(plan, fmt: str) -> None:
             vals = [i.action, "blob" if i.placement == "blob" else ("row" if i.placement == "inline" else "-"),
                     i.payload_location, format_bytes(i.stored_bytes), format_bytes(i.inline_after),
                     format_bytes(i.upload_bytes or i.delete_bytes), i.item]
-            print("  ".join(f"{v:<{w}}" if w else v for v, (_, w) in zip(vals, cols)))
+            print("  ".join(f"{v:<{w}}" if w else v for v, (_, w) in zip(vals, cols, strict=True)))
             for flag in i.flags:
                 print(f"    ! {flag}")
         if len(plan.items) > SHOWN_ITEMS:

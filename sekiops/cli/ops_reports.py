@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import UsageError
+from ..urls import STATE_URL_ENV, resolve
 from .main import DURATION_HELP, add_store_args, duration_type, open_stores, print_json
+
+# The command's implementation (sekiops.ops, the pipelines, the stores) is imported inside its
+# function: every command module loads to build the parser, and `sekiops --help` needs none of it.
 
 
 def register(sub) -> None:
@@ -75,10 +80,8 @@ def run_anatomy(args) -> int:
 
 
 def run_audit(args) -> int:
-    from ..errors import UsageError
     from ..ops.audit import audit_orphans, summary_lines
     from ..state import open_state_store
-    from ..urls import STATE_URL_ENV, resolve
 
     state, blob = open_stores(args, blob=True, create=False)
     opened = []

@@ -8,7 +8,11 @@ from __future__ import annotations
 import math
 import os
 
+from ..errors import UsageError
 from .main import DURATION_HELP, SIZE_HELP, duration_type
+
+# The command's implementation (sekiops.ops, the pipelines, the stores) is imported inside its
+# function: every command module loads to build the parser, and `sekiops --help` needs none of it.
 
 
 def register(sub) -> None:
@@ -54,7 +58,6 @@ def register(sub) -> None:
 
 
 def run_incident(args) -> int:
-    from ..errors import UsageError
     from ..ops.incident.render import analyse_for_report, render_incident_report
 
     out = os.path.abspath(args.out)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..format.constants import PAYLOAD_OFFLOAD_THRESHOLD
 from .main import SIZE_HELP, add_store_args, open_stores, print_json, size_type
+
+# The command's implementation (sekiops.ops, the pipelines, the stores) is imported inside its
+# function: every command module loads to build the parser, and `sekiops --help` needs none of it.
 
 
 def register(sub) -> None:
@@ -80,7 +84,6 @@ def _threads(text: str) -> int:
 
 
 def run_persist(args) -> int:
-    from ..format.constants import PAYLOAD_OFFLOAD_THRESHOLD
     from ..pipeline.persist import PersistOptions, persist_stream
 
     source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")

@@ -12,12 +12,12 @@ import binascii
 import dataclasses
 import io
 import math
-from typing import BinaryIO
+from typing import Any
 
 from ..errors import CorruptSnapshotError
+from ..streams import BinaryFile, Readable, Writable, buffered, read_full
 from .constants import GZIP_MAGIC
 from .jsonstream import BudgetExceeded, JsonStreamReader, StringSink
-from ..streams import buffered, read_full
 from .payload import GzipDecodingReader
 
 B64_CHUNK = 3 * 256 * 1024  # raw bytes per Base64 write: a multiple of 3, so no padding mid-string
@@ -85,7 +85,7 @@ class Envelope:
 class _Base64Sink:
     """Decodes streamed Base64 text in 4-character groups into ``out``."""
 
-    def __init__(self, out: BinaryIO | None, where: str, before_first=None):
+    def __init__(self, out: BinaryFile | None, where: str, before_first=None):
         self._out = out
         self._before_first = before_first
         self._rest = b""
@@ -120,7 +120,7 @@ class _Base64Sink:
                 f"{self._where}: payloadBase64 length is not a multiple of 4 (truncated Base64)")
 
 
-def read_envelope(stream: BinaryIO, where: str, payload_sink: BinaryIO | None = None,
+def read_envelope(stream: Readable, where: str, payload_sink: BinaryFile | None = None,
                   max_bytes: int | None = None, max_envelope: int | None = None) -> Envelope:
     """Decode an envelope from ``stream``; inline payload bytes are written to ``payload_sink``.
 
@@ -135,16 +135,16 @@ def read_envelope(stream: BinaryIO, where: str, payload_sink: BinaryIO | None = 
     if gzipped:
         src = io.BufferedReader(GzipDecodingReader(src, f"{where} (v9 gzip envelope)", limit=max_envelope), 1 << 20)
 
-    sinks: dict[str, object] = {}
+    sinks: dict[str, Any] = {}  # the Base64 sink, the JSON sink and where the JSON started
 
     def stream_at(path):
         # Sekiban's rule: a non-empty payloadBase64 wins over payloadJson, whatever their order.
         if len(path) != 2 or path[0] != "inlinestate" or path[1] not in ("payloadbase64", "payloadjson"):
             return None
         if path[1] == "payloadbase64":
-            b64 = _Base64Sink(payload_sink, where, before_first=lambda: _drop_json(sinks, payload_sink, where))
-            sinks["base64"] = b64
-            return StringSink(b64.write, fast_escapes=True)
+            b64_sink = _Base64Sink(payload_sink, where, before_first=lambda: _drop_json(sinks, payload_sink, where))
+            sinks["base64"] = b64_sink
+            return StringSink(b64_sink.write, fast_escapes=True)
         b64 = sinks.get("base64")
         if payload_sink is None or (b64 is not None and b64.decoded):
             sink = StringSink(lambda data: None)
@@ -305,9 +305,9 @@ def dotnet_json_string(value: str | None) -> str:
         elif o < 0x20 or o > 0x7E or ch in _ESCAPED:
             if o > 0xFFFF:
                 o -= 0x10000
-                out.append("\\u%04X\\u%04X" % (0xD800 + (o >> 10), 0xDC00 + (o & 0x3FF)))
+                out.append(f"\\u{0xD800 + (o >> 10):04X}\\u{0xDC00 + (o & 0x3FF):04X}")
             else:
-                out.append("\\u%04X" % o)
+                out.append(f"\\u{o:04X}")
         else:
             out.append(ch)
     out.append('"')
@@ -325,7 +325,7 @@ def _meta_json(meta: EnvelopeMeta) -> str:
             f'"isSafeState":{"true" if meta.is_safe_state else "false"}')
 
 
-def write_inline_envelope(out: BinaryIO, meta: EnvelopeMeta, payload: BinaryIO, payload_length: int) -> int:
+def write_inline_envelope(out: Writable, meta: EnvelopeMeta, payload: Readable, payload_length: int) -> int:
     """Write a v10 inline envelope, Base64-encoding ``payload_length`` bytes of ``payload`` in chunks.
 
     Returns the number of envelope bytes written.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO, NoReturn
 
 from ..errors import CorruptSnapshotError
 
@@ -103,7 +104,7 @@ class JsonStreamReader:
             self._buf += data
         return True
 
-    def _fail(self, what: str):
+    def _fail(self, what: str) -> NoReturn:
         raise CorruptSnapshotError(f"{self._where}: invalid JSON at byte {self.position}: {what}")
 
     def _peek(self) -> int:
@@ -111,7 +112,9 @@ class JsonStreamReader:
             buf = self._buf
             pos = self._pos
             if pos < len(buf) and buf[pos] in _WS:
-                pos = _WS_RUN.match(buf, pos).end()
+                ws = _WS_RUN.match(buf, pos)
+                assert ws is not None  # the pattern matches the empty string
+                pos = ws.end()
                 self._pos = pos
             if pos < len(buf):
                 return buf[pos]
@@ -128,7 +131,9 @@ class JsonStreamReader:
     def parse_document(self):
         value = self._value((), 0)
         while True:  # only whitespace may follow; errors of the source (truncated gzip) propagate
-            self._pos = _WS_RUN.match(self._buf, self._pos).end()
+            ws = _WS_RUN.match(self._buf, self._pos)
+            assert ws is not None  # the pattern matches the empty string
+            self._pos = ws.end()
             if self._pos < len(self._buf):
                 self._fail("unexpected data after the JSON document")
             if not self._fill():

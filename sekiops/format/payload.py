@@ -11,11 +11,12 @@ import dataclasses
 import hashlib
 import io
 import os
+import types
 import zlib
 from typing import BinaryIO
 
 from ..errors import CorruptSnapshotError, UsageError
-from ..streams import buffered
+from ..streams import Readable, Writable, buffered
 from .constants import GZIP_MAGIC
 
 CHUNK = 1024 * 1024
@@ -24,7 +25,7 @@ CHUNK = 1024 * 1024
 @dataclasses.dataclass(frozen=True)
 class GzipBackend:
     name: str
-    module: object
+    module: types.ModuleType  # zlib, or a zlib-compatible module (isal_zlib, zlib_ng)
     #: The backend's level that matches .NET's CompressionLevel.Fastest in spirit.
     fast_level: int
 
@@ -91,7 +92,7 @@ class PayloadEncoder(io.RawIOBase):
     another thread). ``finish()`` flushes the gzip trailer and returns the stats.
     """
 
-    def __init__(self, out: BinaryIO, backend: GzipBackend | None = None, level: int | None = None,
+    def __init__(self, out: Writable, backend: GzipBackend | None = None, level: int | None = None,
                  compress: bool = True, hash_output: bool = True):
         self._out = out
         self._comp = (backend or gzip_backend()).compressobj(level) if compress else None
@@ -198,7 +199,7 @@ class GzipDecodingReader(io.RawIOBase):
         return self.read()
 
 
-def open_payload(src: BinaryIO, where: str, limit: int | None = None,
+def open_payload(src: Readable, where: str, limit: int | None = None,
                  backend: GzipBackend | None = None) -> tuple[BinaryIO, bool]:
     """The stored payload as a stream of JSON bytes, and whether it was gzip.
 

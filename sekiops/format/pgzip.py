@@ -109,7 +109,7 @@ class BlockGzipEncoder:
             self._inflight.clear()
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "BlockGzipEncoder":
+    def __enter__(self) -> BlockGzipEncoder:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -137,7 +137,8 @@ class BlockGzipEncoder:
 def _deflate_block(backend: GzipBackend, level: int, block: bytes, zdict: bytes) -> tuple[bytes, int, int]:
     """Raw deflate of one block, primed with ``zdict``, ended by a sync flush; and its CRC-32."""
     mod = backend.module
-    comp = mod.compressobj(level, zlib.DEFLATED, -15, zdict=zdict) if zdict else mod.compressobj(level, zlib.DEFLATED, -15)
+    comp = (mod.compressobj(level, zlib.DEFLATED, -15, zdict=zdict) if zdict
+            else mod.compressobj(level, zlib.DEFLATED, -15))
     out = comp.compress(block) + comp.flush(zlib.Z_SYNC_FLUSH)
     return out, mod.crc32(block), len(block)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta
 
 from ..errors import UsageError
 from .constants import BUILD_SOURCE_MAX, LIFECYCLE_ACTIVE, LIFECYCLE_TOMBSTONED, PAYLOAD_TYPE
@@ -27,7 +27,7 @@ def check_projector(name: str, version: str) -> None:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ class SnapshotRow:
             return self.state_length
         return self.original_size_bytes or None
 
-    def replace(self, **changes) -> "SnapshotRow":
+    def replace(self, **changes) -> SnapshotRow:
         return dataclasses.replace(self, **changes)
 
     def validate_for_write(self) -> None:
@@ -92,12 +92,12 @@ class SnapshotRow:
 
 # --- .NET round-trip timestamps and SortableUniqueIds -------------------------------------------
 
-_DOTNET_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
+_DOTNET_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
 
 def format_dotnet_timestamp(value: datetime) -> str:
     """``2026-02-25T10:00:00.0000000Z``: the .NET round-trip ("O") form, UTC, 7 fraction digits."""
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     return f"{value.year:04d}-" + value.strftime("%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}0Z"
 
 
@@ -106,7 +106,7 @@ def parse_timestamp(text: str | None) -> datetime | None:
     if text is None or text == "":
         return None
     if isinstance(text, datetime):
-        return text if text.tzinfo else text.replace(tzinfo=timezone.utc)
+        return text if text.tzinfo else text.replace(tzinfo=UTC)
     s = str(text).strip()
     m = re.match(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$", s)
     if not m:
@@ -114,12 +114,12 @@ def parse_timestamp(text: str | None) -> datetime | None:
     date, clock, frac, tz = m.groups()
     micro = (frac or "0")[:6].ljust(6, "0")
     tzs = "+00:00" if tz in (None, "Z") else (tz if ":" in tz else tz[:3] + ":" + tz[3:])
-    return datetime.fromisoformat(f"{date}T{clock}.{micro}{tzs}").astimezone(timezone.utc)
+    return datetime.fromisoformat(f"{date}T{clock}.{micro}{tzs}").astimezone(UTC)
 
 
 def sortable_unique_id(when: datetime, suffix: int = 0) -> str:
     """A 30-digit SortableUniqueId: 19-digit .NET ticks then 11 digits."""
-    delta = when.astimezone(timezone.utc) - _DOTNET_EPOCH
+    delta = when.astimezone(UTC) - _DOTNET_EPOCH
     ticks = (delta.days * 86_400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
     return f"{ticks:019d}{suffix % 10**11:011d}"
 
@@ -128,7 +128,6 @@ def sortable_unique_id_time(value: str) -> datetime | None:
     """The time encoded in a SortableUniqueId, or None when it is not one."""
     if not isinstance(value, str) or len(value) != 30 or not value.isdigit():
         return None
-    from datetime import timedelta
 
     try:
         return _DOTNET_EPOCH + timedelta(microseconds=int(value[:19]) // 10)

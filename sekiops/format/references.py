@@ -21,9 +21,10 @@ through a streaming gunzip.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import zlib
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from ..errors import CorruptSnapshotError
 
@@ -90,7 +91,7 @@ class _Tokens:
         self._offset = 0
         self._eof = False
 
-    def fail(self, what: str):
+    def fail(self, what: str) -> NoReturn:
         raise CorruptSnapshotError(f"{self._where}: undecodable envelope at byte {self._offset + self._pos}: {what}")
 
     def _fill(self) -> bool:
@@ -108,7 +109,9 @@ class _Tokens:
     def peek(self) -> int | None:
         """The next non-whitespace byte (not consumed), or None at the end."""
         while True:
-            self._pos = _WS.match(self._buf, self._pos).end()
+            ws = _WS.match(self._buf, self._pos)
+            assert ws is not None  # the pattern matches the empty string
+            self._pos = ws.end()
             if self._pos < len(self._buf):
                 return self._buf[self._pos]
             if not self._fill():
@@ -144,7 +147,7 @@ class _Tokens:
         """The string at the cursor (opening quote consumed): its text when ``keep`` and short
         enough, else None (walked and dropped). Escapes, control characters and UTF-8 are
         checked either way."""
-        kept: list[bytes] = [] if keep else None  # type: ignore[assignment]
+        kept: list[bytes] | None = [] if keep else None
         size = 0
         carry = b""  # an incomplete UTF-8 sequence at a chunk's end
         while True:
@@ -184,7 +187,6 @@ class _Tokens:
                 raw = b"".join(kept)
                 if b"\\" not in raw:
                     return raw.decode("utf-8")
-                import json
 
                 return json.loads(b'"' + raw + b'"')
             if not self._fill():
@@ -265,6 +267,7 @@ class _Walk:
                     self._open(c)
                     state = _KEY_OR_CLOSE if c == 0x7B else _VALUE_OR_CLOSE
                     continue
+                value: object
                 if c == 0x22:
                     value = t.string(keep=self._keeps_value())
                     if self._keeps_value() and value is None:
@@ -315,7 +318,7 @@ class _Walk:
             t.fail("expected ':'")
         folded = name.lower() if name is not None else None
         if depth == 1:
-            which = _NAMES.get(folded)
+            which = _NAMES.get(folded) if folded is not None else None
             self.names[1] = which
             if which == "flag":
                 if self.flag_seen:
@@ -326,7 +329,7 @@ class _Walk:
                     t.fail("offloadedState appears twice (property names match case-insensitively)")
                 self.state_seen = True
         elif depth == 2 and self.in_state:
-            which = _NESTED.get(folded)
+            which = _NESTED.get(folded) if folded is not None else None
             self.names[2] = which
             if which == "key":
                 if self.key_seen:

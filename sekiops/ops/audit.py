@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import UTC, datetime, timedelta
 
-from ..errors import ConcurrencyConflictError, SekiopsError, UsageError
+from ..errors import ConcurrencyConflictError, CorruptSnapshotError, GuardRefusedError, SekiopsError, UsageError
 from ..format.record import check_service_id
 from ..format.references import read_envelope_reference
 from ..pipeline import failpoints
@@ -74,8 +75,6 @@ def row_references(state: StateStore, blob, row) -> list[str]:
     The row's OffloadKey when it is offloaded, then the envelope's payload key when the envelope
     is offloaded. Raises SekiopsError when the row is undecodable (see the module docstring).
     """
-    from ..errors import CorruptSnapshotError
-
     refs: list[str] = []
     where = f"{state.location} {row.where}"
     if row.is_offloaded:
@@ -163,8 +162,6 @@ class RowWatch:
 
 
 def _changed_row_references(store, blob, row) -> list[str]:
-    from ..errors import GuardRefusedError
-
     refs: list[str] = []
     for _ in range(3):
         if row.is_offloaded and row.offload_key:
@@ -182,7 +179,7 @@ def _changed_row_references(store, blob, row) -> list[str]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat() if value is not None else None
+    return value.astimezone(UTC).isoformat() if value is not None else None
 
 
 def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = None,
@@ -212,7 +209,7 @@ def audit_orphans(state: StateStore, blob, *, services: Iterable[str] | None = N
         raise UsageError("the orphan audit needs a blob store (--blob URL or SEKIOPS_BLOB_URL)")
     t0 = time.perf_counter()
     grace_td = parse_duration(grace, what="grace")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     warnings: list[str] = []
     reasons: list[str] = []
 
@@ -354,7 +351,6 @@ def _bounded_map(fn, items, limit: int):
         for item in items:
             yield fn(item)
         return
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="sekiops-audit") as pool:
         inflight: set = set()

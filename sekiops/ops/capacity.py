@@ -48,9 +48,11 @@ legacy persist and restore are modelled in Python from Sekiban's source, not mea
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import re
+from collections.abc import Sequence
 
 from ..errors import UsageError
+from ..units import format_bytes
 
 GiB = 2**30
 DEFAULT_MEMORY_LIMIT = 4 * GiB
@@ -71,8 +73,6 @@ MODEL_NOTE = "modelled in Python from Sekiban's source, not measured on .NET"
 
 def parse_sekiban_version(value) -> tuple[int, int]:
     """``"10.23"``, ``"dcb-v10.23"``, ``"v10.22.1"``, ``(10, 23)`` -> ``(major, minor)``; None -> the default."""
-    import re
-
     if value is None or (isinstance(value, str) and not value.strip()):
         value = DEFAULT_SEKIBAN_VERSION
     if isinstance(value, (tuple, list)) and len(value) >= 2:
@@ -193,9 +193,9 @@ def _bench_frame(bench_df):
 
 def _size_of(row: dict) -> tuple[float | None, str]:
     def num(name):
-        v = row.get(name)
+        raw = row.get(name)
         try:
-            v = float(v)
+            v = float(raw) if raw is not None else math.nan
         except (TypeError, ValueError):
             return None
         return None if math.isnan(v) else v
@@ -233,8 +233,9 @@ def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMO
     ``mixed`` = Sekiban's grain at ``sekiban_version``, see the module docstring)
     ``<scenario>PeakBytes``, ``<scenario>OOM`` and ``<scenario>HeadroomBytes`` (limit - peak;
     negative = OOM), ``grainRestorePath`` and ``restoreTempDiskBytes`` (10.23+, offloaded payloads),
-    ``streamingSavesBytes`` (legacy peak - streaming peak) and a ``verdict``. Sorted by legacy peak, largest first. ``frame.attrs`` holds the parameters, the
-    fitted lines and ``maxFittingBytes``: the largest state each scenario fits.
+    ``streamingSavesBytes`` (legacy peak - streaming peak) and a ``verdict``. Sorted by legacy
+    peak, largest first. ``frame.attrs`` holds the parameters, the fitted lines and
+    ``maxFittingBytes``: the largest state each scenario fits.
     """
     import pandas as pd
 
@@ -278,7 +279,7 @@ def capacity_table(inventory_df, bench_df=None, memory_limit: int = DEFAULT_MEMO
             if name == "mixed" and path.startswith("streaming"):
                 rmode = "streaming"
             p, r = peaks[("persist", pmode)], peaks[("restore", rmode)]
-            peak = None if p is None else max(p, r)
+            peak = None if p is None or r is None else max(p, r)  # both known or both not (one size)
             rec[f"{name}PeakBytes"] = peak
             rec[f"{name}OOM"] = None if peak is None else bool(peak > memory_limit)
             rec[f"{name}HeadroomBytes"] = None if peak is None else memory_limit - peak
@@ -322,8 +323,6 @@ _COLUMNS = ["serviceId", "projectorName", "projectorVersion", "lifecycle", "payl
 
 
 def _name_key(name) -> str:
-    import re
-
     s = re.sub(r"[^0-9a-z]", "", str(name or "").lower())
     return s[:-len("projector")] if s.endswith("projector") and len(s) > len("projector") else s
 
@@ -348,9 +347,10 @@ def _grain_restore(row: dict, size, streams: bool, buffered: set) -> tuple[str, 
         return "buffered (registry lacks streaming: fallback logged)", None
     offloaded = _payload_offloaded(row)
     if offloaded:
-        disk = row.get("payloadCompressedBytes")
+        declared = row.get("payloadCompressedBytes")
+        disk: float | None
         try:
-            disk = float(disk)
+            disk = None if declared is None else float(declared)
         except (TypeError, ValueError):
             disk = None
         if disk is None or disk != disk or disk <= 0:
@@ -401,7 +401,7 @@ def measure_costs(sizes: Sequence[int | str] = (32 * 2**20, 96 * 2**20, 192 * 2*
     A thin use of :func:`sekiops.ops.bench.run_benchmark` (one fresh process per point, embedded
     SQLite + local blob store, overhead = peak RSS - idle baseline); returns its frame.
     """
-    from .bench import run_benchmark
+    from .bench import run_benchmark  # the benchmark harness loads only to measure costs
 
     return run_benchmark(sizes=sizes, modes=MODES, ops=OPS, workdir=workdir, python=python, codec=False,
                          cleanup=True, progress=progress)
@@ -409,8 +409,6 @@ def measure_costs(sizes: Sequence[int | str] = (32 * 2**20, 96 * 2**20, 192 * 2*
 
 def estimate_caption(frame) -> str:
     """One sentence saying that the table's peaks are estimates and what they rest on (its inputs)."""
-    from ..units import format_bytes
-
     a = getattr(frame, "attrs", {}) or {}
     inputs = a.get("inputs") or {}
     version = inputs.get("Sekiban version") or sekiban_version_text(None)

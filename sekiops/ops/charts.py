@@ -6,9 +6,11 @@ as a PNG whatever the backend.
 
 from __future__ import annotations
 
+import io
 import math
 
-from .inventory import FLAG_COLUMNS, THRESHOLDS
+from ..units import format_bytes
+from .inventory import FLAG_COLUMNS, THRESHOLDS, flag_counts as counts
 
 _COLORS = {"envelope": "#4472c4", "payload": "#ed7d31"}
 _LINE_STYLES = ["--", "-.", ":", "-"]
@@ -23,8 +25,6 @@ def _figure(width: float = 9, height: float = 4.5):
 
 def _fmt_bytes(n: float) -> str:
     """Sizes in charts: binary units with the unit named (sekiops.units), as everywhere else."""
-    from ..units import format_bytes
-
     return format_bytes(n)
 
 
@@ -88,7 +88,7 @@ def offload_ratios(summary, title: str | None = None):
     row_ratio = s["offloadedRowRatio"].fillna(0).to_numpy(dtype=float)
     ax.barh(y - 0.2, byte_ratio, height=0.4, color=_COLORS["envelope"], label="bytes in blobs")
     ax.barh(y + 0.2, row_ratio, height=0.4, color=_COLORS["payload"], label="rows offloaded (any level)")
-    for yi, (b, total) in enumerate(zip(byte_ratio, s["totalBytes"])):
+    for yi, (b, total) in enumerate(zip(byte_ratio, s["totalBytes"], strict=True)):
         ax.text(min(b, 1.0) + 0.01, yi - 0.2, f"{b:.0%} of {_fmt_bytes(float(total))}", va="center", fontsize=7)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
@@ -101,14 +101,12 @@ def offload_ratios(summary, title: str | None = None):
 
 def flag_counts(df, title: str | None = None):
     """Bars: how many rows raise each risk flag."""
-    from .inventory import flag_counts as counts
-
     c = counts(df)
     fig, ax = _figure(9, 4)
     names = [f[5:] for f in FLAG_COLUMNS]
     values = [int(c.get(f, 0)) for f in FLAG_COLUMNS]
     bars = ax.bar(range(len(names)), values, color=["#c00000" if v else "#a6a6a6" for v in values])
-    for b, v in zip(bars, values):
+    for b, v in zip(bars, values, strict=True):
         ax.text(b.get_x() + b.get_width() / 2, v, str(v), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("rows")
@@ -143,8 +141,6 @@ def _bytes_axis():
 
 
 def png(fig, dpi: int = 100) -> bytes:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()

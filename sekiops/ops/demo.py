@@ -13,9 +13,12 @@ import dataclasses
 import os
 import shlex
 import time
-from typing import Callable
+from collections.abc import Callable
 
+from ..errors import SekiopsError
 from ..units import MiB, format_bytes, format_duration, format_rate
+from . import report
+from .bench import plot_benchmark, run_benchmark, save_results
 from .bench.commands import MODE_LABELS, MODELLED
 from .demo_deployment import DemoDeployment, build_demo_deployment
 
@@ -39,8 +42,6 @@ class DemoResult:
 
 def run_demo(directory: str = "sekiops-demo", size: int = 150_000_000, notebooks: bool = True,
              progress: Callable[[str], None] = print) -> DemoResult:
-    from .bench import plot_benchmark, run_benchmark, save_results
-
     start = time.perf_counter()
     directory = os.path.abspath(directory)
     reports = os.path.join(directory, "reports")
@@ -126,9 +127,6 @@ def _int(v):
 
 
 def render_notebooks(dep: DemoDeployment, bench_csv: str, reports: str, progress) -> dict:
-    from ..errors import SekiopsError
-    from . import report
-
     out = {}
     for name, stem in NOTEBOOKS:
         try:

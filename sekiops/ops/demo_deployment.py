@@ -17,9 +17,10 @@ import gzip
 import io
 import json
 import os
+import random
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from ..blob.local import LocalBlobStore
 from ..format.constants import PAYLOAD_TYPE
@@ -27,8 +28,8 @@ from ..format.envelope import EnvelopeMeta, dotnet_json_string, inline_envelope_
 from ..format.record import SnapshotRow, sortable_unique_id, utcnow
 from ..pipeline.persist import PersistOptions, persist
 from ..state import open_state_store
-from .demo_evidence import write_demo_evidence
 from ..units import format_bytes
+from .demo_evidence import write_demo_evidence
 from .synth import write_state
 
 #: the demo's SQLite runs in sekiops' record-offload extension mode so both offload levels show
@@ -71,6 +72,7 @@ def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
                     while chunk := f.read(1 << 20):
                         out.write(chunk)
             else:
+                assert body is not None, "put() takes a body or a path"
                 out.write(body if isinstance(body, bytes) else body.encode())
         persist(state, blob, write_body, projector_name=name, projector_version=version,
                 events_processed=events, last_sortable_unique_id=lsuid,
@@ -98,7 +100,9 @@ def build_demo_deployment(directory: str, big_bytes: int = 150_000_000,
     progress("adding an envelope over 2 MiB kept inline (written before record offload was configured)")
     add_inline_rows(state, ["OrderHistory"], payload_bytes=1_700_000, lsuid=lsuid)
     put("RetiredReport", "v1", 5_000, '{"report":"retired"}')
-    state.tombstone(state.get("RetiredReport", "v1"))
+    retired = state.get("RetiredReport", "v1")
+    assert retired is not None  # persisted just above
+    state.tombstone(retired)
 
     orphan = blob.write(io.BytesIO(os.urandom(4096)), "CustomerDirectory")
     old = time.time() - 3 * 86_400
@@ -152,8 +156,6 @@ def add_inline_rows(state, names, *, payload_bytes: int = 1_700_000, version: st
     rows before record-level offload was configured): a gzip payload of about ``payload_bytes``,
     Base64 in the envelope (4/3 of it). Such rows are what ``offload`` migrations move. Returns the
     ``name/version`` items."""
-    import random
-
     lsuid = lsuid or sortable_unique_id(utcnow())
     rng = random.Random(seed)
     items = []

@@ -36,6 +36,7 @@ limit, so any ``memory_limit`` gives the same picture):
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import hashlib
 import json
@@ -46,7 +47,7 @@ import random
 from .logs import EVENTS, TEMPLATE_PERSIST_LEGACY, TEMPLATE_PERSIST_STREAMING, TEMPLATE_RESTORE, render_template
 
 GiB = 2**30
-DEFAULT_START = _dt.datetime(2026, 3, 10, 2, 0, tzinfo=_dt.timezone.utc)
+DEFAULT_START = _dt.datetime(2026, 3, 10, 2, 0, tzinfo=_dt.UTC)
 DEFAULT_LIMIT = 4 * GiB
 DURATION_MIN = 120
 CATEGORY = "Sekiban.Dcb.Orleans.Grains.MultiProjectionGrain"
@@ -74,7 +75,7 @@ FIX_MINUTE = 60             # the new revision (streaming persist + restore)
 
 def _sortable_id(t: _dt.datetime, n: int) -> str:
     """A SortableUniqueId-like 30-digit id (ticks + counter) for positions in the messages."""
-    ticks = int((t - _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc)).total_seconds() * 10_000_000)
+    ticks = int((t - _dt.datetime(1, 1, 1, tzinfo=_dt.UTC)).total_seconds() * 10_000_000)
     return f"{ticks:019d}{n:011d}"[:30]
 
 
@@ -146,7 +147,7 @@ def write_demo_evidence(directory: str, *, projector: str = "CustomerDirectory",
     """
     start = start or DEFAULT_START
     if start.tzinfo is None:
-        start = start.replace(tzinfo=_dt.timezone.utc)
+        start = start.replace(tzinfo=_dt.UTC)
     os.makedirs(directory, exist_ok=True)
     rng = random.Random(seed)
     logs_path = os.path.join(directory, "appinsights_traces.csv")
@@ -175,7 +176,7 @@ def _write_logs(path: str, projector: str, start: _dt.datetime, rng: random.Rand
     offload_key = f"{projector}/v3/" + hashlib.sha256(f"{projector}-{OOM_ENVELOPE}".encode()).hexdigest() + ".bin"
 
     # steady state and the burst: byte[] persists of the big projection
-    for i, (minute, envelope) in enumerate(LEGACY_PERSISTS):
+    for minute, envelope in LEGACY_PERSISTS:
         events += 6_000 if minute < 30 else 25_000
         t = log.at(minute, 20)
         safe_at = t - _dt.timedelta(seconds=20)
@@ -249,8 +250,6 @@ def _write_logs(path: str, projector: str, start: _dt.datetime, rng: random.Rand
                   inst, {"CategoryName": "Microsoft.AspNetCore.Hosting.Diagnostics"})
     log.other(log.at(30, 1), f"Catch-up started: {projector}", old,
               {"CategoryName": CATEGORY, "EventId": "1004", "EventName": "CatchUpStarted", "ProjectorName": projector})
-
-    import csv
 
     log.rows.sort(key=lambda r: r[0])
     with open(path, "w", newline="", encoding="utf-8-sig") as f:  # the portal writes a BOM

@@ -16,8 +16,8 @@ What is read, per row:
   envelope fits in the head, its metadata (version, payload sizes). Sekiban writes the metadata
   *after* the inline Base64 payload, so for a bigger inline envelope the metadata is taken from
   a bounded *tail* read (:data:`TAIL_BYTES`) when the source can seek (memory and local-file
-  blobs, and every store that declares range reads in its capabilities); otherwise ``envelopeMetaKnown`` is False and the envelope-derived
-  fields are empty;
+  blobs, and every store that declares range reads in its capabilities); otherwise
+  ``envelopeMetaKnown`` is False and the envelope-derived fields are empty;
 * with ``check_blobs``: ``blob.exists`` of every referenced key (row OffloadKey, payload key).
   ``flag_missing_blob`` is also raised without it when the ``stat`` above finds a record-level
   blob missing; a missing *payload* blob is only noticed with ``check_blobs``.
@@ -39,15 +39,23 @@ import dataclasses
 import io
 import re
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import BlobNotFoundError, SekiopsError
 from ..format import keys as keymod
-from ..format.constants import (COSMOS_ITEM_LIMIT, PAYLOAD_OFFLOAD_THRESHOLD, PAYLOAD_TYPE,
-                                RECORD_THRESHOLD_COSMOS, RECORD_THRESHOLD_DYNAMODB,
-                                RECORD_THRESHOLD_POSTGRES)
+from ..format.constants import (
+    COSMOS_ITEM_LIMIT,
+    GZIP_MAGIC,
+    PAYLOAD_OFFLOAD_THRESHOLD,
+    PAYLOAD_TYPE,
+    RECORD_THRESHOLD_COSMOS,
+    RECORD_THRESHOLD_DYNAMODB,
+    RECORD_THRESHOLD_POSTGRES,
+)
+from ..format.envelope import read_envelope
 from ..format.record import SnapshotRow
 from ..state.base import StateStore, iter_rows
+from .capacity import DEFAULT_APP_BASELINE, default_bench, fit_costs
 
 #: Bytes read per row at most (head + tail).
 HEAD_BUDGET = 64 * 1024
@@ -168,8 +176,6 @@ def _stitch(head: bytes, tail: bytes, where: str):
     it too. Joining the head up to the string's opening quote with the tail from the string's
     closing quote gives a small envelope with an empty payload and the real metadata.
     """
-    from ..format.envelope import read_envelope
-
     found = list(_BIG_STRING_KEY.finditer(head))
     if not found:
         return None
@@ -238,8 +244,6 @@ def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = 
 
     ``length``: the envelope's byte length when known (inline: the row's; a blob's from ``stat``).
     """
-    from ..format.envelope import read_envelope
-
     head = EnvelopeHead()
     where = f"{state.location} {row.where}"
     head_bytes = max(1, budget - TAIL_BYTES)
@@ -258,6 +262,7 @@ def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = 
     stream = None
     try:
         if source == "blob":
+            assert row.offload_key  # an offloaded row without one returned above
             keymod.check_key_scope(row.offload_key, row.projector_name)
         stream, ranged = _open_head(state, blob, row, source, head_bytes)
         capped = _Capped(stream, head_bytes)
@@ -268,8 +273,6 @@ def read_envelope_head(state: StateStore, blob, row: SnapshotRow, budget: int = 
             if not capped.hit_cap:
                 raise
             # A v9 (gzip) envelope longer than the head: the gzip stream "ends" at the cap.
-            from ..format.constants import GZIP_MAGIC
-
             if bytes(capped.data[:2]) != GZIP_MAGIC:
                 raise
             head.bytes_read = capped.count
@@ -382,8 +385,6 @@ class RestoreLimits:
 
 def _restore_needs(rec: dict, limits: RestoreLimits) -> tuple[int | None, int | None]:
     """(memory estimate, disk) a Sekiban grain needs to restore this row; None when unknown."""
-    from .capacity import DEFAULT_APP_BASELINE, default_bench, fit_costs
-
     original = rec.get("payloadOriginalBytes")
     stored = rec.get("payloadCompressedBytes")
     offloaded = rec.get("payloadOffloaded")
@@ -401,8 +402,6 @@ _FIT: dict = {}
 
 def _buffered_restore_fit() -> tuple[float, float]:
     if not _FIT:
-        from .capacity import default_bench, fit_costs
-
         _FIT["restore"] = fit_costs(default_bench())[("restore", "legacy")]
     return _FIT["restore"]
 
@@ -449,7 +448,8 @@ def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budge
     rec["envelopeVersion"] = head.version
     rec["envelopeProjectorVersion"] = head.projector_version
     rec["payloadOffloaded"] = head.payload_offloaded
-    rec["payloadLocation"] = None if head.payload_offloaded is None else ("blob" if head.payload_offloaded else "inline")
+    rec["payloadLocation"] = (None if head.payload_offloaded is None
+                              else "blob" if head.payload_offloaded else "inline")
     rec["payloadKey"] = head.payload_key
     rec["payloadSource"] = head.payload_source
     rec["payloadOriginalBytes"] = head.payload_original
@@ -500,7 +500,8 @@ def _record(state, blob, row: SnapshotRow, heads: bool, check_blobs: bool, budge
     rec["error"] = "; ".join(errors) if errors else None
 
     cosmos_item = rec["cosmosItemBytes"]
-    rec["flag_cosmos_near_limit"] = bool(cosmos_item is not None and cosmos_item >= COSMOS_NEAR_RATIO * COSMOS_ITEM_LIMIT)
+    rec["flag_cosmos_near_limit"] = bool(cosmos_item is not None
+                                         and cosmos_item >= COSMOS_NEAR_RATIO * COSMOS_ITEM_LIMIT)
     rec["flag_cosmos_over_limit"] = bool(cosmos_item is not None and cosmos_item > COSMOS_ITEM_LIMIT)
     rec["flag_dynamodb_base64_hazard"] = bool(stored is not None and stored <= RECORD_THRESHOLD_DYNAMODB
                                               and base64_length(stored) > DYNAMODB_ITEM_LIMIT)
@@ -565,8 +566,6 @@ def inventory(state: StateStore, blob=None, *, read_envelope_heads: bool = True,
     ``frame.attrs`` holds ``seconds`` (wall time), ``headBytesRead`` (sum), ``stateLocation``,
     ``blobLocation`` and ``serviceId``.
     """
-    import pandas as pd
-
     t = time.perf_counter()
     records = list(inventory_records(state, blob, read_envelope_heads=read_envelope_heads,
                                      check_blobs=check_blobs, page_size=page_size, head_budget=head_budget,

@@ -7,6 +7,9 @@ for ``sekiops report incident`` and ``sekiops demo``.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 from ..errors import SekiopsError, UsageError
@@ -45,8 +48,6 @@ def run_notebook(name: str, parameters: dict, out_ipynb: str, kernel: str = "pyt
                            f"{str(exc.evalue)[:300]} (executed copy: {out_ipynb})") from None
     finally:
         if sockets is not None:
-            import shutil
-
             shutil.rmtree(sockets, ignore_errors=True)
         if previous is None:
             os.environ.pop("SEKIOPS_WIDGETS", None)
@@ -59,9 +60,6 @@ def _local_kernel_config():
     """Talk to the kernel over Unix sockets in a private directory, not unencrypted TCP on localhost:
     no other local user can connect, and the kernel has nothing to warn about on stderr.
     Returns ``(traitlets Config, socket dir)``, or ``(None, None)`` (TCP) where sockets cannot be used."""
-    import sys
-    import tempfile
-
     if sys.platform == "win32":
         return None, None
     from traitlets.config import Config
@@ -123,8 +121,6 @@ class kernel_stderr:
         self.path = path
 
     def __enter__(self):
-        import sys
-
         sys.stderr.flush()
         self.saved = os.dup(2)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -132,8 +128,6 @@ class kernel_stderr:
         return self
 
     def __exit__(self, *exc):
-        import sys
-
         sys.stderr.flush()
         os.dup2(self.saved, 2)
         os.close(self.saved)

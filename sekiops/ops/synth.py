@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import BinaryIO
+
+from ..streams import Writable
 
 _FIRST = ["Aiko", "Ben", "Chen", "Dana", "Eitan", "Fatima", "Goro", "Hana", "Ivan", "Jun", "Kenji", "Lena",
           "Mika", "Noah", "Olga", "Priya", "Quinn", "Rin", "Sora", "Taro", "Uma", "Vera", "Wen", "Yuki"]
@@ -29,7 +30,8 @@ def _item(rng: random.Random, n: int) -> dict:
     for _ in range(rng.randint(0, 4)):
         lines = [{"sku": rng.choice(_SKUS), "quantity": rng.randint(1, 20),
                   "unitPrice": round(rng.uniform(1, 500), 2)} for _ in range(rng.randint(1, 5))]
-        orders.append({"orderId": f"{rng.getrandbits(64):016x}", "status": rng.choice(["Placed", "Paid", "Shipped", "Closed"]),
+        orders.append({"orderId": f"{rng.getrandbits(64):016x}",
+                       "status": rng.choice(["Placed", "Paid", "Shipped", "Closed"]),
                        "placedAt": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:"
                                    f"{rng.randint(0, 59):02d}:00Z", "lines": lines})
     return {
@@ -49,7 +51,7 @@ def item_pool(seed: int = 42, items: int = POOL_ITEMS) -> list[bytes]:
     return [json.dumps(_item(rng, i), separators=(",", ":")).encode() for i in range(items)]
 
 
-def write_state(out: BinaryIO, target_bytes: int, seed: int = 42) -> int:
+def write_state(out: Writable, target_bytes: int, seed: int = 42) -> int:
     """Write about ``target_bytes`` of projector state JSON to ``out``; returns the exact count."""
     pool = item_pool(seed)
     head = b'{"$type":"Demo.CustomerDirectoryProjector","customers":['

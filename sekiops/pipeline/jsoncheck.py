@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import glob
+import importlib.machinery
 import os
 import sys
 import threading
@@ -108,7 +109,6 @@ def _load_native():
         if _NATIVE_TRIED:
             return _NATIVE
         _NATIVE_TRIED = True
-        import importlib.machinery
 
         here = os.path.dirname(os.path.abspath(__file__))
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import os
 import resource
+import sys
 import tracemalloc
 
 
@@ -38,10 +41,6 @@ def tune_malloc() -> bool:
     same help and the ratios stay honest); a library caller's process is left alone.
     ``SEKIOPS_MALLOC_TUNE=0`` turns it off. Returns True when glibc accepted both settings.
     """
-    import ctypes
-    import os
-    import sys
-
     if os.environ.get("SEKIOPS_MALLOC_TUNE", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -88,7 +87,7 @@ class MemoryProbe:
     reset_ok: bool = False
     _traced: bool = False
 
-    def __enter__(self) -> "MemoryProbe":
+    def __enter__(self) -> MemoryProbe:
         self.reset_ok = reset_peak_rss()
         self.start_rss = rss_bytes()
         if self.heap and not tracemalloc.is_tracing():

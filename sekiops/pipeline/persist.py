@@ -11,29 +11,39 @@ content-addressed key. Nothing here knows which store it talks to.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
+import os
 import random
 import re
 import socket
 import time
 import uuid
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO, cast
 
 from .. import metrics
 from ..blob.base import BlobStore
-from ..errors import (BadInputError, ConcurrencyConflictError, GuardRefusedError, IntegrityError,
-                      ItemTooLargeError, StoreUnavailableError, TombstonedError, UsageError)
+from ..errors import (
+    BadInputError,
+    ConcurrencyConflictError,
+    GuardRefusedError,
+    IntegrityError,
+    ItemTooLargeError,
+    StoreUnavailableError,
+    TombstonedError,
+    UsageError,
+)
 from ..format.constants import BUILD_SOURCE_MAX, BUILD_SOURCE_STREAM, PAYLOAD_OFFLOAD_THRESHOLD, PAYLOAD_TYPE
-from ..format.envelope import (EnvelopeMeta, offloaded_envelope_bytes,
-                               write_inline_envelope)
-from .jsoncheck import JsonChecker
+from ..format.envelope import EnvelopeMeta, offloaded_envelope_bytes, write_inline_envelope
 from ..format.payload import PayloadEncoder, PayloadStats, gzip_backend
 from ..format.pgzip import BlockGzipEncoder
 from ..format.record import SnapshotRow, check_projector, utcnow
 from ..state.base import StateStore
 from ..streams import CountingWriter, ReadAhead, WriteBehind
 from . import failpoints, outputs
+from .jsoncheck import JsonChecker
 from .memory import MemoryProbe
 from .spool import Spool, now_ms, spool_write_error
 
@@ -229,7 +239,9 @@ class _Job:
             if sizes.original_size == 0 and checker is None and not self.opts.allow_empty:
                 raise BadInputError(f"{self.input_name} is empty: an empty payload is refused unless allowed "
                                     "(--allow-empty); nothing was stored")
-            stats = PayloadStats(sizes.original_size, sink.count, sink.sha256)
+            payload_sha = sink.sha256
+            assert payload_sha is not None  # a hashing CountingWriter
+            stats = PayloadStats(sizes.original_size, sink.count, payload_sha)
             self.build_ms += now_ms() - t
             self._payload_stats(stats)
             self.tempfile_bytes += stats.compressed_size
@@ -253,7 +265,9 @@ class _Job:
                 raise spool_write_error(exc, self.where) from exc
             self.build_ms += now_ms() - t
             self.tempfile_bytes += counter.count
-            self._envelope_ready(envfile.rewind(), counter.count, counter.sha256)
+            envelope_sha = counter.sha256
+            assert envelope_sha is not None  # a hashing CountingWriter
+            self._envelope_ready(envfile.rewind(), counter.count, envelope_sha)
         except BaseException:
             self.close_spool()
             raise
@@ -288,7 +302,8 @@ class _Job:
     def _upload(self, stream: BinaryIO, name: str, sha256: str, size: int) -> str:
         t = now_ms()
         if failpoints.active():
-            stream = failpoints.FailingReader(stream, "mid_upload", size)
+            # a test-only wrapper with the file methods the stores use (read, seek, tell, seekable)
+            stream = cast(BinaryIO, failpoints.FailingReader(stream, "mid_upload", size))
         written = self.blob.write(stream, name, sha256=sha256, size=size)
         self.upload_ms += now_ms() - t
         self.upload_bytes += written.size
@@ -302,7 +317,8 @@ class _Job:
             caps = self.state.capabilities
             if not caps.record_offload:
                 raise GuardRefusedError(
-                    f"{self.state.location}: {caps.record_offload_refusal or 'the store holds no record-level offloaded rows'}; "
+                    f"{self.state.location}: "
+                    f"{caps.record_offload_refusal or 'the store holds no record-level offloaded rows'}; "
                     f"the {length}-byte envelope of {self.where} would need it. Nothing was uploaded or written")
             name = f"{self.meta.projector_name}/{self.meta.projector_version}"
 
@@ -423,8 +439,6 @@ MAX_DEFAULT_THREADS = 8
 
 def default_threads() -> int:
     """Compression threads by default: the CPUs this process may run on (its affinity mask), at most 8."""
-    import os
-
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -447,12 +461,13 @@ class _Checking:
         self._checker = checker
         self._behind = WriteBehind(checker.feed) if checker is not None else None
 
-    def __enter__(self) -> "WriteBehind | None":
+    def __enter__(self) -> WriteBehind | None:
         return self._behind
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._behind is None:
             return
+        assert self._checker is not None  # the write-behind feeds it
         try:
             self._behind.__exit__(exc_type, exc, tb)
             if exc_type is None:
@@ -491,8 +506,6 @@ class _FailAfterFirstWrite:
 
 
 def _sha(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 

@@ -11,24 +11,33 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import logging
 import os
 import secrets
 import shutil
-from typing import BinaryIO
+import stat
 
 from .. import metrics
 from ..blob.base import BlobStore
-from ..errors import (BlobNotFoundError, ConcurrencyConflictError, CorruptSnapshotError,
-                      IntegrityError, NotFoundError, OutputError, TombstonedError, UsageError,
-                      VersionMismatchError)
+from ..errors import (
+    BlobNotFoundError,
+    ConcurrencyConflictError,
+    CorruptSnapshotError,
+    IntegrityError,
+    NotFoundError,
+    OutputError,
+    TombstonedError,
+    UsageError,
+    VersionMismatchError,
+)
 from ..format import keys
 from ..format.envelope import Envelope, read_envelope
 from ..format.payload import GzipBackend, decode_payload_to, gzip_backend, open_payload
 from ..format.record import SnapshotRow
 from ..state.base import StateStore
-from ..streams import CHUNK, HashingReader, ReadAhead, WriteBehind
+from ..streams import CHUNK, BinaryFile, HashingReader, ReadAhead, WriteBehind
 from . import failpoints, outputs
 from .memory import MemoryProbe
 from .spool import Spool, now_ms
@@ -92,7 +101,8 @@ def find_row(state: StateStore, projector_name: str, projector_version: str | No
     if projector_version:
         row = state.get(projector_name, projector_version)
         if row is None:
-            raise NotFoundError(f"{state.location}: no snapshot for {state.service_id}/{projector_name}/{projector_version}")
+            raise NotFoundError(f"{state.location}: no snapshot for "
+                                f"{state.service_id}/{projector_name}/{projector_version}")
     else:
         row = state.latest_active(projector_name)
         if row is None:
@@ -103,7 +113,7 @@ def find_row(state: StateStore, projector_name: str, projector_version: str | No
     return row
 
 
-def restore(state: StateStore, blob: BlobStore | None, out: str | BinaryIO, *, projector_name: str,
+def restore(state: StateStore, blob: BlobStore | None, out: str | BinaryFile, *, projector_name: str,
             projector_version: str | None = None, options: RestoreOptions | None = None,
             spool: Spool | None = None) -> RestoreResult:
     """Write the snapshot's projector state (payload bytes, gunzipped when gzip) to ``out``.
@@ -150,7 +160,7 @@ def open_payload_stream(state: StateStore, blob: BlobStore | None, row: Snapshot
     try:
         src, where = job.open_source(payload_file)
         stream, job.gzip = open_payload(src, where, limit=job.output_limit())
-        env = job.env
+        env = job.envelope
         yield stream, {"envelope_location": "blob" if row.is_offloaded else "inline",
                        "envelope_key": row.offload_key, "envelope_bytes": job.envelope_bytes,
                        "envelope_format": "v9" if env.gzipped else "v10",
@@ -166,17 +176,14 @@ def open_payload_stream(state: StateStore, blob: BlobStore | None, row: Snapshot
 
 
 def _os_reason(exc: OSError) -> str:
-    import errno
-
-    return {errno.ENOSPC: "disk full", errno.EDQUOT: "quota exceeded", errno.EACCES: "permission denied",
-            errno.EPERM: "permission denied", errno.EROFS: "read-only file system"}.get(
-        exc.errno, exc.strerror or str(exc))
+    reasons: dict[int | None, str] = {
+        errno.ENOSPC: "disk full", errno.EDQUOT: "quota exceeded", errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied", errno.EROFS: "read-only file system"}
+    return reasons.get(exc.errno, exc.strerror or str(exc))
 
 
 def _is_special(path: str) -> bool:
     """An existing path that is not a regular file (a device or FIFO): write into it, never replace it."""
-    import stat
-
     try:
         return not stat.S_ISREG(os.stat(path).st_mode)
     except FileNotFoundError:
@@ -199,6 +206,12 @@ class _Restore:
         self.output_bytes = 0
         self.gzip = False
 
+    @property
+    def envelope(self) -> Envelope:
+        """The envelope :meth:`open_source` read: every later step runs after it."""
+        assert self.env is not None, "open_source() reads the envelope first"
+        return self.env
+
     # --- sources -----------------------------------------------------------------------------
 
     def _need_blob(self, what: str) -> BlobStore:
@@ -206,7 +219,7 @@ class _Restore:
             raise UsageError(f"{self.where}: {what} is in blob storage; pass --blob URL (or set SEKIOPS_BLOB_URL)")
         return self.blob
 
-    def _open_blob(self, key: str, what: str) -> BinaryIO:
+    def _open_blob(self, key: str, what: str) -> BinaryFile:
         keys.check_key_scope(key, self.row.projector_name)
         blob = self._need_blob(what)
         try:
@@ -214,7 +227,7 @@ class _Restore:
         except BlobNotFoundError as exc:
             raise BlobNotFoundError(f"{self.where}: {what} blob {key!r} is missing from {blob.location}") from exc
 
-    def _open_envelope(self) -> tuple[BinaryIO, str]:
+    def _open_envelope(self) -> tuple[BinaryFile, str]:
         row = self.row
         if row.is_offloaded:
             if not row.offload_key:
@@ -224,7 +237,7 @@ class _Restore:
 
     # --- run ---------------------------------------------------------------------------------
 
-    def run(self, out: str | BinaryIO) -> None:
+    def run(self, out: str | BinaryFile) -> None:
         payload_file = self.spool.create(self.row.projector_name + "-payload")
         try:
             src, where = self.open_source(payload_file)
@@ -260,18 +273,20 @@ class _Restore:
         self._check_envelope(env, reader)
         self.read_ms = now_ms() - t
         if env.is_offloaded:
-            return (HashingReader(self._open_blob(env.offload_key, "payload")),
-                    f"{self.where} payload blob {env.offload_key!r}")
+            key = env.offload_key
+            assert key, "read_envelope refuses an offloaded envelope without offloadKey"
+            return HashingReader(self._open_blob(key, "payload")), f"{self.where} payload blob {key!r}"
         return HashingReader(payload_file.rewind()), f"{self.where} inline payload"
 
     def output_limit(self) -> int:
-        declared = self.env.meta.original_size_bytes
+        declared = self.envelope.meta.original_size_bytes
         return declared if declared > 0 else self.opts.max_output_bytes
 
     def _check_envelope(self, env: Envelope, reader: HashingReader) -> None:
         row, meta = self.row, env.meta
         if row.is_offloaded:
             self.download_bytes += reader.count
+            assert row.offload_key, "_open_envelope refuses an offloaded row without OffloadKey"
             expected = keys.content_hash(row.offload_key)
             if expected is not None and self.opts.verify:
                 if expected != reader.sha256:
@@ -340,7 +355,7 @@ class _Restore:
                 pass
             raise
 
-    def _decode_into(self, f: BinaryIO, src: HashingReader, where: str, limit: int) -> None:
+    def _decode_into(self, f: BinaryFile, src: HashingReader, where: str, limit: int) -> None:
         # Three threads: one reads (and hashes) ahead -- a download overlaps the gunzip --, the
         # caller gunzips, one writes the output.
         with ReadAhead(src.read_chunk, DECODE_READ) as chunks, WriteBehind(f.write) as out:
@@ -351,8 +366,10 @@ class _Restore:
         self._check_payload(src)
 
     def _check_payload(self, src: HashingReader) -> None:
-        env, meta, verify = self.env, self.env.meta, self.opts.verify
+        env, verify = self.envelope, self.opts.verify
+        meta = env.meta
         if env.is_offloaded:
+            assert env.offload_key, "read_envelope refuses an offloaded envelope without offloadKey"
             self.download_bytes += src.count
             if env.payload_length is not None and env.payload_length != src.count:
                 raise IntegrityError(f"{self.where}: payload blob {env.offload_key!r} has {src.count} bytes, "
@@ -373,7 +390,7 @@ class _Restore:
             self.verified.append("declared-lengths")
 
     def result(self, probe: MemoryProbe, out) -> RestoreResult:
-        env, row = self.env, self.row
+        env, row = self.envelope, self.row
         return RestoreResult(
             service_id=row.service_id, projector_name=row.projector_name, projector_version=row.projector_version,
             events_processed=row.events_processed, envelope_version=env.meta.version,

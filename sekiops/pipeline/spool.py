@@ -39,13 +39,13 @@ def default_spool_dir() -> str:
 class SpoolFile:
     """One locked private temp file, used through its descriptor; ``close()`` deletes it."""
 
-    def __init__(self, spool: "Spool", path: str, fd: int):
+    def __init__(self, spool: Spool, path: str, fd: int):
         self.spool = spool
         self.path = path
         self.file = os.fdopen(fd, "w+b", buffering=1024 * 1024)
         self._deleted = False
 
-    def __enter__(self) -> "SpoolFile":
+    def __enter__(self) -> SpoolFile:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from ..errors import ConcurrencyConflictError, StoreMissingError, TombstonedError
 from ..format.record import SnapshotRow
 
 
@@ -113,7 +114,7 @@ class StateStore(abc.ABC):
         journals): an output must never be written over them."""
         return []
 
-    def close(self) -> None:  # noqa: B027 - a no-op default on purpose: stores without connections keep it
+    def close(self) -> None:  # noqa: B027 - a no-op by default, not abstract: stores without connections keep it
         """Release connections; idempotent."""
 
     def __enter__(self) -> StateStore:
@@ -142,8 +143,6 @@ def check_expected(current: SnapshotRow | None, expected: SnapshotRow | None, lo
     Create needs no row; replace needs the same token and an active row. A tombstone is never
     overwritten, whatever the caller expected.
     """
-    from ..errors import ConcurrencyConflictError, TombstonedError
-
     if expected is None:
         if current is not None:
             if current.is_tombstoned:
@@ -179,8 +178,6 @@ class AbsentStateStore(StateStore):
         self._shape = shape
 
     def _absent(self):
-        from ..errors import StoreMissingError
-
         raise StoreMissingError(f"{self.location} does not exist yet; `migrate run --execute` creates it",
                                 shape=self._shape)
 

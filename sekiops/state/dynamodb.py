@@ -454,8 +454,9 @@ class DynamoDbStateStore(StateStore):
         for item in self._scan_keys(f"list {self.service_id}",
                                     "begins_with(pk, :pkp) AND (attribute_not_exists(serviceId) OR serviceId = :sid)",
                                     {":pkp": {"S": self._pk_prefix}, ":sid": {"S": self.service_id}}):
-            if self._is_ours(item):
-                names.add((_s(item, "pk") or "")[len(self._pk_prefix):])  # _is_ours: pk is a str
+            pk = _s(item, "pk")
+            if pk is not None and self._is_ours(item):  # (_is_ours requires a pk)
+                names.add(pk[len(self._pk_prefix):])
         result = sorted(names)
         with self._names_lock:
             self._names = (time.monotonic(), result)
@@ -586,7 +587,8 @@ class DynamoDbStateStore(StateStore):
                 f"{self.location}: {row.where}: inline StateData of {state_length} bytes makes a {size}-byte "
                 f"item (Base64 {b64} characters), over DynamoDB's {ITEM_LIMIT}-byte item limit (inline cap "
                 f"{self.inline_limit} bytes): offload it to a blob store (a lower record threshold)")
-        if inline and state_length and state is not None:  # (no state for a length was refused above)
+        if inline and state_length:
+            assert state is not None  # refused above: an inline row with a length has its StateData
             item["stateData"] = {"S": self._encode(state, state_length, row.where)}
         request: dict[str, Any] = dict(TableName=self.table, Item=item)
         if expected is None:

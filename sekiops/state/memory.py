@@ -33,7 +33,7 @@ class MemoryStateStore(StateStore):
         self.inline_limit = inline_limit
 
     @classmethod
-    def from_url(cls, url: str, service_id: str = "default", **options) -> "MemoryStateStore":
+    def from_url(cls, url: str, service_id: str = "default", **options) -> MemoryStateStore:
         return cls(url.split("://", 1)[1].strip("/") or "default", service_id=service_id, **options)
 
     def _key(self, name: str, version: str) -> tuple[str, str, str]:
@@ -73,7 +73,7 @@ class MemoryStateStore(StateStore):
             raise CorruptSnapshotError(f"{self.location}: {row.where} has no inline StateData")
         return item[1][offset:offset + length]
 
-    def for_service(self, service_id: str) -> "MemoryStateStore":
+    def for_service(self, service_id: str) -> MemoryStateStore:
         return MemoryStateStore(self._name, service_id=check_service_id(service_id),
                                 record_offload_threshold=self.record_offload_threshold,
                                 inline_limit=self.inline_limit)
@@ -103,6 +103,7 @@ class MemoryStateStore(StateStore):
         with self._lock:
             current = self.get(expected.projector_name, expected.projector_version)
             check_expected(current, expected, self.location, expected.where)
+            assert current is not None  # check_expected refuses a row that disappeared
             stored = current.replace(lifecycle=LIFECYCLE_TOMBSTONED, revision=current.revision + 1,
                                      token=str(current.revision + 1), updated_at=utcnow())
             self._rows[key] = (stored, self._rows[key][1])

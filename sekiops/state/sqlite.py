@@ -14,11 +14,18 @@ import io
 import os
 import sqlite3
 import threading
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from urllib.parse import unquote
 
-from ..errors import (ConcurrencyConflictError, CorruptSnapshotError, GuardRefusedError,
-                      StoreError, StoreMissingError, StoreUnavailableError, UsageError)
+from ..errors import (
+    ConcurrencyConflictError,
+    CorruptSnapshotError,
+    GuardRefusedError,
+    StoreError,
+    StoreMissingError,
+    StoreUnavailableError,
+    UsageError,
+)
 from ..format.constants import LIFECYCLE_TOMBSTONED
 from ..format.record import SnapshotRow, check_service_id, format_dotnet_timestamp, parse_timestamp, utcnow
 from ..urls import query_flags
@@ -123,7 +130,7 @@ class SqliteStateStore(StateStore):
                 "inline_limit": self.inline_limit, "capabilities": self.capabilities}
 
     @classmethod
-    def from_url(cls, url: str, service_id: str = "default", **options) -> "SqliteStateStore":
+    def from_url(cls, url: str, service_id: str = "default", **options) -> SqliteStateStore:
         flags = query_flags(url)
         if "record_threshold" in flags and "record_threshold" not in options:
             options["record_threshold"] = int(flags["record_threshold"])
@@ -146,7 +153,8 @@ class SqliteStateStore(StateStore):
 
     @staticmethod
     def _table_exists(conn) -> bool:
-        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone() is not None
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone()
+        return found is not None
 
     def _select(self) -> str:
         cols = META_COLUMNS + self._control
@@ -154,7 +162,7 @@ class SqliteStateStore(StateStore):
 
     def _row(self, rec) -> SnapshotRow:
         n = len(META_COLUMNS)
-        control = dict(zip(self._control, rec[n:n + len(self._control)]))
+        control = dict(zip(self._control, rec[n:n + len(self._control)], strict=True))
         revision = int(control.get("Revision", 0) or 0)
         updated = rec[13]
         try:
@@ -244,7 +252,8 @@ class SqliteStateStore(StateStore):
         except BaseException:
             conn.close()
             raise
-        return _BlobReader(conn, blob)
+        # a file object (io.RawIOBase); typing.BinaryIO is nominal and no RawIOBase is one
+        return cast(BinaryIO, _BlobReader(conn, blob))
 
     def read_state_range(self, row: SnapshotRow, offset: int, length: int) -> bytes:
         """A slice of StateData through incremental blob I/O, inside one read transaction."""
@@ -256,7 +265,7 @@ class SqliteStateStore(StateStore):
     def local_paths(self) -> list[str]:
         return [self.path] + [self.path + suffix for suffix in ("-wal", "-journal", "-shm")]
 
-    def for_service(self, service_id: str) -> "SqliteStateStore":
+    def for_service(self, service_id: str) -> SqliteStateStore:
         return SqliteStateStore(self.path, service_id=check_service_id(service_id),
                                 record_threshold=self.record_offload_threshold, strict=self.strict,
                                 create=False, timeout=self._timeout)
@@ -271,7 +280,8 @@ class SqliteStateStore(StateStore):
                 f"{self.location}: Sekiban's SQLite store never offloads at record level; refusing to "
                 f"write an offloaded row for {row.where} in strict mode (use ?record_threshold=N)")
         if row.service_id != self.service_id:
-            raise UsageError(f"row for service {row.service_id!r} written through a store scoped to {self.service_id!r}")
+            raise UsageError(f"row for service {row.service_id!r} written through a store scoped to "
+                             f"{self.service_id!r}")
         return self._guard(self._write, row, state, state_length, expected)
 
     def _write(self, row, state, state_length, expected):
@@ -281,7 +291,7 @@ class SqliteStateStore(StateStore):
             current = self.get(row.projector_name, row.projector_version)
             check_expected(current, expected, self.location, row.where)
             now = utcnow()
-            created = current.created_at if current else (row.created_at or now)
+            created = (current.created_at if current else row.created_at) or now
             updated = row.updated_at or now
             revision = (current.revision + 1) if current else 1
             values = {
@@ -305,6 +315,7 @@ class SqliteStateStore(StateStore):
                     f"INSERT INTO {TABLE} ({', '.join(cols)}, StateData) VALUES "
                     f"({', '.join('?' * len(cols))}, {state_sql})", args)
                 rowid = cur.lastrowid
+                assert rowid is not None  # set by the INSERT
             else:
                 conn.execute(
                     f"UPDATE {TABLE} SET {', '.join(c + '=?' for c in cols)}, StateData={state_sql}"

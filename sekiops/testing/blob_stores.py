@@ -6,7 +6,7 @@ import hashlib
 import io
 import os
 import time
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -39,7 +39,7 @@ class BlobStoreConformance:
         raise NotImplementedError
 
     @pytest.fixture
-    def opener(self, request, tmp_path) -> Opener:
+    def opener(self, request, tmp_path) -> Iterator[Opener]:
         opened: list[BlobStore] = []
         make = self.make_opener(request, tmp_path)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import pytest
 
@@ -49,7 +49,7 @@ class StateStoreConformance:
         raise NotImplementedError
 
     @pytest.fixture
-    def opener(self, request, tmp_path) -> Opener:
+    def opener(self, request, tmp_path) -> Iterator[Opener]:
         opened: list[StateStore] = []
         make = self.make_opener(request, tmp_path)
 

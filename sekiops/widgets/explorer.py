@@ -16,9 +16,13 @@ from __future__ import annotations
 import io
 import sys
 
+from ..ops.anatomy import anatomy
+from ..ops.audit import scoped_store
+from ..ops.charts import anatomy_bars
 from ..ops.inventory import FLAG_COLUMNS
+from ..pipeline.restore import find_row
 from ..units import format_bytes, format_count, format_duration, format_exact_bytes
-from .frontend import BUNDLE, PLAIN, WIDGETS, display_mode, has_frontend  # noqa: F401 - re-exported
+from .frontend import BUNDLE, PLAIN, WIDGETS, display_mode, has_frontend, show  # noqa: F401 - WIDGETS, has_frontend re-exported
 from .panes import chart_pane, set_chart, set_text, text_pane
 
 DETAIL_FIELDS = ["serviceId", "projectorName", "projectorVersion", "lifecycle", "eventsProcessed", "envelopeVersion",
@@ -116,7 +120,8 @@ def _label(rec) -> str:
     stored = stored_bytes(rec)
     blob = _get(rec, "blobBytes")
     where = " in blobs" if blob and stored and int(blob) >= stored / 2 else ""
-    size = (f"state {format_bytes(state)}, " if state is not None else "state ?, ") + f"stored {format_bytes(stored)}{where}"
+    size = ((f"state {format_bytes(state)}, " if state is not None else "state ?, ")
+            + f"stored {format_bytes(stored)}{where}")
     flags = row_flags(rec)
     return (f"{rec['serviceId']}/{rec['projectorName']} {version}  ·  {size}"
             + (f"  [{', '.join(flags)}]" if flags else ""))
@@ -141,17 +146,12 @@ def default_row(df):
 
 
 def _find_row(state, rec):
-    from ..pipeline.restore import find_row
-    from ..ops.audit import scoped_store
-
     store = scoped_store(state, rec["serviceId"]) if state.service_id != rec["serviceId"] else state
     return store, find_row(store, rec["projectorName"], rec["projectorVersion"], include_tombstoned=True)
 
 
 def run_anatomy(state, blob, rec, depth: int = 3, top: int = 10, progress=None):
     """Walk the payload of the inventory row ``rec``."""
-    from ..ops.anatomy import anatomy
-
     store, row = _find_row(state, rec)
     return anatomy(store, blob, projector_name=row.projector_name, row=row, depth=depth, top=top,
                    progress=progress)
@@ -190,7 +190,6 @@ def explorer(df, state=None, blob=None, *, mode: str = "auto", depth: int = 3, t
         plain(df, state, blob, depth=depth, top=top, select=select, max_rows=max_rows, service=service,
               projector=projector, flag=flag, show_values=show_values)
         return
-    from .frontend import show
 
     box = build_widgets(df, state, blob, depth=depth, top=top, show_values=show_values)
     fallback = None
@@ -314,7 +313,6 @@ def build_widgets(df, state=None, blob=None, *, depth: int = 3, top: int = 10, s
             walk.disabled = state is None
         bar.value, bar.bar_style = 1000, "success"
         status.value = f"{format_bytes(report.total_bytes)} walked in {format_duration(report.seconds)}"
-        from ..ops.charts import anatomy_bars
 
         set_chart(result_chart, anatomy_bars(report))
         set_text(result_text, anatomy_text(report, limit=40, show_values=show_values))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+from ..errors import UsageError
+
 WIDGETS = "widgets"      # a widget frontend is connected: widgets only
 PLAIN = "plain"          # no widget can render here: plain output only
 BUNDLE = "bundle"        # unknown: the widget with its plain fallback in one output
@@ -64,8 +66,6 @@ def display_mode(mode: str = "auto") -> str:
     if mode in (WIDGETS, PLAIN, BUNDLE):
         return mode
     if mode != "auto":
-        from ..errors import UsageError
-
         raise UsageError(f"widget mode {mode!r}: use auto, widgets or plain")
     forced = _forced()
     if forced is not None:

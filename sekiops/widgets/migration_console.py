@@ -20,8 +20,11 @@ import html
 import re
 import threading
 
+from ..errors import SekiopsError
+from ..home import migration_journal
 from ..ops.migrate.guards import Controls
 from ..ops.migrate.runner import RunOptions, RunResult, run_plan
+from ..units import format_bytes
 
 #: CLI flags in library messages -> what a notebook user sets or presses instead
 _WORDING = [
@@ -52,8 +55,6 @@ def notebook_wording(text: str) -> str:
 @contextlib.contextmanager
 def notebook_errors():
     """Re-raise a SekiopsError with :func:`notebook_wording` applied to its message (same type)."""
-    from ..errors import SekiopsError
-
     try:
         yield
     except SekiopsError as exc:
@@ -69,8 +70,6 @@ def notebook_errors():
 
 def plan_summary(plan) -> str:
     """The plan's summary lines in the notebook's words (sizes in binary units)."""
-    from ..units import format_bytes
-
     lines = []
     for line in plan.summary_lines():
         line = re.sub(r"(\d{1,3}(?:,\d{3})+|\d{4,}) bytes", lambda m: format_bytes(int(m.group(1).replace(",", ""))),
@@ -117,8 +116,6 @@ def result_message(result: RunResult, plan) -> str:
 
 def default_options(plan, options: RunOptions | None = None) -> RunOptions:
     """``options`` with the journal in the operations folder unless one was given."""
-    from ..home import migration_journal
-
     options = options or RunOptions()
     if not options.journal:
         options = dataclasses.replace(options, journal=migration_journal(plan))
@@ -137,6 +134,7 @@ class MigrationConsole:
 
         self.plan, self.ep = plan, ep
         self.options = default_options(plan, options)
+        assert self.options.journal is not None  # default_options names one
         self.controls = Controls(self.options.pause_file, self.options.stop_file)
         self.result: RunResult | None = None
         self.error: BaseException | None = None

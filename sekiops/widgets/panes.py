@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import html
 
+from ..ops.charts import png
+
 
 def text_pane(css_class: str, **layout):
     """An HTML widget that shows preformatted text (:func:`set_text`)."""
@@ -38,6 +40,4 @@ def chart_pane(css_class: str):
 
 def set_chart(pane, fig) -> None:
     """Render a matplotlib figure into the pane (``None`` empties it)."""
-    from ..ops.charts import png
-
     pane.value = b"" if fig is None else png(fig)

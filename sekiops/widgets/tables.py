@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 
-from ..units import format_bytes, format_count
+from ..units import format_bytes, format_count, format_duration
 
 MISSING = "–"
 
@@ -58,8 +58,6 @@ def format_value(v, kind: str = "number") -> str:
     if kind == "ratio":
         return f"{f:.1%}" if abs(f) <= 1.5 else f"{f:.1f} %"
     if kind == "ms":
-        from ..units import format_duration
-
         return format_duration(f / 1000.0)
     return format_count(f)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..ops.incident.charts import timeline_chart
 from .frontend import PLAIN, display_mode, show
 from .panes import chart_pane, set_chart
 
@@ -27,8 +28,6 @@ def window_choices(rep) -> list:
 def build_timeline_widget(rep):
     """The widget (a VBox; not displayed), or None when the timeline has fewer than two minutes."""
     import ipywidgets as W
-
-    from ..ops.incident.charts import timeline_chart
 
     choices = window_choices(rep)
     if len(choices) < 2:

@@ -60,7 +60,7 @@ class Lab:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.private / "lab.log"
 
-    def start(self, timeout: float = 90) -> "Lab":
+    def start(self, timeout: float = 90) -> Lab:
         settings = self.private / "settings"
         for name, value in LAB_SETTINGS.items():
             path = settings / name
@@ -134,7 +134,7 @@ class Notebook:
     def __init__(self, page, lab: Lab, name: str):
         self.page, self.lab, self.name = page, lab, name
 
-    def open(self, timeout: float = 90_000) -> "Notebook":
+    def open(self, timeout: float = 90_000) -> Notebook:
         self.page.goto(self.lab.url(f"lab/tree/{self.name}"))
         self.page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=timeout)
         self.page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
@@ -152,7 +152,8 @@ class Notebook:
             """() => {
                 const w = window.jupyterapp.shell.currentWidget;
                 const k = w.sessionContext.session.kernel;
-                const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')];
+                const prompts = [...document.querySelectorAll(
+                    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')];
                 return k.status === 'idle' && prompts.length > 0 &&
                        prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
             }""", timeout=timeout, polling=500)

@@ -57,7 +57,8 @@ def lab_root(pg_deployment):
 def lab(lab_root, pg_deployment, tmp_path_factory):
     home = tmp_path_factory.mktemp("sekiops-home")
     # store URLs reach the kernel through its environment, never the notebook (the URL has a password)
-    server = Lab(lab_root, {"SEKIOPS_STATE_URL": pg_deployment["state_url"], "SEKIOPS_BLOB_URL": pg_deployment["blob_url"],
+    server = Lab(lab_root, {"SEKIOPS_STATE_URL": pg_deployment["state_url"],
+                            "SEKIOPS_BLOB_URL": pg_deployment["blob_url"],
                             "AZURE_STORAGE_CONNECTION_STRING": pg_deployment["connection_string"],
                             "SEKIOPS_HOME": str(home), "SEKIOPS_SPOOL_DIR": str(tmp_path_factory.mktemp("spool"))})
     server.home = home

@@ -90,14 +90,17 @@ def check_readable_tables(nb: Notebook, check: Checks) -> None:
     decimal = [c for c in cells + headers if DECIMAL_SIZE.search(c)]
     check(not decimal, f"decimal size units in tables: {decimal[:5]}")
     # a table wider than its output either fits or sits in a frame that scrolls
-    overflow = nb.page.evaluate("""() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output table')]
+    overflow = nb.page.evaluate("""() => [...document.querySelectorAll(
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output table')]
         .filter(t => { const out = t.closest('.jp-OutputArea-output');
                        if (t.scrollWidth <= out.clientWidth + 2) return false;
                        let e = t.parentElement;
                        while (e && e !== out) { const s = getComputedStyle(e).overflowX;
-                                                if ((s === 'auto' || s === 'scroll') && e.clientWidth <= out.clientWidth + 2) return false;
+                                                if ((s === 'auto' || s === 'scroll')
+                                                    && e.clientWidth <= out.clientWidth + 2) return false;
                                                 e = e.parentElement; }
-                       const s = getComputedStyle(out).overflowX; return !(s === 'auto' || s === 'scroll'); }).length""")
+                       const s = getComputedStyle(out).overflowX;
+                       return !(s === 'auto' || s === 'scroll'); }).length""")
     check(overflow == 0, f"{overflow} table(s) wider than the output and not scrollable")
 
 
@@ -208,7 +211,8 @@ def test_03_memory_metrics(page, lab, folder_before):
     nb = run_notebook(page, lab, "03_memory_and_upload_metrics.ipynb", check)
     check_readable_tables(nb, check)
     panel = nb.panel.inner_text()
-    recorded = nb.panel.locator(".jp-OutputArea-output table:has(td:text-is('projection_persist_peak_managed_memory_bytes'))").last
+    recorded = nb.panel.locator(
+        ".jp-OutputArea-output table:has(td:text-is('projection_persist_peak_managed_memory_bytes'))").last
     rows = recorded.locator("tr:has(td:text-is('projection_persist_peak_managed_memory_bytes'))").all_inner_texts()
     check(rows and all("peak process RSS" in r for r in rows),
           f"the recorded-in-process table does not say the memory metric is process RSS: {rows[:1]}")

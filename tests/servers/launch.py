@@ -45,9 +45,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
 
 __all__ = [
     "AZURITE_ACCOUNT_KEY",
@@ -116,7 +117,7 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-_live: "set[_Server]" = set()
+_live: set[_Server] = set()
 _live_lock = threading.Lock()
 
 
@@ -155,7 +156,7 @@ class _Server:
     log_path: Path
     startup_seconds: float = 0.0
     _stopped: bool = field(default=False, repr=False)
-    _stop_hook: Optional[Callable[[], None]] = field(default=None, repr=False)
+    _stop_hook: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -296,7 +297,7 @@ def start_azurite(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Azu
     exe = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
     if not exe.exists():
         raise ServerStartError(f"{exe} is missing (npm packages not installed; {BOOTSTRAP_HINT})")
-    last: Optional[Exception] = None
+    last: Exception | None = None
     for _ in range(attempts):
         tmpdir = _make_tmpdir("sekiops-azurite-")
         log_path = tmpdir / "azurite.log"
@@ -320,7 +321,7 @@ def start_azurite(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Azu
         try:
             _wait_until(
                 "azurite", proc, log_path,
-                lambda: _http_answers(HOST, port, f"/{AZURITE_ACCOUNT_NAME}?comp=list"),
+                partial(_http_answers, HOST, port, f"/{AZURITE_ACCOUNT_NAME}?comp=list"),
                 timeout,
             )
         except ServerStartError as exc:
@@ -417,9 +418,9 @@ class PostgresServer(_Server):
     user: str = "sekiops"
     password: str = field(default="", repr=False)
     dbname: str = "sekiops"
-    datadir: Optional[Path] = None
-    socket_dir: Optional[Path] = None
-    bindir: Optional[Path] = None
+    datadir: Path | None = None
+    socket_dir: Path | None = None
+    bindir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -470,7 +471,7 @@ def _pg_env(tmpdir: Path) -> dict[str, str]:
     return env
 
 
-def _pg_tmp_base() -> Optional[str]:
+def _pg_tmp_base() -> str | None:
     """A base dir the postgres user can traverse (TMPDIR may be private)."""
     base = Path(tempfile.gettempdir()).resolve()
     for p in [base, *base.parents]:
@@ -499,7 +500,7 @@ def start_postgres(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Po
             ) from None
         run_as = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
 
-    last: Optional[Exception] = None
+    last: Exception | None = None
     for _ in range(attempts):
         t0 = time.monotonic()
         tmpdir = Path(tempfile.mkdtemp(prefix="sekiops-pg-", dir=_pg_tmp_base() if as_root else None))
@@ -517,7 +518,7 @@ def start_postgres(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Po
             for p in (pwfile, log_path):
                 os.chown(p, run_as["user"], run_as["group"])
 
-        def pg(args: list[str], check_timeout: float, what: str) -> None:
+        def pg(args: list[str], check_timeout: float, what: str, tmpdir=tmpdir, env=env) -> None:
             try:
                 res = subprocess.run(
                     args, cwd=str(tmpdir), env=env, capture_output=True, text=True,
@@ -571,7 +572,7 @@ def start_postgres(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> Po
             _live.add(server)
         pg_isready = bindir / "pg_isready"
 
-        def ready() -> bool:
+        def ready(pg_isready=pg_isready, port=port, env=env, log_path=log_path) -> bool:
             if pg_isready.is_file():
                 return subprocess.run(
                     [str(pg_isready), "-q", "-h", HOST, "-p", str(port), "-t", "2"],
@@ -647,11 +648,11 @@ class MotoServer(_Server):
 def start_moto(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> MotoServer:
     """Start moto's standalone server (``python -m moto.server``) on a free loopback port."""
     try:
-        import moto  # noqa: F401
         import flask  # noqa: F401  (moto[server]'s extra)
+        import moto  # noqa: F401
     except ImportError as exc:
         raise ServerStartError(f"moto[server] is not installed ({exc}; {BOOTSTRAP_HINT})") from None
-    last: Optional[Exception] = None
+    last: Exception | None = None
     for _ in range(attempts):
         tmpdir = _make_tmpdir("sekiops-moto-")
         log_path = tmpdir / "moto.log"
@@ -666,7 +667,7 @@ def start_moto(timeout: float = DEFAULT_TIMEOUT, *, attempts: int = 3) -> MotoSe
         with _live_lock:
             _live.add(server)
         try:
-            _wait_until("moto", proc, log_path, lambda: _http_answers(HOST, port, "/moto-api/data.json"), timeout)
+            _wait_until("moto", proc, log_path, partial(_http_answers, HOST, port, "/moto-api/data.json"), timeout)
         except ServerStartError as exc:
             last = exc
             log = _tail(log_path)

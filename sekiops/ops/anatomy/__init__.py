@@ -34,7 +34,7 @@ Library::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .report import Anatomy
 from .tokenizer import CHUNK, DEFAULT_DEPTH, DEFAULT_MAX_KEYS, DEFAULT_MAX_PATHS, DEFAULT_TOP, Tokenizer
@@ -50,6 +50,7 @@ def anatomy(state, blob, *, projector_name: str, projector_version: str | None =
     ``show_values``: also report the first characters of the biggest string values (stored
     business data; off by default).
     """
+    # the store side loads only here: walk() over a file needs none of it
     from ...pipeline.restore import RestoreOptions, find_row, open_payload_stream
 
     check_limits(depth, top, max_keys, max_paths)

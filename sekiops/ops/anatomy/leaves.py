@@ -185,6 +185,7 @@ def leaves(batch, w: WalkState, carry_parent, parents, np) -> list:
     for gi in range(G):
         j = int(rep[gi])
         parent_node = live_nodes[int(ownerv[j]) + 1]
+        assert parent_node is not None, "a value's owner is an open container"
         if not in_obj[j]:
             node = parent_node.item_child()
         else:

@@ -37,7 +37,7 @@ def resolve_strings(batch, cand, depth, top, strings, opens_by_level, start_node
         j = len(ctx) + j
         return ctx[j] if j >= 0 else (0, None)
 
-    for i, length in zip(*cand):
+    for i, length in zip(*cand, strict=True):
         if len(strings) >= top and length <= strings[0][0]:
             continue
         p, e, lv = int(pos[i]), int(end[i]), int(lvl[i])

@@ -230,17 +230,19 @@ class Tokenizer:
         # 5. carry to the next chunk
         if in_str_end:
             if new_str:
+                assert tail is not None  # set above for a string that goes on
                 self.str_start = base + tail
                 self.str_text = buf[tail + 1:tail + 1 + KEY_CAP]
             elif len(self.str_text) < KEY_CAP:
                 self.str_text += buf[:KEY_CAP - len(self.str_text)]
             if a[-1] == 92:
+                assert bpos is not None  # the last byte is a backslash
                 runkey = bpos - np.arange(bpos.size)
-                first = int(np.searchsorted(runkey, runkey[-1], "left"))
-                run = bpos.size - first
-                if bpos[first] == 0 and run == n and s0 and not new_str:
-                    run += self.bs_carry
-                self.bs_carry = run
+                run_start = int(np.searchsorted(runkey, runkey[-1], "left"))
+                run_len = bpos.size - run_start
+                if bpos[run_start] == 0 and run_len == n and s0 and not new_str:
+                    run_len += self.bs_carry
+                self.bs_carry = run_len
             else:
                 self.bs_carry = 0
         else:
@@ -248,6 +250,7 @@ class Tokenizer:
             self.bs_carry = 0
         self.in_str = in_str_end
         if new_lit:
+            assert tail is not None  # set above for a literal that goes on
             self.lit_start = base + tail
             self.lit_kind = int(typlut[a[tail]])
         self.in_lit = lit_goes_on or new_lit

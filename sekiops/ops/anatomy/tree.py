@@ -8,6 +8,7 @@ object's children are folded into one ``*`` child (``keysFolded`` counts them).
 from __future__ import annotations
 
 import json
+import re
 
 
 class Node:
@@ -36,7 +37,7 @@ class Node:
         self.max_value = 0
         self.keys_folded = 0
 
-    def child(self, key: bytes, max_keys: int, budget: list | None = None) -> "Node":
+    def child(self, key: bytes, max_keys: int, budget: list | None = None) -> Node:
         """The child for ``key``; folds every child into ``*`` past ``max_keys`` keys, or when the
         tree's ``budget`` (``[paths still allowed]``) is spent."""
         if self.wild is not None:
@@ -54,7 +55,7 @@ class Node:
                 budget[0] -= 1
         return node
 
-    def item_child(self) -> "Node":
+    def item_child(self) -> Node:
         node = self.item
         if node is None:
             node = self.item = Node(b"[]", self, self.level + 1)
@@ -80,7 +81,7 @@ def merge(into: Node, n: Node) -> None:
     into.count += n.count
     into.bytes += n.bytes
     into.key_bytes += n.key_bytes
-    into.types = [x + y for x, y in zip(into.types, n.types)]
+    into.types = [x + y for x, y in zip(into.types, n.types, strict=True)]
     into.members += n.members
     into.containers += n.containers
     into.max_items = max(into.max_items, n.max_items)
@@ -121,8 +122,6 @@ def segment(seg: bytes) -> str:
     if seg == b"*":
         return ".*"
     if _PLAIN_KEY is None:
-        import re
-
         _PLAIN_KEY = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$-]*$")
     text = key_text(seg)
     return "." + text if _PLAIN_KEY.match(text) else "[" + json.dumps(text, ensure_ascii=False) + "]"

@@ -9,15 +9,31 @@ on the token arrays. Memory is bounded by the chunk size and the path budget, no
 from __future__ import annotations
 
 import time
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from ...errors import CorruptSnapshotError, UsageError
 from ...streams import iter_chunks
 from .leaves import inner_counts, leaves
 from .report import Anatomy, build_report
 from .strings import finish_candidate, resolve_strings
-from .tokenizer import (CHUNK, DEFAULT_DEPTH, DEFAULT_MAX_KEYS, DEFAULT_MAX_PATHS, DEFAULT_TOP, KEY_CAP, T_ARR,
-                        T_COLON, T_COMMA, T_EARR, T_EOBJ, T_OBJ, T_STR, Batch, Tokenizer)
+from .tokenizer import (
+    CHUNK,
+    DEFAULT_DEPTH,
+    DEFAULT_MAX_KEYS,
+    DEFAULT_MAX_PATHS,
+    DEFAULT_TOP,
+    KEY_CAP,
+    T_ARR,
+    T_COLON,
+    T_COMMA,
+    T_EARR,
+    T_EOBJ,
+    T_OBJ,
+    T_STR,
+    Batch,
+    Tokenizer,
+)
 from .tree import live
 from .walkstate import Frame, WalkState
 
@@ -146,7 +162,7 @@ def _shallow(batch, w: WalkState, sel, opens_by_level, parents, np) -> None:
     L = batch.lvl[sel].tolist()
     text = batch.text
     leaf_parent = depth - 1
-    for p, e, t, lv in zip(P, E, T, L):
+    for p, e, t, lv in zip(P, E, T, L, strict=True):
         if t == T_EOBJ or t == T_EARR:
             fr = stack.pop()
             node = fr.node

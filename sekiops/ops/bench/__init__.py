@@ -49,8 +49,16 @@ explicitly given; its blobs stay there afterwards so that no row points at a del
 from __future__ import annotations
 
 from ...units import parse_size, parse_sizes
-from .commands import (DEFAULT_OPS, EVENTS_PROCESSED, LAST_SORTABLE_UNIQUE_ID, MODE_LABELS, MODELLED,
-                       MODELLED_NOTE, MODES, OPS)
+from .commands import (
+    DEFAULT_OPS,
+    EVENTS_PROCESSED,
+    LAST_SORTABLE_UNIQUE_ID,
+    MODE_LABELS,
+    MODELLED,
+    MODELLED_NOTE,
+    MODES,
+    OPS,
+)
 from .inputs import backend_label, file_digest, generate_state, machine_info
 from .measure import Measured, run_measured
 from .report import load_results, plot_benchmark, render, save_results, table_frame

@@ -11,6 +11,9 @@
 
 This is the only place that imports :mod:`sekiops.ops.bench.modelled`: the model runs in a
 process of its own, never inside the product's persist or restore, and records no metrics.
+
+Each child imports what its scenario runs inside its own function, nothing more: a child's
+memory is what the benchmark measures.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from ..anatomy import DEFAULT_DEPTH, walk
 
@@ -21,7 +22,7 @@ def benchmark_backends(path: str, depth: int = DEFAULT_DEPTH) -> dict:
     (count events and string lengths per prefix, down to ``depth``); it still cannot measure raw
     bytes (escapes, whitespace, number spelling), so its byte totals would be estimates.
     """
-    out = {"bytes": os.path.getsize(path), "depth": depth}
+    out: dict[str, Any] = {"bytes": os.path.getsize(path), "depth": depth}
     with open(path, "rb") as f:
         t = time.perf_counter()
         rep = walk(f, depth=depth)

@@ -21,13 +21,21 @@ Every number here is measured. Nothing is modelled.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+from ...blob import open_blob_store
+from ...format.constants import PAYLOAD_TYPE
+from ...format.envelope import EnvelopeMeta, offloaded_envelope_bytes
+from ...format.record import SnapshotRow, utcnow
+from ...state import open_state_store
+from .inputs import package_root
 from .measure import run_measured
 
 SERVICE = "audit-bench"
@@ -39,19 +47,17 @@ def setup_child(state_url: str, blob_url: str, blobs: int, referenced: int, proj
                 blobs_exist: bool = False) -> dict:
     """Create ``blobs`` blobs and ``referenced`` rows pointing at the first ones (run in its own process).
     ``blobs_exist``: the blobs are there already (another row count over the same container)."""
-    from ...blob import open_blob_store
-    from ...format.constants import PAYLOAD_TYPE
-    from ...format.envelope import EnvelopeMeta, offloaded_envelope_bytes
-    from ...format.record import SnapshotRow, utcnow
-    from ...state import open_state_store
-
     if referenced > blobs:
         raise ValueError("more referenced blobs than blobs")
     state = open_state_store(state_url, service_id=SERVICE, create=True)
     blob = open_blob_store(blob_url, create=True)
+    if blob is None:  # an empty URL and no $SEKIOPS_BLOB_URL
+        state.close()
+        raise ValueError("the audit benchmark needs a blob store URL")
     t0 = time.perf_counter()
     try:
-        local = hasattr(blob, "put_raw") and blob.provider in ("local", "file", "filesystem")
+        put_raw = getattr(blob, "put_raw", None)  # the local and memory stores' write without hashing
+        local = put_raw is not None and blob.provider in ("local", "file", "filesystem")
 
         def content(i: int) -> bytes:
             return b'{"bench":"audit","blob":%d}' % i
@@ -64,10 +70,9 @@ def setup_child(state_url: str, blob_url: str, blobs: int, referenced: int, proj
         def put(i: int) -> None:
             key, sha, data = key_of(i)
             if local:
-                blob.put_raw(key, data)
+                assert put_raw is not None  # local means the store has put_raw
+                put_raw(key, data)
             else:
-                import io
-
                 written = blob.write(io.BytesIO(data), f"P{i % projectors}", sha256=sha, size=len(data))
                 assert written.key == key, (written.key, key)
 
@@ -79,8 +84,6 @@ def setup_child(state_url: str, blob_url: str, blobs: int, referenced: int, proj
                 if progress and i and i % 100_000 == 0:
                     progress(f"  {i:,} blobs")
         else:
-            from concurrent.futures import ThreadPoolExecutor
-
             with ThreadPoolExecutor(workers) as ex:
                 for n, _ in enumerate(ex.map(put, range(blobs), chunksize=64)):
                     if progress and n and n % 10_000 == 0:
@@ -100,7 +103,6 @@ def setup_child(state_url: str, blob_url: str, blobs: int, referenced: int, proj
                               original_size_bytes=len(env), compressed_size_bytes=len(env),
                               safe_window_threshold=LAST_SORTABLE, created_at=now, updated_at=now,
                               build_source="SEKIOPS_BENCH", build_host="bench")
-            import io
 
             state.write(row, io.BytesIO(env), len(env), None)
             if progress and i and i % 20_000 == 0:
@@ -143,8 +145,6 @@ def run_audit_benchmark(sizes=(10_000, 100_000, 1_000_000), *, workdir: str, blo
     size), else ``referenced_fraction`` of the blobs; each row count has its own state store over
     the same blobs.
     """
-    from .inputs import package_root
-
     python = python or sys.executable
     say = progress or (lambda _m: None)
     os.makedirs(workdir, exist_ok=True)

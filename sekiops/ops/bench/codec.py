@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
+from ...format.payload import gzip_backend
+from ...pipeline.memory import tune_malloc
+from ...units import MiB
 from . import commands
 from .measure import Measured
-from ...units import MiB
 
 #: Read size of the codec floor: 256 KiB inputs were the fastest for both isal and zlib here (1 MiB
 #: inputs make each decompress call return ~4.5 MiB, whose buffer growth costs 10-30%).
@@ -33,9 +35,6 @@ def codec_child(direction: str, gzip: str | None, src: str, dst: str) -> dict:
     fsync is timed separately (``fsync_s``) and not counted in ``seconds``: the codec floor is
     read + codec + write to the page cache.
     """
-    from ...format.payload import gzip_backend
-    from ...pipeline.memory import tune_malloc
-
     tune_malloc()  # as sekiops persist/restore do: the codec floor gets the same allocator settings
     backend = gzip_backend(gzip)
     obj = backend.compressobj() if direction == "compress" else backend.decompressobj()

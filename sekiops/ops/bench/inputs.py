@@ -5,7 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import subprocess
+
+import sekiops
+
+from ...format.payload import backends, gzip_backend
+from ...streams import CountingWriter
+from ..synth import write_state
 
 CHUNK = 2**20
 
@@ -25,8 +32,6 @@ def generate_state(path: str, target_bytes: int, seed: int = 42) -> dict:
             return meta
     except (OSError, ValueError):
         pass
-    from ...streams import CountingWriter
-    from ..synth import write_state
 
     partial = path + ".partial"
     with open(partial, "wb", buffering=CHUNK) as f:
@@ -57,10 +62,6 @@ def file_digest(path: str) -> tuple[int, str]:
 
 def machine_info() -> dict:
     """nproc, RAM, CPU model, Python, gzip backend: what a benchmark table must say it ran on."""
-    import platform
-
-    from ...format.payload import backends, gzip_backend
-
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -105,8 +106,6 @@ def meminfo(field: str) -> int | None:
 
 def package_root() -> str:
     """The directory holding the ``sekiops`` package (children get it first on PYTHONPATH)."""
-    import sekiops
-
     return os.path.dirname(os.path.dirname(os.path.abspath(sekiops.__file__)))
 
 

@@ -9,9 +9,10 @@ directory it creates), gzip backends must be installed.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ...errors import GuardRefusedError, UsageError
+from ...format.payload import backends
 from ...units import parse_seconds, parse_sizes
 from . import commands
 from .report import load_results, plot_benchmark, save_results
@@ -57,13 +58,14 @@ def bench_job(*, sizes: str | Sequence, modes: str | Sequence[str] = commands.MO
                                 "add --execute to run it there (nothing was written)")
     workdir = os.path.abspath(workdir) if workdir else None
     for path in (out, chart):
-        parent = os.path.dirname(os.path.abspath(path)) if path else None
-        if path and not os.path.isdir(parent) and parent != workdir:  # the workdir is created below
+        if not path:
+            continue
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent) and parent != workdir:  # the workdir is created below
             raise UsageError(f"output directory of {path!r} does not exist")
     if out and not out.endswith((".csv", ".json")):
         raise UsageError("--out must end in .csv or .json")
-    gzips = split_list(gzip) or [None]
-    from ...format.payload import backends
+    gzips: list[str | None] = [*split_list(gzip)] or [None]
 
     for g in gzips:
         if g is not None and g not in backends():

@@ -31,13 +31,13 @@ class LatencyProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._server = None
+        self._server: asyncio.Server | None = None
         self._tasks: set = set()
         self._thread = threading.Thread(target=self._run, name="sekiops-latency-proxy", daemon=True)
 
     # -- lifecycle --
 
-    def start(self) -> "LatencyProxy":
+    def start(self) -> LatencyProxy:
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None:
@@ -60,7 +60,7 @@ class LatencyProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def __enter__(self) -> "LatencyProxy":
+    def __enter__(self) -> LatencyProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -69,9 +69,9 @@ class LatencyProxy:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._server = self._loop.run_until_complete(
+            self._server = server = self._loop.run_until_complete(
                 asyncio.start_server(self._handle, self._host, self._want_port))
-            self.port = self._server.sockets[0].getsockname()[1]
+            self.port = server.sockets[0].getsockname()[1]
         except BaseException as exc:  # reported by start()
             self._error = exc
             self._ready.set()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from ...urls import redact
 
@@ -159,9 +159,10 @@ def run_measured(argv: Sequence[str], *, env: dict | None = None, cwd: str | Non
             stderr = err.read().decode("utf-8", "replace")
         try:
             with open(result_path) as f:
-                raw_status, maxrss, wall, user, system = f.read().split()
+                raw_status, raw_maxrss, raw_wall, raw_user, raw_system = f.read().split()
             returncode = os.waitstatus_to_exitcode(int(raw_status))
-            peak, wall, user, system = int(maxrss) * 1024, float(wall), float(user), float(system)
+            peak, wall = int(raw_maxrss) * 1024, float(raw_wall)
+            user, system = float(raw_user), float(raw_system)
         except (OSError, ValueError):  # killed, or the launcher failed
             returncode = proc.returncode if proc.returncode != 0 else 1
             peak, user, system = 0, usage.ru_utime, usage.ru_stime

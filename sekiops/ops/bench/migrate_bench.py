@@ -21,6 +21,7 @@ without it only concurrency 1 runs, and the rows say so.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -28,9 +29,13 @@ import secrets
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from ...blob import open_blob_store
+from ...pipeline.persist import PersistOptions, persist_stream
+from ...state import open_state_store
+from .inputs import package_root
 from .latency_proxy import LatencyProxy
 from .measure import run_measured
 
@@ -39,12 +44,6 @@ LAST_SORTABLE = "063912345678901234500000000001"
 
 def setup_child(state_url: str, blob_url: str | None, service_id: str, rows: int, row_bytes: int) -> dict:
     """``rows`` inline snapshots of ~``row_bytes`` of state JSON each, persisted the normal way."""
-    import io
-
-    from ...blob import open_blob_store
-    from ...pipeline.persist import PersistOptions, persist_stream
-    from ...state import open_state_store
-
     state = open_state_store(state_url, service_id=service_id, create=True)
     blob = open_blob_store(blob_url, create=True) if blob_url else None
     t = time.perf_counter()
@@ -67,8 +66,8 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 
 
 def _swap_port(text: str, host: str, port: int, new_port: int) -> str:
-    return re.sub(rf"(//(?:[^/@]*@)?)({re.escape(host)}|127\.0\.0\.1|localhost):{port}\b", rf"\g<1>127.0.0.1:{new_port}",
-                  text)
+    return re.sub(rf"(//(?:[^/@]*@)?)({re.escape(host)}|127\.0\.0\.1|localhost):{port}\b",
+                  rf"\g<1>127.0.0.1:{new_port}", text)
 
 
 def has_concurrency(python: str, env: dict) -> bool:
@@ -89,8 +88,6 @@ def run_migrate_benchmark(*, label: str, state_url: str, blob_url: str, blob_end
     is proxied; ``AZURE_STORAGE_CONNECTION_STRING`` in ``env`` is rewritten to the proxy).
     Returns one row per (concurrency, round).
     """
-    from .inputs import package_root
-
     python = python or sys.executable
     say = progress or (lambda _m: None)
     base_env = dict(env or os.environ)
@@ -107,6 +104,7 @@ def run_migrate_benchmark(*, label: str, state_url: str, blob_url: str, blob_end
     out_rows = []
     run_id = time.strftime("%H%M%S") + secrets.token_hex(2)
     with LatencyProxy((s_host, s_port), delay) as sp, LatencyProxy((b_host, b_port), delay) as bp:
+        assert sp.port is not None and bp.port is not None  # start() raised otherwise
         p_state = _swap_port(state_url, s_host, s_port, sp.port)
         p_env = dict(base_env)
         if "AZURE_STORAGE_CONNECTION_STRING" in p_env:

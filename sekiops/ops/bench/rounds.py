@@ -12,14 +12,15 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from ...units import format_bytes, parse_size
+from ...errors import UsageError
+from ...format.payload import gzip_backend
+from ...units import GiB, format_bytes, parse_size
 from . import commands
 from .inputs import generate_state, machine_info
 from .report import codec_line, scenario_line
 from .scenarios import COLUMNS, IDLE_STATE_BYTES, Outcome, Scenarios, best_of, variant_args
-from ...units import GiB
 
 MB = 10**6
 DEFAULT_SIZES = (10 * MB, 100 * MB, GiB)
@@ -61,11 +62,8 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
     """
     import pandas as pd
 
-    from ...errors import UsageError
-    from ...format.payload import gzip_backend
-
     specs = list(sizes)
-    sizes = [parse_size(s, what="benchmark size", allow_zero=False) for s in specs]
+    byte_sizes = [parse_size(s, what="benchmark size", allow_zero=False) for s in specs]
     labels = [size_label(s) for s in specs]
     for mode in modes:
         if mode not in commands.MODES:
@@ -73,7 +71,7 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
     for op in ops:
         if op not in commands.OPS:
             raise UsageError(f"unknown benchmark op {op!r}; use {', '.join(commands.OPS)}")
-    plan = [(op, mode) for mode in modes for op in ops if commands.has_command(op, mode)]
+    plan: list[tuple[str, ...]] = [(op, mode) for mode in modes for op in ops if commands.has_command(op, mode)]
     variants = [v for v in dict.fromkeys(variants or ()) if v]
     for v in variants:
         variant_args(v)  # refuses an unknown one before anything runs
@@ -91,10 +89,10 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
                       heap=heap, verify=verify, repeat=repeat, baseline_repeats=baseline_repeats,
                       timeout=timeout, progress=progress, memory_margin=memory_margin)
     rows: list[dict] = []
-    counter = {"done": 0, "total": len(sizes) * len(gzips) * len(plan)}
+    counter = {"done": 0, "total": len(byte_sizes) * len(gzips) * len(plan)}
     state_paths = []
     try:
-        for size, label in zip(sizes, labels):
+        for size, label in zip(byte_sizes, labels, strict=True):
             path = os.path.join(bench.states_dir, f"state-{size}.json")
             t = time.perf_counter()
             state = dict(generate_state(path, size), path=path)
@@ -123,7 +121,7 @@ def run_benchmark(sizes: Iterable[int | str] = DEFAULT_SIZES, modes: Sequence[st
 
 
 def _rounds(bench: Scenarios, state: dict, label: str, gzips: list[str], codec_gzips: list[str],
-            plan: list[tuple[str, str]], counter: dict) -> list[dict]:
+            plan: list[tuple[str, ...]], counter: dict) -> list[dict]:
     rows: list[dict] = []
     best: dict[tuple, Outcome] = {}
     for rnd in range(bench.repeat):
@@ -155,7 +153,7 @@ def _rounds(bench: Scenarios, state: dict, label: str, gzips: list[str], codec_g
                     if outcome.ok:
                         skey = (state["path"], g, mode, op) + tuple(rest)
                         bench.scenario_rounds.setdefault(skey, {})[rnd] = outcome.seconds
-                        bench.scenario_walls.setdefault(skey, {})[rnd] = outcome.measured.wall_s
+                        bench.scenario_walls.setdefault(skey, {})[rnd] = outcome.measurement.wall_s
                 if last:
                     row = bench.row(op, mode, state, label, g, best[key], variant)
                     rows.append(row)

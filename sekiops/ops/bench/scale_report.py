@@ -8,6 +8,7 @@ stage costs and labelled so); :func:`markdown` writes the same numbers as tables
 from __future__ import annotations
 
 import math
+
 from ...units import MiB
 
 MB = 10**6
@@ -74,7 +75,7 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
         names = [r["stage"] for r in rows]
         vals = [r["cpu_ms_per_mib"] for r in rows]
         colors = ["tab:red" if n.startswith("json check") else "gray" if r["side"] == "codec" else "tab:blue"
-                  for n, r in zip(names, rows)]
+                  for n, r in zip(names, rows, strict=True)]
         ax_stage.barh(range(len(names)), vals, color=colors)
         for i, v in enumerate(vals):
             ax_stage.text(v + 0.02, i, f"{v:.2f}", va="center", fontsize=7)
@@ -99,7 +100,8 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
             xs = [r["blobs"] for r in rs]
             ax_audit.plot(xs, [r["peak_rss_bytes"] / MiB for r in rs], marker="o", label=f"peak RSS ({store})")
             ax_t.plot(xs, [r["wall_s"] for r in rs], marker="s", linestyle="--", label=f"wall s ({store})")
-        ax_audit.axhline(200 * 1e6 / MiB, color="tab:red", linewidth=0.8, linestyle="--", label="goal: < 200 MB (190.7 MiB)")
+        ax_audit.axhline(200 * 1e6 / MiB, color="tab:red", linewidth=0.8, linestyle="--",
+                         label="goal: < 200 MB (190.7 MiB)")
         ax_audit.set(xscale="log", xlabel="blobs in the container", ylabel="peak RSS (MiB, kernel, wait4)",
                      title="sekiops audit-blobs over large containers (measured, fresh processes)")
         ax_audit.set_ylim(bottom=0)
@@ -113,10 +115,10 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
     # (4) migrations
     ok = _ok(migrate)
     if ok:
-        by_store = {}
+        rates: dict[str, dict[int, list[float]]] = {}
         for r in ok:
-            by_store.setdefault(r["store"], {}).setdefault(r["concurrency"], []).append(r["rows_per_s"])
-        for store, levels in by_store.items():
+            rates.setdefault(r["store"], {}).setdefault(r["concurrency"], []).append(r["rows_per_s"])
+        for store, levels in rates.items():
             cs = sorted(levels)
             ax_mig.plot(cs, [max(levels[c]) for c in cs], marker="o", label=store)
             for c in cs:
@@ -124,7 +126,8 @@ def plot_scale(persist=None, stages: dict | None = None, audit: list | None = No
         delay = ok[0].get("delay_ms")
         ax_mig.set(xscale="log", xlabel="concurrency (rows in flight)", ylabel="rows/s (whole process)",
                    title=f"sekiops migrate run offload, +{delay:g} ms per call (latency proxy, measured)")
-        ax_mig.set_xticks(sorted({r["concurrency"] for r in ok}), [str(c) for c in sorted({r["concurrency"] for r in ok})])
+        concurrencies = sorted({r["concurrency"] for r in ok})
+        ax_mig.set_xticks(concurrencies, [str(c) for c in concurrencies])
         ax_mig.legend(fontsize=8)
         ax_mig.grid(True, alpha=0.3)
     if title:
@@ -141,6 +144,7 @@ def markdown(persist=None, stages: dict | None = None, audit: list | None = None
         out.append("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         df = persist[(persist["mode"] == "streaming")]
         for _, r in df.iterrows():
+            overhead = _num(r.get("overhead_bytes"))
             out.append("| {op} | {size} | {variant} | {threads} | {check} | {op_s} | {mbs} | {codec} | {rb} | {rp} | "
                        "{pp} | {ov} |".format(
                            op=r["op"], size=r["size_label"], variant=r.get("variant") or "default",
@@ -149,7 +153,7 @@ def markdown(persist=None, stages: dict | None = None, audit: list | None = None
                            codec=_fmt(r.get("codec_mib_s"), "{:.0f}"), rb=_fmt(r.get("ratio_to_codec"), "{:.2f}"),
                            rp=_fmt(r.get("paired_ratio_to_codec"), "{:.2f}"),
                            pp=_fmt(r.get("paired_process_ratio_to_codec"), "{:.2f}"),
-                           ov=_fmt(_num(r.get("overhead_bytes")) and _num(r.get("overhead_bytes")) / MiB, "{:.1f}")))
+                           ov=_fmt(overhead and overhead / MiB, "{:.1f}")))
         out.append("")
     if stages:
         out.append("| stage (one thread) | CPU ms per MiB | MiB/s |")
@@ -169,7 +173,8 @@ def markdown(persist=None, stages: dict | None = None, audit: list | None = None
                            f"{v['bound_ratio_to_codec']:.2f}x | {v.get('limited_by', '-')} |")
         out.append("")
     if audit:
-        out.append("| blobs | store | rows (referenced blobs) | orphans | peak RSS MiB | over idle MiB | wall s | audit s |")
+        out.append("| blobs | store | rows (referenced blobs) | orphans | peak RSS MiB | over idle MiB | wall s "
+                   "| audit s |")
         out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
         for r in audit:
             out.append(f"| {r['blobs']:,} | {r.get('store', 'local')} | {_fmt(r.get('referenced'), '{:,}')} | "

@@ -16,14 +16,15 @@ import dataclasses
 import os
 import secrets
 import time
-from typing import Callable
+from collections.abc import Callable
 
+from ...errors import UsageError
+from ...units import MiB, format_bytes
 from ...urls import redact
 from . import commands
 from .codec import DIRECTION, CodecFloor
 from .inputs import backend_label, file_digest, generate_state, meminfo, package_root
 from .measure import Measured, run_measured
-from ...units import MiB
 
 MB = 10**6
 IDLE_STATE_BYTES = 1000
@@ -60,7 +61,6 @@ def variant_args(variant: str | None) -> tuple[list[str], dict]:
         return ["--threads", value], {}
     if name == "check" and value in ("native", "yajl"):
         return [], {"SEKIOPS_JSONCHECK": value}
-    from ...errors import UsageError
 
     raise UsageError(f"unknown benchmark variant {variant!r}: use threads=N or check=native|yajl")
 
@@ -79,11 +79,17 @@ class Outcome:
     verified: bool | None = None
 
     @property
+    def measurement(self) -> Measured:
+        """The child's measurement: every outcome has one but a refused or failed set-up (never ok)."""
+        assert self.measured is not None, "an outcome without a measurement is not ok"
+        return self.measured
+
+    @property
     def seconds(self) -> float:
         """Time inside the operation (the child's own ``total_ms``), else the process's wall time."""
         if self.summary and self.summary.get("total_ms"):
             return self.summary["total_ms"] / 1000.0
-        return self.measured.wall_s
+        return self.measurement.wall_s
 
 
 class Scenarios:
@@ -222,8 +228,6 @@ class Scenarios:
         need = int(self.memory_margin * size) + 256 * MiB
         avail = meminfo("MemAvailable")
         if avail is not None and avail < need:
-            from ...units import format_bytes
-
             return (f"skipped: the modelled byte[] path on {format_bytes(size)} needs about {format_bytes(need)}, "
                     f"only {format_bytes(avail)} available")
         return None
@@ -292,9 +296,10 @@ class Scenarios:
         return None
 
     @staticmethod
-    def _check_anatomy(summary: dict, state: dict) -> str | None:
-        if summary.get("anatomy_total_bytes") != state["bytes"]:
-            return f"anatomy counted {summary.get('anatomy_total_bytes')} bytes, the state has {state['bytes']}"
+    def _check_anatomy(summary: dict | None, state: dict) -> str | None:
+        counted = (summary or {}).get("anatomy_total_bytes")
+        if counted != state["bytes"]:
+            return f"anatomy counted {counted} bytes, the state has {state['bytes']}"
         return None
 
     def row(self, op: str, mode: str, state: dict, size_label: str, gzip: str, outcome: Outcome,
@@ -366,7 +371,7 @@ def best_of(best: Outcome | None, new: Outcome) -> Outcome:
         return best
     fast = new if new.seconds < best.seconds else best
     slow = best if fast is new else new
-    if slow.measured.peak_rss_bytes > fast.measured.peak_rss_bytes:
+    if slow.measurement.peak_rss_bytes > fast.measurement.peak_rss_bytes:
         fast = dataclasses.replace(fast, measured=dataclasses.replace(
-            fast.measured, peak_rss_bytes=slow.measured.peak_rss_bytes))
+            fast.measurement, peak_rss_bytes=slow.measurement.peak_rss_bytes))
     return fast

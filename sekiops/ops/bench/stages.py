@@ -20,8 +20,11 @@ import hashlib
 import os
 import tempfile
 import time
-from ...units import MiB
 
+from ...format.payload import gzip_backend
+from ...format.pgzip import WINDOW, _deflate_block
+from ...pipeline import jsoncheck
+from ...units import MiB
 
 
 def _load(path: str, sample: int) -> list[bytes]:
@@ -38,10 +41,6 @@ def _load(path: str, sample: int) -> list[bytes]:
 
 def stage_child(path: str, gzip: str | None = None, sample: int = 128 * MiB, rounds: int = 3,
                 tmpdir: str | None = None) -> dict:
-    from ...format.payload import gzip_backend
-    from ...format.pgzip import WINDOW, _deflate_block
-    from ...pipeline import jsoncheck
-
     backend = gzip_backend(gzip)
     chunks = _load(path, sample)
     size = sum(map(len, chunks))

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
+from ...format.payload import gzip_backend
+from ...metrics import sample_command
 from ...units import parse_size
 from . import commands
 from .inputs import generate_state, package_root
@@ -29,8 +31,6 @@ def measure_persist_memory(size, workdir: str, modes: Sequence[str] = commands.M
     (the larger of the sampled RSS and the command's own in-process peak), ``returncode``,
     ``state_bytes`` and, for the modelled path, ``modelled: True``.
     """
-    from ...metrics import sample_command
-
     size = parse_size(size, what="state size", allow_zero=False)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -44,8 +44,6 @@ def measure_persist_memory(size, workdir: str, modes: Sequence[str] = commands.M
     env["SEKIOPS_SPOOL_DIR"] = os.path.join(workdir, "spool")
     stores = ["--state", "sqlite:///" + os.path.join(workdir, "state.db"), "--blob", os.path.join(workdir, "blobs")]
     import pandas as pd
-
-    from ...format.payload import gzip_backend
 
     frames, summaries = [], {}
     for mode in modes:

@@ -56,21 +56,56 @@ interactive timeline is :func:`sekiops.widgets.timeline.timeline_explorer`.
 
 from __future__ import annotations
 
+from ..bench.timeline import measure_persist_memory
 from .analyse import IncidentReport, analyse, incident_capacity, load_analysis, log_inventory
-from .base import (CATCH_UP_BATCH_RANGE, CATCH_UP_KINDS, COSMOS_RECORD_THRESHOLD, FAILURE_KINDS, FALLBACK_KINDS,
-                   HEADROOM, KIND_LABELS, MAX_CAPACITY_FINDINGS, PAYLOAD_OFFLOAD_THRESHOLD, PERSIST_KINDS,
-                   RESTORE_KINDS, SEVERITY_ORDER, TEMP_FILES_GUARD, TIMELINE_COLUMNS, GiB, MiB, category, fmt_clock,
-                   fmt_delta, fmt_mem, fmt_size, fmt_time)
+from .base import (
+    CATCH_UP_BATCH_RANGE,
+    CATCH_UP_KINDS,
+    COSMOS_RECORD_THRESHOLD,
+    FAILURE_KINDS,
+    FALLBACK_KINDS,
+    HEADROOM,
+    KIND_LABELS,
+    MAX_CAPACITY_FINDINGS,
+    PAYLOAD_OFFLOAD_THRESHOLD,
+    PERSIST_KINDS,
+    RESTORE_KINDS,
+    SEVERITY_ORDER,
+    TEMP_FILES_GUARD,
+    TIMELINE_COLUMNS,
+    GiB,
+    MiB,
+    category,
+    fmt_clock,
+    fmt_delta,
+    fmt_mem,
+    fmt_size,
+    fmt_time,
+)
 from .charts import capacity_chart, persist_size_chart, timeline_chart
 from .findings import FINDERS, findings
 from .inputs import filter_events, load_events, load_memory, parse_limit, parse_when, projector_key
-from .measured import (METRIC_MEANING, PERSIST_METRIC_NAMES, bench_peak_chart, measure_persist_memory,
-                       memory_over_time_chart, offload_ratio_chart, overhead_chart, persist_metrics_frame,
-                       recorded_metrics_table, throughput_upload_chart)
+from .measured import (
+    METRIC_MEANING,
+    PERSIST_METRIC_NAMES,
+    bench_peak_chart,
+    memory_over_time_chart,
+    offload_ratio_chart,
+    overhead_chart,
+    persist_metrics_frame,
+    recorded_metrics_table,
+    throughput_upload_chart,
+)
 from .memory import infer_memory_limit, memory_breach, memory_series, restart_increments
 from .recommend import recommendations
-from .text import (capacity_display, events_table, findings_markdown, recommendations_frame,
-                   recommendations_markdown, scope_markdown)
+from .text import (
+    capacity_display,
+    events_table,
+    findings_markdown,
+    recommendations_frame,
+    recommendations_markdown,
+    scope_markdown,
+)
 from .timeline import build_timeline
 
 __all__ = [

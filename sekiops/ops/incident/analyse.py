@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from typing import Any
 
+from ...blob import open_blob_store
 from ...errors import SekiopsError, UsageError
-from ..capacity import DEFAULT_APP_BASELINE, DEFAULT_MEMORY_LIMIT, DEFAULT_SEKIBAN_VERSION, capacity_table, \
-    sekiban_version_text
+from ...state import open_state_store
+from ...urls import redact
+from ..bench import load_results
+from ..capacity import (
+    DEFAULT_APP_BASELINE,
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_SEKIBAN_VERSION,
+    capacity_table,
+    sekiban_version_text,
+)
+from ..inventory import inventory
 from .base import FALLBACK_KINDS, _iso, fmt_mem
+from .findings import findings
 from .inputs import _projector_list, filter_events, load_events, load_memory, parse_limit, parse_when, projector_key
 from .memory import infer_memory_limit, memory_series
+from .recommend import recommendations
 from .timeline import _event_sizes, build_timeline
+
 
 @dataclasses.dataclass
 class IncidentReport:
@@ -91,10 +105,8 @@ def _json_default(v):
     return str(v)
 
 
-def load_analysis(path: str) -> "IncidentReport":
+def load_analysis(path: str) -> IncidentReport:
     """An analysis written by :meth:`IncidentReport.save`."""
-    import io
-
     import pandas as pd
 
     try:
@@ -195,8 +207,10 @@ def analyse(logs=None, metrics=None, time_from=None, time_to=None, *, service_id
         notes.append("no metrics export given: the container's memory and restarts are not shown")
     elif not len(memory):
         notes.append("no container memory samples in the window")
-    baseline = DEFAULT_APP_BASELINE if app_baseline in (None, "") else parse_limit(app_baseline) \
-        if not isinstance(app_baseline, (int, float)) else int(app_baseline)
+    if isinstance(app_baseline, (int, float)):
+        baseline = int(app_baseline)
+    else:  # None, "" (and "auto", which used to fail on int(None)): the default
+        baseline = parse_limit(app_baseline) or DEFAULT_APP_BASELINE
     bench = _bench(bench_df, notes)
     inv = inventory_df
     inv_source = None
@@ -222,8 +236,6 @@ def analyse(logs=None, metrics=None, time_from=None, time_to=None, *, service_id
                                   "bench": "given" if bench is not None else "built-in measured default"},
                          notes=notes, app_baseline=int(baseline), follow=follow, sekiban_version=version,
                          lacks=lacks)
-    from .findings import findings
-    from .recommend import recommendations
 
     rep.findings = findings(rep, lookback=lookback)
     rep.recommendations = recommendations(rep)
@@ -240,8 +252,6 @@ def _bench(bench_df, notes: list):
     if bench_df is None or (isinstance(bench_df, str) and not bench_df.strip()):
         return None
     if isinstance(bench_df, (str, os.PathLike)):
-        from ..bench import load_results
-
         path = os.fspath(bench_df)
         if not os.path.isfile(path):
             notes.append(f"benchmark results {os.path.basename(path)!r} not found: the capacity model uses its "
@@ -274,11 +284,6 @@ def _usable_bench(bench_df, notes: list):
 
 
 def _read_inventory(state_url, blob_url, service_id, notes):
-    from ...blob import open_blob_store
-    from ...state import open_state_store
-    from ...urls import redact
-    from ..inventory import inventory
-
     try:
         state = open_state_store(state_url, service_id=service_id or "default", create=False)
         try:

@@ -162,7 +162,7 @@ def capacity_chart(cap, memory_limit: int, title: str | None = None, limit_rows:
     n = 0 if known is None else len(known)
     fig = Figure(figsize=(12, max(2.6, 0.55 * n + 1.6)), layout="constrained")
     ax = fig.add_subplot()
-    if not n:
+    if known is None or not n:
         ax.text(0.5, 0.5, "no projection with a known size", transform=ax.transAxes, ha="center")
         ax.set_axis_off()
         return fig

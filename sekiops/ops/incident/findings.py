@@ -11,8 +11,20 @@ import dataclasses
 from typing import Any
 
 from ..capacity import MODEL_NOTE, streams_offloaded_restore
-from .base import (FALLBACK_KINDS, HEADROOM, KIND_LABELS, MAX_CAPACITY_FINDINGS, SEVERITY_ORDER, _f, _iso,
-                   fmt_clock, fmt_delta, fmt_mem, fmt_size, fmt_time)
+from .base import (
+    FALLBACK_KINDS,
+    HEADROOM,
+    KIND_LABELS,
+    MAX_CAPACITY_FINDINGS,
+    SEVERITY_ORDER,
+    _f,
+    _iso,
+    fmt_clock,
+    fmt_delta,
+    fmt_mem,
+    fmt_size,
+    fmt_time,
+)
 from .memory import memory_breach
 
 

@@ -12,8 +12,10 @@ import os
 import re
 
 from ...errors import SekiopsError, UsageError
+from ...units import parse_size
 from ..logs import ParseResult, parse_container_memory, parse_log_file, parse_time
 from .base import MiB
+
 
 def parse_when(value, name: str = "time"):
     """A window bound as a UTC ``pandas.Timestamp`` (None for None/empty). Naive times are UTC."""
@@ -42,7 +44,6 @@ def parse_limit(value) -> int | None:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
-    from ...units import parse_size
 
     try:
         n = parse_size(value, what="memory limit")
@@ -98,12 +99,14 @@ def _load(source, parser, what: str):
 
 
 def load_events(source):
-    """Sekiban events (None: no logs export, an empty frame) (DataFrame as :func:`~sekiops.ops.logs.parse_log_file` gives) and load info."""
+    """Sekiban events (None: no logs export, an empty frame) (DataFrame as
+    :func:`~sekiops.ops.logs.parse_log_file` gives) and load info."""
     return _load(source, parse_log_file, "logs")
 
 
 def load_memory(source):
-    """Container memory samples (None: no metrics export, an empty frame) (as :func:`~sekiops.ops.logs.parse_container_memory`) and load info."""
+    """Container memory samples (None: no metrics export, an empty frame) (as
+    :func:`~sekiops.ops.logs.parse_container_memory`) and load info."""
     return _load(source, parse_container_memory, "metrics")
 
 

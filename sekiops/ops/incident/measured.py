@@ -8,13 +8,8 @@ Sekiban's source*, run by the benchmark's child, not measured on .NET; charts an
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from typing import Sequence
-
+from ...units import format_bytes, format_count, format_duration
 from ..bench.commands import MODE_LABELS, MODELLED
-from ..bench.timeline import measure_persist_memory
 from .base import PAYLOAD_OFFLOAD_THRESHOLD, MiB, fmt_mem, fmt_size
 
 
@@ -79,8 +74,6 @@ METRIC_MEANING = {
 
 def metric_value_text(metric: str, value) -> str:
     """A metric value for reading: bytes in binary units, ratios as %, durations in ms/s."""
-    from ...units import format_bytes, format_count, format_duration
-
     if value is None or value != value:
         return "–"
     if metric.endswith("_ratio"):
@@ -148,7 +141,7 @@ def bench_peak_chart(df, title: str | None = None):
     fig = Figure(figsize=(12, 4.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     colors = {"legacy": "#c00000", "streaming": "#2f75b5"}
-    for ax, op in zip(axes, ("persist", "restore")):
+    for ax, op in zip(axes, ("persist", "restore"), strict=True):
         g = pipe[pipe["op"] == op]
         for mode in ("legacy", "streaming"):
             m = g[g["mode"] == mode].groupby("size_bytes", as_index=False).agg(
@@ -193,8 +186,8 @@ def throughput_upload_chart(df, title: str | None = None):
     # no time comparison against the legacy model: its timings are Python's, not .NET's
     for (op, mode), g in pipe[pipe["mode"] == "streaming"].groupby(["op", "mode"], sort=True):
         m = g.groupby("size_bytes", as_index=False)["throughput_mib_s"].max()
-        ax.plot(m["size_bytes"] / MiB, m["throughput_mib_s"], marker="o", color=colors.get((op, mode), "gray"),
-                label=f"{op} {mode}")
+        ax.plot(m["size_bytes"] / MiB, m["throughput_mib_s"], marker="o",
+                color=colors.get((op, mode), "gray"), label=f"{op} {mode}")
     for direction, style in (("compress", "--"), ("decompress", ":")):
         c = codec[codec["op"] == direction]
         if len(c):
@@ -246,10 +239,12 @@ def offload_ratio_chart(metrics_frame, title: str | None = None):
         ax.text(0.5, 0.5, "no persist runs", transform=ax.transAxes, ha="center")
         ax.set_axis_off()
         return fig
-    labels = [f"{MODE_LABELS.get(r.mode, r.mode)} ({fmt_size(r.state_bytes)} state)" for r in metrics_frame.itertuples()]
+    labels = [f"{MODE_LABELS.get(r.mode, r.mode)} ({fmt_size(r.state_bytes)} state)"
+              for r in metrics_frame.itertuples()]
     ratios = metrics_frame["projection_snapshot_offload_ratio"].astype(float).fillna(0).to_numpy()
-    bars = ax.barh(range(len(labels)), ratios, color=["#c00000" if m == MODELLED else "#2f75b5" for m in metrics_frame["mode"]])
-    for b, r, up in zip(bars, ratios, metrics_frame["projection_snapshot_upload_bytes"]):
+    bars = ax.barh(range(len(labels)), ratios,
+                   color=["#c00000" if m == MODELLED else "#2f75b5" for m in metrics_frame["mode"]])
+    for b, r, up in zip(bars, ratios, metrics_frame["projection_snapshot_upload_bytes"], strict=True):
         ax.text(min(r, 1.0) + 0.01, b.get_y() + b.get_height() / 2, f"{r:.1%} ({fmt_size(up)} uploaded)",
                 va="center", fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=9)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import GiB, MiB
 
+
 def infer_memory_limit(memory) -> int | None:
     """The limit implied by working set / memory percentage (median), snapped to 1/4 GiB when close."""
     import numpy as np

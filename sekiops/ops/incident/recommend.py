@@ -5,9 +5,20 @@ from __future__ import annotations
 import math
 
 from ..capacity import MODEL_NOTE, streams_offloaded_restore
-from .base import (_f, CATCH_UP_BATCH_RANGE, COSMOS_RECORD_THRESHOLD, FALLBACK_KINDS, HEADROOM, PAYLOAD_OFFLOAD_THRESHOLD,
-                   TEMP_FILES_GUARD, GiB, fmt_mem, fmt_size)
+from .base import (
+    CATCH_UP_BATCH_RANGE,
+    COSMOS_RECORD_THRESHOLD,
+    FALLBACK_KINDS,
+    HEADROOM,
+    PAYLOAD_OFFLOAD_THRESHOLD,
+    TEMP_FILES_GUARD,
+    GiB,
+    _f,
+    fmt_mem,
+    fmt_size,
+)
 from .memory import memory_breach
+
 
 def recommendations(rep) -> list[dict]:
     """Settings to apply, each ``{"setting", "value", "why"}``, from the evidence and the seed."""
@@ -43,7 +54,7 @@ def recommendations(rep) -> list[dict]:
         why = (f"Sekiban {version} (assumed) restores by materialising the whole payload and the object graph at once "
                "(format reference, section 7); from dcb-v10.23 an offloaded payload restores streaming")
         value = "upgrade Sekiban to dcb-v10.23 or later (offloaded payloads restore streaming), or restore with sekiops"
-    if over is not None and len(over):
+    if known is not None and over is not None and len(over):  # (over is None exactly when known is)
         mixed = over[over["mixedOOM"].astype(bool)]
         if len(mixed):
             why += (f"; with streaming persist, {', '.join(sorted(set(mixed['projectorName'])))} still "
@@ -92,8 +103,8 @@ def recommendations(rep) -> list[dict]:
                 "why": why + "."})
     out.append({"setting": "Record-level offload threshold (Cosmos DB)",
                 "value": f"≤ {COSMOS_RECORD_THRESHOLD:,} bytes",
-                "why": "an envelope above it goes to blob storage instead of the Cosmos item (at most 2 MiB); the Base64 in "
-                       "StateData costs memory and RU."})
+                "why": "an envelope above it goes to blob storage instead of the Cosmos item (at most 2 MiB); "
+                       "the Base64 in StateData costs memory and RU."})
 
     # memory limit headroom from the capacity model
     if known is not None and len(known):

@@ -12,7 +12,11 @@ import os
 import shutil
 import tempfile
 
+from ...blob import open_blob_store
 from ...errors import SekiopsError, UsageError
+from ...state import open_state_store
+from ...urls import redact
+from .. import report
 from .analyse import IncidentReport, analyse
 from .base import fmt_time
 from .inputs import parse_limit
@@ -34,16 +38,15 @@ def _check_file(path: str | None, what: str) -> str | None:
 
 
 def _check_store(state_url: str, blob_url: str | None, service_id: str) -> None:
-    from ...blob import open_blob_store
-    from ...state import open_state_store
-
     state = open_state_store(state_url, service_id=service_id, create=False)
     try:
         state.list_page(limit=1)
     finally:
         state.close()
     if blob_url:
-        open_blob_store(blob_url).close()
+        blob = open_blob_store(blob_url)
+        if blob is not None:
+            blob.close()
 
 
 def analyse_for_report(*, logs=None, metrics=None, time_from=None, time_to=None, service_id: str = "default",
@@ -78,9 +81,6 @@ def analyse_for_report(*, logs=None, metrics=None, time_from=None, time_to=None,
 def render_incident_report(rep: IncidentReport, out_html: str, *, ipynb_copy: str | None = None,
                            timeout: int = 900) -> str:
     """Render notebook 04 on ``rep`` (no second analysis) to ``out_html`` (written atomically)."""
-    from ...urls import redact
-    from .. import report
-
     out = os.path.abspath(out_html)
     if os.path.isdir(out):
         raise UsageError(f"report path {out_html!r} is a directory; give the HTML file's path")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from ..capacity import MODEL_NOTE, streams_offloaded_restore
+from ..capacity import MODEL_NOTE, estimate_caption, streams_offloaded_restore
 from .base import KIND_LABELS, _f, _md, fmt_clock, fmt_delta, fmt_mem, fmt_size, fmt_time
+
 
 def findings_markdown(items: Sequence[dict]) -> str:
     """Findings as a Markdown list, most severe first, with a severity badge."""
@@ -94,8 +95,6 @@ def capacity_display(cap, limit: int | None = 25):
     """The capacity table for reading: sizes in binary units, one row per projection, the ``limit``
     with the largest byte[] peak (every row from the logs; None: all rows). ``attrs["more"]`` counts
     the rest; ``attrs["caption"]`` says these are estimates and what they rest on."""
-    from ..capacity import estimate_caption
-
     import pandas as pd
 
     more = 0

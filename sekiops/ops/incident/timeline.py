@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import FAILURE_KINDS, FALLBACK_KINDS, TIMELINE_COLUMNS, _f, category, fmt_size
 
+
 def _num(rec: dict, *names):
     for n in names:
         f = _f(rec.get(n))

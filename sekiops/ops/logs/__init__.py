@@ -48,9 +48,21 @@ from __future__ import annotations
 from .events import BASE_COLUMNS, ParseResult, parse_log_file, parse_log_records, read_log_events
 from .export import Loaded, load_export
 from .memory import MEMORY_COLUMNS, parse_container_memory
-from .sekiban import (EVENTS, EVENTS_OTHER, KNOWN_VALUES, TEMPLATE_PERSIST_LEGACY, TEMPLATE_PERSIST_STREAMING,
-                      TEMPLATE_RESTORE, TEMPLATE_RESTORE_BUFFERED_FALLBACK, TEMPLATES, TEXT_VALUES, render_template,
-                      snake_case, template_names, to_value)
+from .sekiban import (
+    EVENTS,
+    EVENTS_OTHER,
+    KNOWN_VALUES,
+    TEMPLATE_PERSIST_LEGACY,
+    TEMPLATE_PERSIST_STREAMING,
+    TEMPLATE_RESTORE,
+    TEMPLATE_RESTORE_BUFFERED_FALLBACK,
+    TEMPLATES,
+    TEXT_VALUES,
+    render_template,
+    snake_case,
+    template_names,
+    to_value,
+)
 from .times import parse_time
 
 __all__ = ["BASE_COLUMNS", "EVENTS", "EVENTS_OTHER", "KNOWN_VALUES", "Loaded", "MEMORY_COLUMNS", "ParseResult",

@@ -37,6 +37,7 @@ def csv_rows(text: str, name: str, recognise, skipped) -> tuple[list[dict], str]
         return None
     if head_at:
         skipped["preamble line before the CSV header"] += sum(1 for ln in lines[:head_at] if ln.strip())
+    assert dialect is not None  # found with the header line
     body = "".join(lines[head_at:])
     reader = csv.reader(io.StringIO(body, newline=""), delimiter=dialect)
     try:
@@ -60,7 +61,7 @@ def csv_rows(text: str, name: str, recognise, skipped) -> tuple[list[dict], str]
         if any(has_nul(c) for c in cells):
             skipped[CONTROL_REASON] += 1
             continue
-        rows.append(dict(zip(header, cells)))
+        rows.append(dict(zip(header, cells, strict=False)))  # a short row lacks the last columns
     return rows, "csv"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ...errors import SekiopsError
 from .csv_export import csv_rows
@@ -41,12 +41,12 @@ def load_export(source, recognise: Callable[[Iterable[str]], bool], what: str, *
     if stripped[0] in "[{":
         rows, fmt = json_rows(stripped, name, skipped)
         if rows is not None:
-            keys = set()
+            keys: set[str] = set()
             for r in rows[:200]:
                 keys.update(norm(k) for k in r)
             if (rows or CONTROL_REASON not in skipped) and not recognise(keys):  # all rows odd: nothing to judge
-                found = ", ".join(sorted(keys)[:8]) or "none"
-                raise SekiopsError(f"{name}: JSON without {what} columns (found {found})")
+                columns = ", ".join(sorted(keys)[:8]) or "none"
+                raise SekiopsError(f"{name}: JSON without {what} columns (found {columns})")
             return Loaded(rows, fmt, skipped)
     found = csv_rows(text, name, recognise, skipped)
     if found is not None:

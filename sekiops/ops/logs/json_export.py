@@ -93,7 +93,7 @@ def _array(text: str, name: str, skipped) -> list[dict]:
             except ValueError:
                 if not rows:
                     raise SekiopsError(f"{name}: not a CSV or JSON export (invalid JSON: {exc})") from None
-                skipped["invalid JSON after element %d (truncated export?)" % len(rows)] += 1
+                skipped[f"invalid JSON after element {len(rows)} (truncated export?)"] += 1
                 break
             skipped[CONTROL_REASON] += 1
             continue
@@ -155,7 +155,7 @@ def table_rows(tables: list, skipped) -> list[dict]:
                  for i, c in enumerate(cols)]
         for r in table.get("rows") or table.get("Rows") or []:
             if isinstance(r, list):
-                rows.append(dict(zip(names, r)))
+                rows.append(dict(zip(names, r, strict=False)))  # lenient: a short row lacks columns
             elif isinstance(r, dict):
                 rows.append(r)
             else:

@@ -8,7 +8,7 @@ columns, any spelling) and long ones (``MetricName`` + ``Average``/``Maximum``..
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from ...errors import SekiopsError
 from .events import ParseResult
@@ -41,7 +41,7 @@ def _metric_kind(name: str) -> str | None:
     return None
 
 
-def _unit_scale(name: str) -> float:
+def _unit_scale(name: object) -> float:
     """Bytes per unit named in a column: ``Memory (MiB)``, ``WorkingSetMB``, ``memory_gb`` ..."""
     text = str(name)
     m = re.search(r"(?:^|[^a-z])(kib|mib|gib|kb|mb|gb)(?:[^a-z]|$)", text.lower())
@@ -120,7 +120,7 @@ def parse_container_memory(source) -> ParseResult:
         for k in r:
             if k not in keys:
                 keys.append(k)
-    index = {}
+    index: dict[str, str] = {}
     for k in keys:
         index.setdefault(norm(k), k)
     time_key = next((index[c] for c in _TIME_MEM_COLS if c in index), None) or \

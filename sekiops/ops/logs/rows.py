@@ -96,7 +96,7 @@ class LogParser:
             self.events.append(event)
 
     def _event(self, row: dict, outer_time=None) -> dict | None:
-        index = {}
+        index: dict[str, str] = {}
         for k in row:
             index.setdefault(norm(k), k)
         notes: list[str] = []

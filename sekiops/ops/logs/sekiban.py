@@ -57,8 +57,10 @@ TEMPLATES: list[tuple[int | None, str, str]] = [
     (None, "restore_buffered_fallback", TEMPLATE_RESTORE_BUFFERED_FALLBACK),
     (1002, "state_restore_success", "State restored: {ProjectorName}, Position: {Position}, Events: {Events}"),
     (1003, "state_restore_failed", "External store query failed: {ProjectorName}, Error: {Error}"),
-    (1008, "blob_read_failed", "State data is null: {ProjectorName}, IsOffloaded: {IsOffloaded}, OffloadKey: {OffloadKey}"),
-    (1008, "blob_read_failed", "State stream open failed: {ProjectorName}, IsOffloaded: {IsOffloaded}, OffloadKey: {OffloadKey}"),
+    (1008, "blob_read_failed",
+     "State data is null: {ProjectorName}, IsOffloaded: {IsOffloaded}, OffloadKey: {OffloadKey}"),
+    (1008, "blob_read_failed",
+     "State stream open failed: {ProjectorName}, IsOffloaded: {IsOffloaded}, OffloadKey: {OffloadKey}"),
     (1012, "state_not_found", "No state found in external store: {ProjectorName} v{ProjectorVersion}"),
     (1012, "state_not_found", "No state found for version: {ProjectorName}, Version: {Version}"),
     (1021, "integrity_guard_blocked_persist",
@@ -108,7 +110,7 @@ def render_template(template: str, values: dict | list | tuple) -> str:
     """
     names = template_names(template)
     if not isinstance(values, dict):
-        values = dict(zip(names, values))
+        values = dict(zip(names, values, strict=False))  # a missing value renders as (null)
     out, pos = [], 0
     for m in _HOLE.finditer(template):
         out.append(template[pos:m.start()])
@@ -158,7 +160,7 @@ class Template:
         m = self.exact.match(message) or self.inner.search(message)
         if m is None:
             return None
-        return {n: v for n, v in zip(self.names, m.groups())}
+        return {n: v for n, v in zip(self.names, m.groups(), strict=True)}
 
 
 _BUILTIN = [(eid, kind, Template(tpl)) for eid, kind, tpl in TEMPLATES]

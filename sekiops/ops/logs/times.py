@@ -14,11 +14,11 @@ def parse_time(v) -> _dt.datetime | None:
     if v is None or isinstance(v, bool):
         return None
     if isinstance(v, _dt.datetime):
-        return v if v.tzinfo else v.replace(tzinfo=_dt.timezone.utc)
+        return v if v.tzinfo else v.replace(tzinfo=_dt.UTC)
     if isinstance(v, (int, float)):  # epoch seconds or milliseconds
         try:
             x = float(v)
-            return _dt.datetime.fromtimestamp(x / 1000 if x > 1e11 else x, _dt.timezone.utc)
+            return _dt.datetime.fromtimestamp(x / 1000 if x > 1e11 else x, _dt.UTC)
         except (OverflowError, OSError, ValueError):
             return None
     s = str(v).strip()
@@ -40,4 +40,4 @@ def parse_time(v) -> _dt.datetime | None:
                 continue
     if t is None:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)

@@ -4,10 +4,10 @@ Kinds: ``offload`` (big inline envelopes to blobs, record or payload level), ``r
 and legacy ``payloadJson`` envelopes rewritten as v10, payload unchanged), ``copy`` (one
 deployment/service to another, the source never touched), ``gc-blobs`` (delete certified orphan
 blobs), ``rekey`` (move a deployment's blobs under the blob URL's ``?prefix=``, as Sekiban 10.23
-writes them; the old keys stay for gc-blobs). Every migration is a list of per-row steps run by one runner with the same guards:
-canary, rate limit, bounded backoff, pause/stop flag files, a checkpoint journal (resume and
-rollback), compare-and-swap on every write, verification through the normal restore path, and
-an audit record per run. Modules:
+writes them; the old keys stay for gc-blobs). Every migration is a list of per-row steps run by
+one runner with the same guards: canary, rate limit, bounded backoff, pause/stop flag files, a
+checkpoint journal (resume and rollback), compare-and-swap on every write, verification through
+the normal restore path, and an audit record per run. Modules:
 
 * :mod:`.endpoints` — which stores a migration reads and writes, opened from URLs;
 * :mod:`.plan` — the plan model and one planner per kind; :mod:`.estimate` — bytes, RU, time;

@@ -15,6 +15,7 @@ import socket
 import sys
 import tempfile
 import time
+from typing import Any
 
 from ...format.record import utcnow
 from ...spill import SpilledList, write_json
@@ -40,7 +41,7 @@ class AuditLog:
     def __init__(self, path: str, *, run_id: str, kind: str, phase: str, where: dict, params: dict,
                  options: dict, journal: str):
         self.path = path
-        self.data = {
+        self.data: dict[str, Any] = {
             "runId": run_id, "phase": phase, "kind": kind, "who": who(),
             "startedAt": utcnow().isoformat(), "endedAt": None,
             "command": redact(" ".join(sys.argv)) if sys.argv and sys.argv[0] else None,

@@ -39,7 +39,7 @@ class BackupRef:
         return {"file": self.file, "sha256": self.sha256, "bytes": self.bytes}
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "BackupRef | None":
+    def from_dict(cls, data: dict | None) -> BackupRef | None:
         if not data:
             return None
         sha = data.get("sha256", "")

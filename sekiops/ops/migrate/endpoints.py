@@ -17,6 +17,7 @@ from ...format.constants import DEFAULT_SERVICE_ID
 from ...state import open_state_store
 from ...state.base import AbsentStateStore, StateStore
 from ...urls import BLOB_URL_ENV, STATE_URL_ENV, redact, resolve
+from . import KINDS
 
 
 @dataclasses.dataclass
@@ -39,6 +40,14 @@ class Endpoints:
     def target_service_id(self) -> str:
         return self.target_state.service_id
 
+    def required_blob(self, target: bool = False) -> BlobStore:
+        """The (target) blob store of a migration that needs one (offload, gc-blobs, rekey: open_endpoints
+        refuses them without)."""
+        blob = self.target_blob if target else self.blob
+        if blob is None:
+            raise UsageError(f"{self.kind} needs a blob store: pass --blob URL or set {BLOB_URL_ENV}")
+        return blob
+
     def state_for(self, service_id: str) -> StateStore:
         """The source state store scoped to another service id (gc-blobs scans every service)."""
         if service_id == self.state.service_id:
@@ -51,7 +60,8 @@ class Endpoints:
 
     def where(self) -> dict:
         """Redacted locations for plans, journals and audit records (never a secret)."""
-        out = {"state": redact(self.state.location), "blob": redact(self.blob.location) if self.blob else None,
+        out: dict[str, object] = {
+            "state": redact(self.state.location), "blob": redact(self.blob.location) if self.blob else None,
                "serviceId": self.service_id}
         if self.kind == "copy":
             out["target"] = {"state": redact(self.target_state.location),
@@ -75,7 +85,7 @@ class Endpoints:
                 store.close()
         self._per_service.clear()
 
-    def __enter__(self) -> "Endpoints":
+    def __enter__(self) -> Endpoints:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -90,8 +100,6 @@ def open_endpoints(kind: str, state_url: str | None, blob_url: str | None = None
     ``create=False`` (plans and dry runs) creates nothing anywhere: a copy's target that does not
     exist yet is planned against as empty, with the limits of the store that would be created.
     """
-    from . import KINDS
-
     if kind not in KINDS:
         raise UsageError(f"unknown migration {kind!r}; use one of {', '.join(KINDS)}")
     state_url = resolve(state_url, STATE_URL_ENV)

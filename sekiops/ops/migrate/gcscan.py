@@ -17,13 +17,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ...errors import UsageError
+from ...format.record import check_service_id
 from ..audit import RowWatch, audit_orphans, discover_service_ids
 
 
 def service_ids(ep, services: list[str] | None) -> list[str]:
     """Every service whose rows may reference the blob container."""
-    from ...format.record import check_service_id
-
     if services:
         return sorted({check_service_id(s) for s in services})
     found, _ = discover_service_ids(ep.state)

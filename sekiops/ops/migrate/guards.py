@@ -19,7 +19,7 @@ import os
 import random
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ...errors import StoreUnavailableError
 

@@ -29,8 +29,9 @@ import dataclasses
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Iterator
+from typing import Any
 
 from ...errors import GuardRefusedError, UsageError
 from ...format.record import SnapshotRow, parse_timestamp
@@ -58,7 +59,7 @@ def row_to_dict(row: SnapshotRow | None) -> dict | None:
 def row_from_dict(data: dict | None) -> SnapshotRow | None:
     if data is None:
         return None
-    values = {k: data.get(k) for k in _ROW_FIELDS if k in data}
+    values: dict[str, Any] = {k: data.get(k) for k in _ROW_FIELDS if k in data}
     for name in ("created_at", "updated_at"):
         if values.get(name):
             values[name] = parse_timestamp(values[name])
@@ -106,7 +107,7 @@ class Journal:
     # --- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def read(cls, path: str) -> "Journal":
+    def read(cls, path: str) -> Journal:
         """Replay a journal without locking it (dry runs, reports)."""
         try:
             with open(path, "rb") as f:
@@ -117,7 +118,7 @@ class Journal:
         return cls(path, None, header, records)
 
     @classmethod
-    def open(cls, path: str, header: dict | None = None) -> "Journal":
+    def open(cls, path: str, header: dict | None = None) -> Journal:
         """Open for appending (created with ``header`` when absent; refused when in use)."""
         path = os.path.abspath(path)
         directory = os.path.dirname(path)
@@ -156,7 +157,7 @@ class Journal:
         if fd is not None:
             os.close(fd)
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -240,7 +241,7 @@ def _line(record: dict) -> bytes:
 
 def _read_fd(fd: int) -> bytes:
     os.lseek(fd, 0, os.SEEK_SET)
-    parts = []
+    parts: list[bytes] = []
     while True:
         chunk = os.read(fd, 1 << 20)
         if not chunk:

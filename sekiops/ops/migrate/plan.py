@@ -16,10 +16,17 @@ from datetime import timedelta
 
 from ...errors import GuardRefusedError, SekiopsError, UsageError
 from ...format.envelope import EnvelopeMeta, inline_envelope_length, offloaded_envelope_bytes, read_envelope
+from ...format.keys import content_hash
 from ...format.record import SnapshotRow, parse_timestamp, utcnow
+from ...spill import SpilledList
 from ...state.base import iter_rows
+from ...streams import HashingReader
+from ...units import format_bytes, format_duration
+from ..audit import row_references
+from ..inventory import read_envelope_head
 from .endpoints import Endpoints
 from .estimate import Estimate, blob_kind, estimate
+from .gcscan import reference_watch, run_audit, service_ids
 
 #: the plan/run actions, by kind
 ACTIONS = {
@@ -65,7 +72,7 @@ class PlanItem:
         return {_camel(k): v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PlanItem":
+    def from_dict(cls, data: dict) -> PlanItem:
         names = {_camel(f.name): f.name for f in dataclasses.fields(cls)}
         return cls(**{names[k]: v for k, v in data.items() if k in names})
 
@@ -75,8 +82,6 @@ class PlanItems(Sequence):
     a gc of a million orphans must not hold a million objects."""
 
     def __init__(self):
-        from ...spill import SpilledList
-
         self.records = SpilledList()
 
     def append(self, item: PlanItem) -> None:
@@ -96,7 +101,7 @@ class PlanItems(Sequence):
 
     def __eq__(self, other) -> bool:
         if isinstance(other, (list, tuple, PlanItems)):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
 
@@ -141,8 +146,6 @@ class Plan:
         return pd.DataFrame([i.to_dict() for i in self.items], columns=cols)
 
     def summary_lines(self) -> list[str]:
-        from ...units import format_bytes, format_duration
-
         e = self.estimate
         lines = [f"migration: {self.kind}   target service: {self.target_service_id}",
                  f"where: {json.dumps(self.where, default=str)}",
@@ -238,7 +241,7 @@ def plan_offload(ep: Endpoints, *, threshold: int | None, payload_level: bool, p
     action = "offload-payload" if payload_level else "offload-record"
     params = {"threshold": threshold, "payloadLevel": payload_level, "projector": projector}
     refused = None if payload_level else record_offload_refusal(state)
-    small_env = len(offloaded_envelope_bytes(EnvelopeMeta(), "x" * 90, ep.blob.provider, 0)) + 200
+    small_env = len(offloaded_envelope_bytes(EnvelopeMeta(), "x" * 90, ep.required_blob().provider, 0)) + 200
     items, skipped = [], []
     for row in iter_rows(state, projector_name=projector):
         if row.is_tombstoned:
@@ -278,8 +281,6 @@ def open_envelope(state, blob, row: SnapshotRow):
 
 
 def plan_reencode(ep: Endpoints, *, projector: str | None, rate: float | None = None) -> Plan:
-    from ...streams import HashingReader
-
     state, blob = ep.state, ep.blob
     threshold = state.record_offload_threshold
     items, skipped, read = [], [], 0
@@ -300,6 +301,7 @@ def plan_reencode(ep: Endpoints, *, projector: str | None, rate: float | None = 
         if action is None:
             continue
         if env.is_offloaded:
+            assert env.offload_key, "read_envelope refuses an offloaded envelope without offloadKey"
             new_len = len(offloaded_envelope_bytes(env.meta, env.offload_key, env.storage_provider or "",
                                                    env.payload_length or 0))
         else:
@@ -322,8 +324,6 @@ def keys_to_move(blob, row: SnapshotRow, refs: list[str]) -> list[str]:
 
     ``refs`` are the row's references (row-level key first when offloaded, then the payload key).
     """
-    from ...format.keys import content_hash
-
     moves = []
     for i, key in enumerate(refs):
         name = (f"{row.projector_name}/{row.projector_version}" if row.is_offloaded and i == 0
@@ -338,8 +338,6 @@ def plan_rekey(ep: Endpoints, *, projector: str | None, rate: float | None = Non
     """Rows whose blobs are not under the blob store's prefix (``?prefix=``): copied there (same
     bytes, Sekiban's key), the envelope rewritten to name the payload's new key, the row moved by
     compare-and-swap. The old blobs stay: gc-blobs removes them once no row references them."""
-    from ..audit import row_references
-
     state, blob = ep.state, ep.blob
     if blob is None:
         raise UsageError("rekey needs the blob store, with the new prefix in its URL (?prefix=...)")
@@ -373,8 +371,6 @@ def plan_copy(ep: Endpoints, *, projector: str | None, rate: float | None = None
     envelope goes. ``uploadBytes`` counts every blob byte the copy writes (payload blobs and
     envelopes that go to blobs); ``flags`` name the target limits a row runs into.
     """
-    from ..inventory import read_envelope_head
-
     src, dst, dst_blob = ep.state, ep.target_state, ep.target_blob
     existing = {(r.projector_name, r.projector_version) for r in iter_rows(dst, projector_name=projector)}
     threshold = dst.record_offload_threshold
@@ -411,7 +407,8 @@ def plan_copy(ep: Endpoints, *, projector: str | None, rate: float | None = None
                            payload_location=("blob" if head.payload_offloaded else
                                              "inline" if head.payload_offloaded is False else "-"),
                            flags=flags,
-                           note=(f"payload blob of {payload_blob:,} bytes copied" if payload_blob else "payload inline")))
+                           note=(f"payload blob of {payload_blob:,} bytes copied" if payload_blob
+                                 else "payload inline")))
     params = {"projector": projector}
     warnings = []
     if dst_blob is None:
@@ -431,8 +428,6 @@ def plan_gc(ep: Endpoints, *, grace_hours: float, services: list[str] | None, ra
     Refused on a blob store that cannot delete conditionally (it could delete a blob written
     again after the audit), with the store's own explanation.
     """
-    from .gcscan import reference_watch, run_audit, service_ids
-
     if grace_hours < 0:
         raise UsageError("--grace must not be negative")
     caps = ep.blob.capabilities if ep.blob is not None else None
@@ -443,7 +438,7 @@ def plan_gc(ep: Endpoints, *, grace_hours: float, services: list[str] | None, ra
     params = {"graceHours": grace_hours, "services": sids, **({"prefix": prefix} if prefix else {})}
     items, skipped, refused = PlanItems(), [], None
     if caps is not None and not caps.conditional_delete:
-        refused = (f"{ep.blob.location} cannot delete only the version the audit certified"
+        refused = (f"{ep.required_blob().location} cannot delete only the version the audit certified"
                    + (f": {caps.conditional_delete_note}" if caps.conditional_delete_note else ""))
     elif not report["certified"]:
         refused = f"the orphan audit certified nothing: {report.get('reason') or 'no reason given'}"

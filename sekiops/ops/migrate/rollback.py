@@ -16,20 +16,21 @@ when they hold no secret; either way their locations must be the journal's.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ...blob import open_blob_store
+from ...blob.base import BlobStore
 from ...errors import GuardRefusedError, UsageError
 from ...pipeline.spool import Spool
 from ...state import open_state_store
-from .backup import BackupDir, BackupRef
+from .backup import BackupDir
 from .endpoints import Endpoints
 from .estimate import Estimate
 from .guards import Controls
 from .journal import ItemState, Journal, row_from_dict, row_to_dict
 from .plan import Plan, PlanItem
-from .runner import RunOptions, RunResult, Runner
-from .steps import Prepared, Step, Verdict, previous_blob, write_previous
+from .runner import Runner, RunOptions, RunResult
+from .steps import Prepared, Step, Verdict, journal_backup, previous_blob, write_previous
 
 
 def _undo_id(done: dict) -> str:
@@ -107,12 +108,14 @@ def open_rollback_endpoints(journal_path: str, state_url: str | None = None,
     return ep
 
 
-def run_rollback(journal_path: str, ep: Endpoints, options: RunOptions, controls: Controls | None = None,
+def run_rollback(journal_path: str, ep: Endpoints | None, options: RunOptions, controls: Controls | None = None,
                  progress: Callable[[dict], None] | None = None) -> RunResult:
     plan = plan_rollback(journal_path)
     if not options.execute:
         return RunResult("dry-run", "rollback", plan.kind, {"planned": len(plan.items)},
                          f"dry run: nothing was written; pass --execute to roll back {len(plan.items)} item(s)")
+    if ep is None:
+        raise UsageError("rolling back writes: open the stores with open_rollback_endpoints()")
     with Journal.open(journal_path) as journal:
         backups = BackupDir(journal.backup_dir, create=False)
         cls = {"copy": RollbackCopy, "gc-blobs": RollbackDelete}.get(journal.header["kind"], RollbackRow)
@@ -131,7 +134,9 @@ class _Rollback(Step):
         self.journal = journal
 
     def forward(self, item: PlanItem) -> ItemState:
-        return self.journal.item("migrate", item.item)
+        st = self.journal.item("migrate", item.item)
+        assert st is not None, "rollback_items lists items of the migration's journal"
+        return st
 
     def skip_reason(self, current, item, done_after):
         st = self.forward(item)
@@ -144,7 +149,14 @@ class _Rollback(Step):
 
     def _prepared(self, current, item: PlanItem, **kw) -> Prepared:
         st = self.forward(item)
+        assert st.done is not None, "rollback_items lists items the migration did"
         return Prepared(item, item.action, current, row_to_dict(current), extra={"undo": _undo_id(st.done)}, **kw)
+
+    def done_begin(self, item: PlanItem) -> dict:
+        """The begin line the migration's done record closed."""
+        begin = self.forward(item).done_begin
+        assert begin is not None, "a done record closes a begin line"
+        return begin
 
     def revert(self, begin, stored) -> None:
         return None  # a rollback that does not verify is left for the operator to inspect
@@ -154,9 +166,11 @@ class RollbackRow(_Rollback):
     """offload/reencode: the previous row and envelope bytes, from the backup."""
 
     def prepare(self, row, item):
-        begin = self.forward(item).done_begin
+        begin = self.done_begin(item)
         before = row_from_dict(begin["before"])
-        ref = BackupRef.from_dict(begin["backup"])
+        ref = journal_backup(begin)
+        if before is None:
+            raise UsageError(f"journal: the begin line of {item.item!r} has no previous row")
         key = previous_blob(self.blob, self.backups, before, ref) if before.is_offloaded else None
         prep = self._prepared(row, item, backup=ref, digest=None, expected_sha=begin["beforePayloadSha256"])
         prep.new_row = before
@@ -198,6 +212,10 @@ class RollbackCopy(_Rollback):
 class RollbackDelete(_Rollback):
     """gc-blobs: upload the deleted blob's saved bytes again."""
 
+    @property
+    def blob(self) -> BlobStore:
+        return self.ep.required_blob(target=True)
+
     def load(self, item):
         return self.blob.stat(item.item)
 
@@ -205,8 +223,8 @@ class RollbackDelete(_Rollback):
         return "the blob exists again" if info is not None else None
 
     def prepare(self, info, item):
-        begin = self.forward(item).done_begin
-        prep = self._prepared(None, item, backup=BackupRef.from_dict(begin["backup"]), digest=None)
+        begin = self.done_begin(item)
+        prep = self._prepared(None, item, backup=journal_backup(begin), digest=None)
         prep.before, prep.intended = None, {"restored": True}
         return prep
 

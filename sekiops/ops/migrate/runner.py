@@ -28,19 +28,19 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from functools import partial
 from itertools import chain as _chain
-from typing import Callable
 
-from ...errors import (ConcurrencyConflictError, SekiopsError, StoreUnavailableError, TombstonedError,
-                       UsageError)
+from ...errors import ConcurrencyConflictError, SekiopsError, StoreUnavailableError, TombstonedError, UsageError
 from ...format.record import utcnow
 from ...pipeline import failpoints
 from ...pipeline.spool import MAX_FILES, Spool
 from ...spill import SpilledList
 from .auditlog import AuditLog, audit_path, who
 from .backup import BackupDir
-from .guards import (Backoff, BackoffPolicy, Controls, GaveUp, RateLimiter, StopRequested,
-                     call_with_backoff)
+from .guards import Backoff, BackoffPolicy, Controls, GaveUp, RateLimiter, StopRequested, call_with_backoff
 from .journal import Journal, default_backup_dir
 from .plan import Plan, PlanItem, check_runnable
 from .steps import DONE_EARLIER, Skip, Step, Verdict, make_step
@@ -86,7 +86,8 @@ class RunResult:
     run_id: str | None = None
     journal: str | None = None
     audit: str | None = None
-    items: list = dataclasses.field(default_factory=list)
+    #: one record per item outcome (a SpilledList: on disk past its memory budget)
+    items: Sequence[dict] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -202,7 +203,7 @@ class Runner:
         if self.phase == "migrate" and j.canary_passed and not opts.proceed and self.items:
             return "canary", ("the canary passed in an earlier run; pass --continue to migrate the remaining "
                               f"{len(self.items)} item(s)")
-        items = iter(enumerate(self.items, 1))
+        items: Iterator[tuple[int, PlanItem]] = iter(enumerate(self.items, 1))
         n = 0
         for n, item in items:  # the canary: one at a time, so it is exactly the first N items
             if not canary:
@@ -254,7 +255,6 @@ class Runner:
                 self._process(item)
                 self._batch_boundary(n)
             return
-        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         inflight: set = set()
         error: BaseException | None = None
@@ -407,7 +407,8 @@ class Runner:
     def _resolve_pending(self) -> None:
         for st in self.journal.pending(self.phase):
             begin = st.begin
-            status, current = self._call(lambda: self.step.identify(begin), f"re-read {st.item}")
+            assert begin is not None, "a pending item's last record is its begin line"
+            status, current = self._call(partial(self.step.identify, begin), f"re-read {st.item}")
             if status == "untouched":
                 self._journal({"t": "reset", "phase": self.phase, "run": self.run_id, "item": st.item,
                                "reason": "interrupted before its write; redone if still needed"})
@@ -423,7 +424,9 @@ class Runner:
     def _outcome(self, result: str, item: PlanItem | None, action: str, *, name: str | None = None,
                  reason: str | None = None, before=None, after=None, payload_sha256: str | None = None,
                  **extra) -> None:
-        name = name or item.item
+        if not name:
+            assert item is not None, "an outcome without a plan item is named"
+            name = item.item
         rec = {"t": result, "phase": self.phase, "run": self.run_id, "item": name, "action": action,
                "reason": reason, "at": utcnow().isoformat()}
         if result == "done":

@@ -33,20 +33,26 @@ import socket
 from typing import BinaryIO
 
 from ...blob.base import BlobStore
-from ...errors import (BlobChangedError, BlobNotFoundError, GuardRefusedError, ItemTooLargeError, SekiopsError,
-                       UsageError)
+from ...errors import (
+    BlobChangedError,
+    BlobNotFoundError,
+    GuardRefusedError,
+    ItemTooLargeError,
+    SekiopsError,
+    UsageError,
+)
 from ...format import keys
 from ...format.constants import BUILD_SOURCE_MIGRATE
-from ...format.envelope import (EnvelopeMeta, offloaded_envelope_bytes, read_envelope,
-                                write_inline_envelope)
+from ...format.envelope import EnvelopeMeta, offloaded_envelope_bytes, read_envelope, write_inline_envelope
 from ...format.record import SnapshotRow, utcnow
 from ...pipeline import failpoints
-from ...pipeline.spool import Spool
+from ...pipeline.spool import Spool, SpoolFile
 from ...state.base import StateStore
 from ...streams import CountingWriter, copy_hashing
+from ..audit import row_references
 from .backup import BackupDir, BackupRef
 from .journal import row_from_dict, row_to_dict
-from .plan import PlanItem, needs_reencode, open_envelope, record_offload_refusal
+from .plan import PlanItem, keys_to_move, needs_reencode, open_envelope, record_offload_refusal
 from .verify import Digest, payload_digest
 
 HOST = socket.gethostname()[:256]
@@ -179,6 +185,7 @@ class Step:
         return self.ep.target_blob
 
     def load(self, item: PlanItem):
+        assert item.projector_name is not None and item.projector_version is not None, "a row's item names it"
         return self.state.get(item.projector_name, item.projector_version)
 
     def skip_reason(self, current, item: PlanItem, done_after: dict | None) -> str | None:
@@ -188,6 +195,8 @@ class Step:
         raise NotImplementedError
 
     def apply(self, prep: Prepared):
+        assert prep.new_row is not None, "prepare() built the new row"
+        assert prep.current is None or isinstance(prep.current, SnapshotRow), "a row step replaces a row"
         return self.state.write(prep.new_row, prep.state_stream(), prep.state_length, prep.current)
 
     def verify(self, stored, begin: dict) -> Verdict:
@@ -264,13 +273,14 @@ class RowRewrite(Step):
         payload = self.spool.create(row.projector_name + "-payload")
         prep.files.append(payload)
         sink = CountingWriter(payload.file, hash_it=True)
-        with self.backups.open(prep.backup) as f:
-            env = read_envelope(f, f"{self.state.location} {row.where} (backup {prep.backup.file})",
-                                payload_sink=sink)
+        ref = prep.backup
+        assert ref is not None, "_backup_and_digest saved the previous envelope"
+        with self.backups.open(ref) as f:
+            env = read_envelope(f, f"{self.state.location} {row.where} (backup {ref.file})", payload_sink=sink)
         payload.file.flush()
         return env, payload, sink
 
-    def _new_envelope(self, name: str) -> tuple[object, CountingWriter]:
+    def _new_envelope(self, name: str) -> tuple[SpoolFile, CountingWriter]:
         f = self.spool.create(name)
         return f, CountingWriter(f.file, hash_it=True)
 
@@ -282,9 +292,19 @@ class RowRewrite(Step):
 
     def revert(self, begin: dict, stored) -> str:
         before = row_from_dict(begin["before"])
-        ref = BackupRef.from_dict(begin["backup"])
+        ref = journal_backup(begin)
+        if before is None:
+            raise UsageError(f"journal: the begin line of {begin.get('item')!r} has no previous row")
         put_previous(self.state, self.blob, self.backups, before, ref, expected=stored)
         return "previous row put back"
+
+
+def journal_backup(begin: dict) -> BackupRef:
+    """The backup a journal begin line names (every step that changes something saves one first)."""
+    ref = BackupRef.from_dict(begin.get("backup"))
+    if ref is None:
+        raise UsageError(f"journal: the begin line of {begin.get('item')!r} names no backup")
+    return ref
 
 
 def put_previous(state: StateStore, blob: BlobStore | None, backups: BackupDir, before: SnapshotRow,
@@ -298,8 +318,9 @@ def previous_blob(blob: BlobStore | None, backups: BackupDir, before: SnapshotRo
     """The key holding ``before``'s envelope bytes: its own key, or the backup uploaded again."""
     if blob is None:
         raise UsageError(f"{before.where}: the previous envelope was in a blob; pass --blob URL")
-    if _blob_holds(blob, before.offload_key, ref):
-        return before.offload_key
+    key = before.offload_key
+    if key and _blob_holds(blob, key, ref):
+        return key
     with backups.open(ref) as f:
         return blob.write(f, f"{before.projector_name}/{before.projector_version}",
                           sha256=ref.sha256, size=ref.bytes).key
@@ -356,6 +377,10 @@ class OffloadRecord(Offload):
 class OffloadPayload(Offload):
     """Payload to a payload-level blob; a small offloaded envelope stays inline in the row."""
 
+    @property
+    def blob(self) -> BlobStore:
+        return self.ep.required_blob(target=True)
+
     def prepare(self, row, item):
         return self._guarded(self._backup_and_digest(row, item), self._build, row)
 
@@ -385,24 +410,29 @@ class Reencode(RowRewrite):
         if env.is_offloaded:
             stored = env.payload_length if env.payload_length is not None else prep.digest.compressed_size
             provider = env.storage_provider or (self.blob.provider if self.blob else "")
+            assert env.offload_key, "read_envelope refuses an offloaded envelope without offloadKey"
             data = offloaded_envelope_bytes(_sized(env.meta, prep.digest, stored), env.offload_key, provider, stored)
             return self._finish(prep, row, io.BytesIO(data), len(data), _sha(data))
         out, counter = self._new_envelope(row.projector_name + "-envelope")
         prep.files.append(out)
         write_inline_envelope(counter, _sized(env.meta, prep.digest, sink.count), payload.rewind(), sink.count)
-        return self._finish(prep, row, out.rewind(), counter.count, counter.sha256)
+        envelope_sha = counter.sha256
+        assert envelope_sha is not None  # a hashing CountingWriter
+        return self._finish(prep, row, out.rewind(), counter.count, envelope_sha)
 
 
 class Rekey(RowRewrite):
     """Blobs moved under the blob store's prefix: the payload blob copied (same bytes, Sekiban's
     prefixed key), the envelope naming it, a record-level envelope written under its new key."""
 
+    @property
+    def blob(self) -> BlobStore:
+        return self.ep.required_blob(target=True)
+
     def skip_reason(self, row, item, done_after):
         reason = super().skip_reason(row, item, done_after)
         if reason:
             return reason
-        from ..audit import row_references
-        from .plan import keys_to_move
 
         if not keys_to_move(self.blob, row, row_references(self.state, self.blob, row)):
             return "already under the prefix"
@@ -414,6 +444,7 @@ class Rekey(RowRewrite):
     def _build(self, prep, row):
         env, payload, sink = self._parse_backup(prep, row)
         if env.is_offloaded:
+            assert env.offload_key, "read_envelope refuses an offloaded envelope without offloadKey"
             keys.check_key_scope(env.offload_key, row.projector_name)
             with self.blob.open_read(env.offload_key) as src:
                 written = self.blob.write(src, row.projector_name, sha256=keys.content_hash(env.offload_key),
@@ -475,6 +506,7 @@ class CopyRow(Step):
         if env.is_offloaded:
             if self.blob is None:
                 raise Skip("the payload is in a blob and there is no target blob store (--to-blob)")
+            assert env.offload_key, "read_envelope refuses an offloaded envelope without offloadKey"
             keys.check_key_scope(env.offload_key, row.projector_name)
             try:
                 with src_blob.open_read(env.offload_key) as payload:
@@ -510,6 +542,10 @@ class DeleteOrphanBlob(Step):
         super().__init__(ep, spool, backups, hooks, **params)
         self.watch = watch
         self.cutoff = cutoff
+
+    @property
+    def blob(self) -> BlobStore:
+        return self.ep.required_blob(target=True)
 
     def load(self, item):
         return self.blob.stat(item.item)
@@ -570,7 +606,7 @@ class DeleteOrphanBlob(Step):
         return "untouched", info
 
     def revert(self, begin, stored) -> str:
-        ref = BackupRef.from_dict(begin["backup"])
+        ref = journal_backup(begin)
         key = begin["item"]
         if self.blob.stat(key) is not None:
             return "the blob is there again (written by another writer); backup kept"

@@ -45,5 +45,7 @@ def payload_digest(state: StateStore, blob: BlobStore | None, row: SnapshotRow, 
         # SpoolFile never unlinks it (pipeline bug, reported); such files are unlocked orphans,
         # which clean() removes. Without this, 10 restores in one process fill the spool.
         spool.clean()
-    return Digest(out.sha256, out.count, res.compressed_size_bytes, res.envelope_format, res.payload_source,
+    sha = out.sha256
+    assert sha is not None  # a hashing CountingWriter
+    return Digest(sha, out.count, res.compressed_size_bytes, res.envelope_format, res.payload_source,
                   res.envelope_location, res.payload_location)

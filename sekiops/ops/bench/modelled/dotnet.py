@@ -29,10 +29,12 @@ import binascii
 import codecs
 import io
 import mmap
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from ....format.envelope import EnvelopeMeta, inline_envelope_length, write_inline_envelope
 from ....format.payload import GzipBackend
+from ....streams import Writable
 
 STEP = 1024 * 1024  # work in 1 MiB steps, so the model adds no whole-size copies of its own
 JSON_BUFFER = 16 * 1024  # JsonSerializerOptions.DefaultBufferSize: the pooled writer's first size
@@ -47,23 +49,31 @@ class DotnetBuffer:
         self.length = 0
         self._map = mmap.mmap(-1, capacity) if capacity else None
 
+    @property
+    def _mem(self) -> mmap.mmap:
+        assert self._map is not None, "only written bytes are read, and only a buffer with a capacity has any"
+        return self._map
+
     def append(self, data) -> None:
         end = self.length + len(data)
         if end > self.capacity:
             raise ValueError("DotnetBuffer overflow")
         if data:
-            self._map[self.length:end] = data
+            self._mem[self.length:end] = data
         self.length = end
 
     def head(self, n: int) -> bytes:
-        return self._map[:min(n, self.length)] if self.length else b""
+        return self._mem[:min(n, self.length)] if self.length else b""
 
     def copy(self) -> bytes:
-        return self._map[:self.length] if self.length else b""
+        return self._mem[:self.length] if self.length else b""
 
     def chunks(self, step: int = STEP):
+        if not self.length:
+            return
+        mem = self._mem
         for i in range(0, self.length, step):
-            yield self._map[i:min(i + step, self.length)]
+            yield mem[i:min(i + step, self.length)]
 
     def free(self) -> None:
         if self._map is not None:
@@ -134,7 +144,7 @@ class _Utf16Sink:
         return len(data)
 
 
-def serialize_and_compress(write_body: Callable[[BinaryIO], object], backend: GzipBackend,
+def serialize_and_compress(write_body: Callable[[Writable], object], backend: GzipBackend,
                            compress: bool = True) -> tuple[bytes, int]:
     """Steps 1-3: the projector's Serialize. Returns (payload bytes, JSON byte count)."""
     writer = GrowingBuffer(JSON_BUFFER)

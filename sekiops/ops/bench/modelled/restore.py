@@ -56,6 +56,8 @@ def modelled_restore(state, blob, projector_name: str, projector_version: str | 
     row = find_row(state, projector_name, projector_version)
     where = f"{state.location}: {row.service_id}/{row.projector_name}/{row.projector_version}"
     if row.is_offloaded:
+        if not row.offload_key:
+            raise CorruptSnapshotError(f"{where}: row is offloaded but has no OffloadKey")
         with blob.open_read(keys.check_key_scope(row.offload_key, projector_name)) as f:
             env_bytes = f.read()
     else:
