@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ..errors import ConcurrencyConflictError, StoreMissingError, TombstonedError
+from ..errors import ConcurrencyConflictError, StoreMissingError, TombstonedError, UsageError
 from ..format.record import SnapshotRow
 
 
@@ -86,6 +86,19 @@ class StateStore(abc.ABC):
         nothing. ``state`` supplies ``state_length`` bytes of StateData (None when offloaded).
         Returns the row as stored, with its new token.
         """
+
+    def check_row_for_write(self, row: SnapshotRow, expected: SnapshotRow | None = None) -> None:
+        """What every backend's ``write`` refuses before touching the store: an invalid row, a row
+        of another service, and an ``expected`` row that is another row or a tombstone."""
+        row.validate_for_write()
+        if row.service_id != self.service_id:
+            raise UsageError(f"row for service {row.service_id!r} written through a store scoped to "
+                             f"{self.service_id!r}")
+        if expected is not None:
+            if (expected.projector_name, expected.projector_version) != (row.projector_name, row.projector_version):
+                raise UsageError(f"{self.location}: expected row {expected.where} is not {row.where}")
+            if expected.is_tombstoned:
+                raise TombstonedError(f"{self.location}: {row.where} is tombstoned; refusing to overwrite it")
 
     @abc.abstractmethod
     def list_service_ids(self) -> list[str]:

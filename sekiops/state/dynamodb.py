@@ -563,15 +563,7 @@ class DynamoDbStateStore(StateStore):
               expected: SnapshotRow | None) -> SnapshotRow:
         from botocore.exceptions import ClientError
 
-        row.validate_for_write()
-        if row.service_id != self.service_id:
-            raise UsageError(f"row for service {row.service_id!r} written through a store scoped to "
-                             f"{self.service_id!r}")
-        if expected is not None:
-            if (expected.projector_name, expected.projector_version) != (row.projector_name, row.projector_version):
-                raise UsageError(f"{self.location}: expected row {expected.where} is not {row.where}")
-            if expected.is_tombstoned:
-                raise TombstonedError(f"{self.location}: {row.where} is tombstoned; refusing to overwrite it")
+        self.check_row_for_write(row, expected)
         inline = not row.is_offloaded
         if inline and (state_length < 0 or (state is None and state_length)):
             raise UsageError(f"{self.location}: {row.where}: an inline row needs its StateData")

@@ -274,14 +274,11 @@ class SqliteStateStore(StateStore):
 
     def write(self, row: SnapshotRow, state: BinaryIO | None, state_length: int,
               expected: SnapshotRow | None) -> SnapshotRow:
-        row.validate_for_write()
+        self.check_row_for_write(row)
         if row.is_offloaded and self.strict:
             raise GuardRefusedError(
                 f"{self.location}: Sekiban's SQLite store never offloads at record level; refusing to "
                 f"write an offloaded row for {row.where} in strict mode (use ?record_threshold=N)")
-        if row.service_id != self.service_id:
-            raise UsageError(f"row for service {row.service_id!r} written through a store scoped to "
-                             f"{self.service_id!r}")
         return self._guard(self._write, row, state, state_length, expected)
 
     def _write(self, row, state, state_length, expected):

@@ -323,18 +323,10 @@ class CosmosStateStore(StateStore):
         from azure.core import MatchConditions
         from azure.cosmos.exceptions import CosmosHttpResponseError
 
-        row.validate_for_write()
-        if row.service_id != self.service_id:
-            raise UsageError(f"row for service {row.service_id!r} written through a store scoped to "
-                             f"{self.service_id!r}")
-        if expected is not None:
-            if (expected.projector_name, expected.projector_version) != (row.projector_name, row.projector_version):
-                raise UsageError(f"{self.location}: expected row {expected.where} is not {row.where}")
-            if expected.is_tombstoned:
-                raise TombstonedError(f"{self.location}: {row.where} is tombstoned; refusing to overwrite it")
-            if not expected.token:
-                raise ConcurrencyConflictError(f"{self.location}: {row.where}: the expected row carries no "
-                                               f"_etag (not read from this store); re-read it first")
+        self.check_row_for_write(row, expected)
+        if expected is not None and not expected.token:
+            raise ConcurrencyConflictError(f"{self.location}: {row.where}: the expected row carries no "
+                                           f"_etag (not read from this store); re-read it first")
         now = utcnow()
         created = (expected.created_at if expected is not None else None) or row.created_at or now
         updated = row.updated_at or now

@@ -380,10 +380,7 @@ class PostgresStateStore(StateStore):
 
     def write(self, row: SnapshotRow, state: BinaryIO | None, state_length: int,
               expected: SnapshotRow | None) -> SnapshotRow:
-        row.validate_for_write()
-        if row.service_id != self.service_id:
-            raise UsageError(f"row for service {row.service_id!r} written through a store scoped to "
-                             f"{self.service_id!r}")
+        self.check_row_for_write(row)
         if expected is not None and (expected.projector_name, expected.projector_version) != (
                 row.projector_name, row.projector_version):
             raise UsageError(f"{row.where}: expected row is {expected.where}, not the row being written")
