@@ -96,9 +96,12 @@ def _paused(tmp_path, stage: str, proc, timeout: float = 60) -> None:
 def test_restore_interrupted_removes_its_partial_output(deployment, tmp_path, sig, code):
     db, blobs, env = deployment
     out = tmp_path / "out.json"
+    # as a terminal's Ctrl-C finds it: a test run started in the background by a non-interactive
+    # shell inherits SIGINT ignored, and Python keeps an inherited SIG_IGN (POSIX job control)
     proc = subprocess.Popen([sys.executable, "-m", "sekiops", "restore", "--projector", "P", "--out", str(out)],
                             env={**env, "SEKIOPS_FAILPOINTS": "restore_before_rename=pause"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _paused(tmp_path, "restore_before_rename", proc)
     assert list(tmp_path.glob(".out.json.*.partial"))  # the output so far, not yet in place
     proc.send_signal(sig)
