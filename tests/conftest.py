@@ -17,11 +17,7 @@ import pytest
 # Tests using a server fixture are marked azurite / cosmos / postgres / aws
 # automatically, so e.g. `-m "not cosmos"` deselects them.
 # ---------------------------------------------------------------------------
-
-try:  # tests/ on sys.path (pytest's default rootdir-based import mode)
-    from servers import launch as _launch
-except ImportError:  # pragma: no cover - if tests/ ever becomes a package
-    from tests.servers import launch as _launch
+from servers import launch as _launch  # tests/ is on sys.path (pytest's rootdir-based import mode)
 
 _SERVER_MARKS = {"azurite": "azurite", "cosmos_server": "cosmos", "postgres_server": "postgres",
                  "moto_server": "aws"}

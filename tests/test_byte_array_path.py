@@ -126,16 +126,12 @@ def test_a_gzip_bomb_stops_at_the_declared_size():
 @pytest.mark.parametrize("row_level,payload_level", [("inline", "inline"), ("inline", "blob"), ("blob", "blob"),
                                                      ("blob", "inline")])
 def test_modelled_rows_are_sekiban_rows_and_read_back(tmp_path, row_level, payload_level):
+    import reference_reader as ref
     from sekiops.blob.local import LocalBlobStore
     from sekiops.ops.bench.modelled.persist import modelled_persist
     from sekiops.ops.bench.modelled.restore import modelled_restore
     from sekiops.state import open_state_store
     from test_pipeline import STATE, dir_blobs, raw_sqlite_row
-
-    try:
-        import reference_reader as ref
-    except ImportError:  # pragma: no cover
-        from tests import reference_reader as ref
 
     db = tmp_path / "ext.db"
     state = open_state_store(f"sqlite:///{db}?record_threshold={200 if row_level == 'blob' else 10**9}")

@@ -24,50 +24,26 @@ from pathlib import Path
 
 import pytest
 
-try:  # tests/ is on sys.path under pytest's default import mode (tests/ is not a package)
-    import reference_reader as ref
-    from hostile_envelopes import CASES, UNSAFE_KEY_ENVELOPES
-    from test_pipeline import (
-        MB,
-        SLUI,
-        STATE,
-        HandStore,
-        cli_env,
-        content_key,
-        dir_blobs,
-        dir_listing,
-        envelope_inline,
-        envelope_offloaded,
-        exact_json,
-        gz,
-        private_spool,
-        raw_sqlite_row,
-        run_cli,
-        spool_files,
-        sqlite_fingerprint,
-    )
-except ImportError:  # pragma: no cover
-    from tests import reference_reader as ref
-    from tests.hostile_envelopes import CASES, UNSAFE_KEY_ENVELOPES
-    from tests.test_pipeline import (  # noqa: F401
-        MB,
-        SLUI,
-        STATE,
-        HandStore,
-        cli_env,
-        content_key,
-        dir_blobs,
-        dir_listing,
-        envelope_inline,
-        envelope_offloaded,
-        exact_json,
-        gz,
-        private_spool,
-        raw_sqlite_row,
-        run_cli,
-        spool_files,
-        sqlite_fingerprint,
-    )
+import reference_reader as ref
+from hostile_envelopes import CASES, UNSAFE_KEY_ENVELOPES
+from test_pipeline import (
+    MB,
+    SLUI,
+    STATE,
+    HandStore,
+    cli_env,
+    content_key,
+    dir_blobs,
+    dir_listing,
+    envelope_inline,
+    envelope_offloaded,
+    exact_json,
+    gz,
+    raw_sqlite_row,
+    run_cli,
+    spool_files,
+    sqlite_fingerprint,
+)
 
 CONTRACT_FIELDS = ["serviceId", "projectorName", "projectorVersion", "eventsProcessed", "isOffloaded", "offloadKey",
                    "lifecycle", "storedBytes", "originalSizeBytes", "compressedSizeBytes", "updatedAt", "buildSource"]

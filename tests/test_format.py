@@ -24,7 +24,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import reference_reader as ref  # tests/ is on sys.path (pytest's rootdir-based import mode)
 import sekiops.format.jsonstream as jsonstream
+from hostile_envelopes import CASES
 from sekiops.errors import CorruptSnapshotError, SekiopsError, UnsafeKeyError, UsageError
 from sekiops.format import constants, keys, record
 from sekiops.format.envelope import (
@@ -37,13 +39,6 @@ from sekiops.format.envelope import (
     write_inline_envelope,
 )
 from sekiops.format.payload import GzipDecodingReader, PayloadEncoder, backends, gzip_backend, open_payload
-
-try:  # tests/ is on sys.path under pytest's default import mode (tests/ is not a package)
-    import reference_reader as ref
-    from hostile_envelopes import CASES
-except ImportError:  # pragma: no cover - run from the repository root as a package
-    from tests import reference_reader as ref
-    from tests.hostile_envelopes import CASES
 
 WHERE = "unit:where"
 SLUI = "063904064000000000000000000001"

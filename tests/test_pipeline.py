@@ -40,11 +40,7 @@ from pathlib import Path
 
 import pytest
 
-try:  # tests/ is on sys.path under pytest's default import mode (tests/ is not a package)
-    import reference_reader as ref
-except ImportError:  # pragma: no cover
-    from tests import reference_reader as ref
-
+import reference_reader as ref  # tests/ is on sys.path (pytest's rootdir-based import mode)
 from sekiops.blob.local import LocalBlobStore
 from sekiops.blob.memory import MemoryBlobStore
 from sekiops.errors import (

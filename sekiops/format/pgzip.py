@@ -167,22 +167,13 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     def square(mat):
         return [times(mat, mat[n]) for n in range(32)]
 
-    odd = [0xEDB88320] + [1 << n for n in range(31)]
-    even = square(odd)
-    odd = square(even)
-    while True:
-        even = square(odd)
+    mat = [0xEDB88320] + [1 << n for n in range(31)]  # the operator for one zero bit
+    mat = square(square(mat))  # four zero bits
+    while len2:
+        mat = square(mat)  # 2**k zero bytes at step k
         if len2 & 1:
-            crc1 = times(even, crc1)
+            crc1 = times(mat, crc1)
         len2 >>= 1
-        if not len2:
-            break
-        odd = square(even)
-        if len2 & 1:
-            crc1 = times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
     return (crc1 ^ crc2) & 0xFFFFFFFF
 
 
