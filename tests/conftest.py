@@ -30,6 +30,15 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(mark)
 
 
+@pytest.fixture
+def private_spool(tmp_path, monkeypatch):
+    """A spool directory of the test's own (SEKIOPS_SPOOL_DIR); modules that want it for every test
+    say ``pytestmark = pytest.mark.usefixtures("private_spool")``."""
+    d = tmp_path / "spool"
+    monkeypatch.setenv("SEKIOPS_SPOOL_DIR", str(d))
+    return d
+
+
 @pytest.fixture(scope="session")
 def azurite():
     """Azurite blob service: ``.connection_string``, ``.blob_endpoint``, ``.account_name/key``."""

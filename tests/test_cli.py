@@ -45,6 +45,9 @@ from test_pipeline import (
     sqlite_fingerprint,
 )
 
+pytestmark = pytest.mark.usefixtures("private_spool")  # every test spools in its own directory
+
+
 CONTRACT_FIELDS = ["serviceId", "projectorName", "projectorVersion", "eventsProcessed", "isOffloaded", "offloadKey",
                    "lifecycle", "storedBytes", "originalSizeBytes", "compressedSizeBytes", "updatedAt", "buildSource"]
 PERSIST_SUMMARY_FIELDS = ["service_id", "projector_name", "projector_version", "mode", "events_processed",

@@ -59,6 +59,9 @@ from sekiops.pipeline.spool import Spool
 from sekiops.state import open_state_store
 from sekiops.state.base import iter_rows
 
+pytestmark = pytest.mark.usefixtures("private_spool")  # every test spools in its own directory
+
+
 SLUI = "063904064000000000000000000001"
 PROJ = "FaultProj"
 OLD = json.dumps({"state": "old", "items": list(range(2000))}).encode()
@@ -78,11 +81,6 @@ def injected(n: int = 1) -> None:
 def _report_faults():
     yield
     sys.stderr.write(f"\n[faults] faults injected: {FAULTS_INJECTED}\n")
-
-
-@pytest.fixture(autouse=True)
-def _private_spool(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEKIOPS_SPOOL_DIR", str(tmp_path / "spool"))
 
 
 @pytest.fixture

@@ -64,6 +64,9 @@ from sekiops.state import open_state_store
 from sekiops.state.memory import MemoryStateStore
 from sekiops.state.sqlite import SqliteStateStore
 
+pytestmark = pytest.mark.usefixtures("private_spool")  # every test spools in its own directory
+
+
 REPO = Path(__file__).resolve().parents[1]
 SLUI = "063904064000000000000000000001"
 SLUI2 = "063904064000000000000000000002"
@@ -443,14 +446,6 @@ def run_cli(args, *, env: dict, stdin: bytes | str | Path | None = None, cwd=Non
 # =============================================================================================
 # Fixtures
 # =============================================================================================
-
-
-@pytest.fixture(autouse=True)
-def private_spool(tmp_path, monkeypatch):
-    """Every test gets its own spool directory (SEKIOPS_SPOOL_DIR), checked empty at the end."""
-    d = tmp_path / "spool"
-    monkeypatch.setenv("SEKIOPS_SPOOL_DIR", str(d))
-    return d
 
 
 @pytest.fixture

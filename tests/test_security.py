@@ -47,14 +47,12 @@ from sekiops.pipeline.spool import Spool
 from sekiops.state import open_state_store
 from sekiops.urls import redact
 
+pytestmark = pytest.mark.usefixtures("private_spool")  # every test spools in its own directory
+
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = REPO / "sekiops"
 SLUI = "063904064000000000000000000001"
-
-
-@pytest.fixture(autouse=True)
-def _private_spool(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEKIOPS_SPOOL_DIR", str(tmp_path / "spool"))
 
 
 def _cli(args, env=None, timeout=120, **kw) -> subprocess.CompletedProcess:
